@@ -1,0 +1,237 @@
+"""The engine: a worker thread driving a Generator, a bounded frame buffer, and a frame source.
+
+Commands arrive from the event loop (``start``, ``pause``, ``resume``, ``reset``, ``prepare``); events go
+back through a callback that the engine invokes on the loop with ``call_soon_threadsafe``. The generator
+is only ever touched by the worker thread. Each ``start`` opens a new *run*; events carry the run number
+so that a late event from before a reset can be recognised and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cards import render_card
+from .frame_buffer import BufferedFrame, FrameBuffer
+from .generators.base import Generator
+from .schedule import PromptSchedule, ScheduledPrompt
+from .stream import Block, BlockStream, PromptCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlockDone:
+    """A block reached the frame buffer."""
+
+    run: int
+    current_start_frame: int
+    video_frame: int
+
+
+@dataclass(frozen=True)
+class PromptApplied:
+    run: int
+    entry: ScheduledPrompt
+    frame: int
+
+
+@dataclass(frozen=True)
+class GenerationFailed:
+    run: int
+    message: str
+
+
+EngineEvent = BlockDone | PromptApplied | GenerationFailed
+
+
+class Playout(enum.Enum):
+    """What the frame source hands the track."""
+
+    IDLE = "idle"  # not started: show the idle card
+    FRAME = "frame"  # a new frame
+    STALL = "stall"  # running but nothing ready: repeat the last frame (counted)
+    PAUSED = "paused"  # paused: repeat the last frame (not a stall)
+
+
+@dataclass(frozen=True)
+class PlayoutItem:
+    kind: Playout
+    image: np.ndarray | None = None
+    index: int | None = None
+
+
+class Engine:
+    """Runs one session's generation in its own thread and buffers frames for playback."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        schedule: PromptSchedule,
+        on_event: Callable[[EngineEvent], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+        buffer_blocks: int = 1,
+        idle_text: str = "longlive-rtc: schedule a prompt at frame 0 and press Start",
+    ) -> None:
+        self.generator = generator
+        self.geometry = generator.geometry
+        self._stream = BlockStream(generator, schedule, PromptCache(generator))
+        self._on_event = on_event
+        self._loop = loop or asyncio.get_running_loop()
+        self.buffer = FrameBuffer(capacity=buffer_blocks * self.geometry.video_frames_in_block(3))
+        self.idle_card = render_card(self.geometry.width, self.geometry.height, idle_text)
+        self.stalls = 0
+        self.blocks_generated = 0
+        self._cond = threading.Condition()
+        self._run = 0
+        self._seed = 0
+        self._running = False
+        self._paused = False
+        self._begin_pending = False
+        self._reset_pending = False
+        self._closed = False
+        self._playing = False  # a frame was shown since start/resume: underruns count as stalls now
+        self._to_prepare: deque[str] = deque()
+        self._thread = threading.Thread(target=self._work, name="longlive-engine", daemon=True)
+        self._thread.start()
+
+    # --- control, from the event loop ---------------------------------------------------------------
+
+    def start(self, seed: int) -> int:
+        """Begin a new run at frame 0 with ``seed``; returns the run number."""
+        with self._cond:
+            self._run += 1
+            self._seed = seed
+            self._running, self._paused = True, False
+            self._begin_pending, self._playing = True, False
+            self.buffer.clear()
+            self._cond.notify_all()
+            return self._run
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused, self._playing = False, False
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        """Stop at once, drop buffered frames and (on the worker) the generator's state."""
+        with self._cond:
+            self._run += 1
+            self._running = self._paused = False
+            self._reset_pending = True
+            self.buffer.clear()
+            self._cond.notify_all()
+
+    def prepare(self, prompt: str) -> None:
+        """Encode ``prompt`` ahead of its switch (on the worker, between blocks)."""
+        with self._cond:
+            self._to_prepare.append(prompt)
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._run += 1
+            self._cond.notify_all()
+        self.buffer.close()
+        self._thread.join(timeout)
+
+    @property
+    def current_run(self) -> int:
+        with self._cond:
+            return self._run
+
+    # --- frame source, for the paced track -----------------------------------------------------------
+
+    def next_frame(self) -> PlayoutItem:
+        """The next frame to show, or what to do instead; never blocks."""
+        with self._cond:
+            running, paused = self._running, self._paused
+        if not running:
+            return PlayoutItem(Playout.IDLE, self.idle_card)
+        if paused:
+            return PlayoutItem(Playout.PAUSED)
+        frame = self.buffer.pop()
+        if frame is None:
+            with self._cond:
+                if self._playing:
+                    self.stalls += 1
+            return PlayoutItem(Playout.STALL)
+        with self._cond:
+            self._playing = True
+        return PlayoutItem(Playout.FRAME, frame.image, frame.index)
+
+    # --- the worker thread -----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not (
+                    self._closed
+                    or self._to_prepare
+                    or self._reset_pending
+                    or (self._running and not self._paused)
+                ):
+                    self._cond.wait()
+                if self._closed:
+                    break
+                prompts = list(self._to_prepare)
+                self._to_prepare.clear()
+                reset, self._reset_pending = self._reset_pending, False
+                begin, self._begin_pending = self._begin_pending, False
+                run, seed = self._run, self._seed
+                generate = self._running and not self._paused
+            try:
+                if reset:
+                    self._stream.reset()
+                for prompt in prompts:
+                    self._stream.cache.get(prompt)
+                if begin:
+                    self._stream.begin(seed)
+                if generate:
+                    self._generate_block(run)
+            except Exception as exc:  # a generator failure ends the run, never the server
+                log.exception("generator failed")
+                with self._cond:
+                    if run == self._run:
+                        self._running = False
+                self._emit(GenerationFailed(run, f"{type(exc).__name__}: {exc}"))
+        try:
+            self._stream.reset()
+        except Exception:
+            log.exception("generator reset failed while closing")
+
+    def _generate_block(self, run: int) -> None:
+        started = time.perf_counter()
+        block = self._stream.step()
+        self.blocks_generated += 1
+        log.debug("block %d generated in %.1f ms", block.start_frame, 1e3 * (time.perf_counter() - started))
+        if run != self.current_run:
+            return
+        if not self.buffer.put_block(_buffered(block)):
+            return
+        if block.applied is not None:
+            self._emit(PromptApplied(run, block.applied, block.start_frame))
+        self._emit(BlockDone(run, block.end_frame, block.end_video_frame))
+
+    def _emit(self, event: EngineEvent) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+            self._loop.call_soon_threadsafe(self._on_event, event)
+
+
+def _buffered(block: Block) -> list[BufferedFrame]:
+    return [BufferedFrame(block.first_video_frame + i, image) for i, image in enumerate(block.frames)]

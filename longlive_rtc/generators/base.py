@@ -1,0 +1,60 @@
+"""The Generator protocol every video source implements, and the stream geometry they share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Frame and block geometry of a generated stream (LongLive's, for every generator)."""
+
+    width: int = 832
+    height: int = 480
+    frames_per_block: int = 3  # generation (latent) frames per block
+    content_fps: float = 16.0  # native rate of the generated video
+    temporal_stride: int = 4  # video frames per latent frame after the first
+
+    def video_frames_in_block(self, block_start: int) -> int:
+        """Video frames a block decodes to: 9 for block 0, 12 after (latent 0 -> 1 frame, later -> 4)."""
+        first = 1 if block_start == 0 else self.temporal_stride
+        return first + self.temporal_stride * (self.frames_per_block - 1)
+
+    def video_frames_before(self, frame: int) -> int:
+        """Video frames decoded from the generation frames before ``frame`` (1 + 4(frame-1))."""
+        return 0 if frame == 0 else 1 + self.temporal_stride * (frame - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PromptEmbedding = Any
+"""Whatever a generator's ``encode_prompt`` returns; opaque to the engine."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A frame-autoregressive video generator driven block by block.
+
+    Every method is called from one worker thread. ``begin`` starts a fresh stream (dropping any state),
+    ``switch_prompt`` changes the prompt for the blocks that follow, and ``next_block`` returns the
+    block's video frames as uint8 RGB ``[T, H, W, 3]`` (T = 9 for block 0, 12 after).
+    """
+
+    geometry: Geometry
+    name: str
+
+    def encode_prompt(self, prompt: str) -> PromptEmbedding: ...
+
+    def begin(self, seed: int, prompt: PromptEmbedding) -> None: ...
+
+    def switch_prompt(self, prompt: PromptEmbedding) -> None: ...
+
+    def next_block(self) -> np.ndarray: ...
+
+    def reset(self) -> None:
+        """Drop all stream state (KV cache, decoder cache); the next call is ``begin``."""
+        ...

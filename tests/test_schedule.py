@@ -1,0 +1,108 @@
+"""The prompt schedule: overwrite, remove, block round-up, past timestamps, capacity."""
+
+from __future__ import annotations
+
+import pytest
+
+from longlive_rtc.schedule import PromptSchedule, ScheduleFull, block_start_at_or_after
+
+
+def applied_frames(schedule: PromptSchedule, blocks: int) -> dict[int, str]:
+    """Walk ``blocks`` block starts as the engine does; frame -> prompt switched in."""
+    out = {}
+    for start in range(0, 3 * blocks, 3):
+        entry = schedule.take_due(start)
+        if entry:
+            out[start] = entry.prompt
+    return out
+
+
+def test_round_up_to_block_start() -> None:
+    assert [block_start_at_or_after(t) for t in range(8)] == [0, 3, 3, 3, 6, 6, 6, 9]
+    schedule = PromptSchedule()
+    for t, p in [(0, "a"), (1, "b"), (6, "c"), (7, "d")]:
+        schedule.put(t, p)
+    assert [e.frame for e in schedule.snapshot()] == [0, 3, 6, 9]
+    assert applied_frames(schedule, 5) == {0: "a", 3: "b", 6: "c", 9: "d"}
+
+
+def test_overwrite_at_same_timestamp() -> None:
+    schedule = PromptSchedule()
+    schedule.put(6, "first")
+    schedule.put(6, "second")
+    assert [(e.timestamp, e.prompt) for e in schedule.snapshot()] == [(6, "second")]
+    assert len(schedule) == 1
+
+
+def test_remove_and_remove_missing() -> None:
+    schedule = PromptSchedule()
+    schedule.put(3, "a")
+    assert schedule.remove(3) is True
+    assert schedule.remove(3) is False
+    assert schedule.remove(99) is False
+    assert schedule.snapshot() == []
+
+
+def test_latest_timestamp_wins_within_one_block() -> None:
+    schedule = PromptSchedule()
+    schedule.put(4, "early")
+    schedule.put(5, "late")
+    assert applied_frames(schedule, 3) == {6: "late"}
+
+
+def test_past_timestamps_while_running_apply_at_next_block() -> None:
+    schedule = PromptSchedule()
+    schedule.put(0, "a")
+    schedule.put(30, "b")
+    applied = applied_frames(schedule, 12)  # blocks 0..33 committed; next block starts at 36
+    assert applied == {0: "a", 30: "b"}
+    schedule.put(5, "late")  # in the past
+    schedule.put(36, "exact")  # at the next block itself
+    assert {e.timestamp: e.frame for e in schedule.snapshot()} == {0: 0, 5: 36, 30: 30, 36: 36}
+    assert schedule.take_due(36).prompt == "exact"
+    schedule.put(0, "rewrite the first")  # overwriting an applied prompt re-applies at the next block
+    assert schedule.take_due(39).prompt == "rewrite the first"
+    assert schedule.take_due(42) is None
+
+
+def test_prompt_for_block_follows_the_timeline() -> None:
+    schedule = PromptSchedule()
+    schedule.put(0, "a")
+    schedule.put(7, "b")
+    assert schedule.prompt_for_block(0).prompt == "a"
+    assert schedule.prompt_for_block(6).prompt == "a"
+    assert schedule.prompt_for_block(9).prompt == "b"
+
+
+def test_rewind_and_clear() -> None:
+    schedule = PromptSchedule()
+    schedule.put(0, "a")
+    applied_frames(schedule, 10)
+    schedule.put(2, "b")  # past: applies at 30
+    assert schedule.snapshot()[1].frame == 30
+    schedule.rewind()
+    assert schedule.snapshot()[1].frame == 3
+    schedule.clear()
+    assert schedule.snapshot() == [] and not schedule.has_initial_prompt()
+    schedule.put(1, "c")
+    assert schedule.snapshot()[0].frame == 3
+
+
+def test_a_thousand_prompts() -> None:
+    schedule = PromptSchedule()
+    for t in range(1000):
+        schedule.put(t, f"prompt {t}")
+    assert len(schedule) == 1000
+    applied = applied_frames(schedule, 340)
+    assert len(applied) == 334  # block starts 0, 3, ..., 999
+    assert applied[999] == "prompt 999" and applied[3] == "prompt 3" and applied[6] == "prompt 6"
+    assert [e.timestamp for e in schedule.snapshot()] == list(range(1000))
+
+
+def test_capacity_limit() -> None:
+    schedule = PromptSchedule(max_prompts=3)
+    for t in range(3):
+        schedule.put(t, "x")
+    schedule.put(2, "overwrite still fine")
+    with pytest.raises(ScheduleFull):
+        schedule.put(3, "one too many")

@@ -1,0 +1,327 @@
+"""The session state machine and the engine behind it, on the synthetic generator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+
+from longlive_rtc.engine import Playout
+from longlive_rtc.generators import SyntheticGenerator
+from longlive_rtc.generators.stamp import read_stamp
+from longlive_rtc.protocol import Event
+from longlive_rtc.session import Role, Session, Status
+
+from .support import SMALL, EventLog
+
+
+def cmd(kind: str, message_id: int | str | None = None, **data) -> str:
+    message = {"type": kind, "data": data}
+    if message_id is not None:
+        message["id"] = message_id
+    return json.dumps(message)
+
+
+class Client:
+    """A member of a session that sends commands and records replies and broadcasts."""
+
+    def __init__(self, session: Session, role: Role = Role.CONTROLLER) -> None:
+        self.session = session
+        self.role = role
+        self.log = EventLog()
+        self.member = session.join(role, self.log)
+
+    def send(self, kind: str, message_id: int | str | None = None, **data) -> Event:
+        replies: list[Event] = []
+        self.session.handle(cmd(kind, message_id, **data), self.role, replies.append)
+        assert replies and replies[0].type in {"ack", "error"}
+        return replies[0]
+
+    def ok(self, kind: str, **data) -> None:
+        reply = self.send(kind, **data)
+        assert reply.type == "ack", reply
+
+    def refused(self, kind: str, **data) -> str:
+        reply = self.send(kind, **data)
+        assert reply.type == "error", reply
+        assert reply.data["command"] == kind
+        return reply.data["code"]
+
+
+class SlowSynthetic(SyntheticGenerator):
+    """The synthetic generator taking a fixed time per block (a stand-in for a slower GPU)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(SMALL)
+        self.seconds = seconds
+        self.blocks = 0
+
+    def next_block(self) -> np.ndarray:
+        time.sleep(self.seconds)
+        self.blocks += 1
+        return super().next_block()
+
+
+class FailingSynthetic(SyntheticGenerator):
+    def __init__(self, fail_at_block: int) -> None:
+        super().__init__(SMALL)
+        self.fail_at_block = fail_at_block
+        self.blocks = 0
+
+    def next_block(self) -> np.ndarray:
+        self.blocks += 1
+        if self.blocks == self.fail_at_block:
+            raise RuntimeError("CUDA error: out of memory (simulated)")
+        return super().next_block()
+
+
+async def drain(session: Session, frames: int, timeout: float = 10.0) -> list:
+    """Play frames out of the engine as fast as they come."""
+    out, deadline = [], time.monotonic() + timeout
+    while len(out) < frames:
+        item = session.engine.next_frame()
+        if item.kind is Playout.FRAME:
+            out.append(item)
+        elif time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(out)} frames")
+        else:
+            await asyncio.sleep(0.002)
+    return out
+
+
+@pytest.fixture
+async def session(small_generator: SyntheticGenerator):
+    s = Session("s1", small_generator, buffer_blocks=1)
+    yield s
+    s.close()
+
+
+async def test_join_sends_state_and_commands_ack_with_id(session: Session) -> None:
+    client = Client(session)
+    assert client.log.events[0].type == "state"
+    assert client.log.events[0].data["status"] == "idle"
+    reply = client.send("set_seed", message_id="m-1", seed=7)
+    assert reply.to_dict() == {"type": "ack", "data": {"command": "set_seed"}, "id": "m-1"}
+    assert client.log.events[-1].type == "state" and client.log.events[-1].data["seed"] == 7
+    replies: list[Event] = []
+    session.handle(cmd("get_state", 5), Role.CONTROLLER, replies.append)
+    assert [r.type for r in replies] == ["ack", "state"] and replies[0].id == 5
+
+
+async def test_error_codes_of_the_state_machine(session: Session) -> None:
+    client = Client(session)
+    assert client.refused("start") == "no_initial_prompt"
+    client.ok("schedule_prompt", new_prompt="not at zero", timestamp=1)
+    assert client.refused("start") == "no_initial_prompt"
+    assert client.refused("pause") == "not_running"
+    assert client.refused("resume") == "not_running"
+    assert client.refused("remove_prompt", timestamp=99) == "not_found"
+    client.ok("schedule_prompt", new_prompt="a red fox", timestamp=0)
+    client.ok("start")
+    assert session.status is Status.RUNNING
+    assert client.refused("start") == "already_running"
+    assert client.refused("resume") == "already_running"
+    client.ok("pause")
+    assert client.refused("pause") == "not_running"
+    assert client.refused("start") == "already_running"
+    client.ok("resume")
+    client.ok("reset")
+    assert session.status is Status.IDLE and session.schedule.snapshot() == []
+    bad: list[Event] = []
+    session.handle("{oops", Role.CONTROLLER, bad.append)
+    assert bad[0].data["code"] == "bad_json"
+
+
+async def test_viewer_commands_are_forbidden(session: Session) -> None:
+    controller, viewer = Client(session), Client(session, Role.VIEWER)
+    assert viewer.refused("schedule_prompt", new_prompt="x", timestamp=0) == "forbidden"
+    assert viewer.refused("start") == "forbidden"
+    assert viewer.refused("reset") == "forbidden"
+    assert viewer.send("get_state").type == "ack"
+    controller.ok("schedule_prompt", new_prompt="x", timestamp=0)
+    assert viewer.log.events[-1].type == "state"  # viewers still receive every change
+    assert viewer.log.events[-1].data["scheduled"][0]["prompt"] == "x"
+
+
+async def test_schedule_limit_is_limit_exceeded(session: Session) -> None:
+    client = Client(session)
+    session.schedule._max_prompts = 5
+    for t in range(5):
+        client.ok("schedule_prompt", new_prompt=f"p{t}", timestamp=t)
+    assert client.refused("schedule_prompt", new_prompt="too many", timestamp=50) == "limit_exceeded"
+    assert len(session.schedule) == 5
+
+
+async def test_progress_sequence_and_prompt_applied(session: Session) -> None:
+    client = Client(session)
+    client.ok("schedule_prompt", new_prompt="first", timestamp=0)
+    client.ok("schedule_prompt", new_prompt="second", timestamp=4)
+    client.ok("schedule_prompt", new_prompt="third", timestamp=9)
+    client.ok("start")
+    frames = await drain(session, 9 + 12 * 5)
+    await client.log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] >= 18)
+    progress = [e.data for e in client.log.of("progress")]
+    assert [p["current_start_frame"] for p in progress[:6]] == [3, 6, 9, 12, 15, 18]
+    assert [p["video_frame"] for p in progress[:6]] == [9, 21, 33, 45, 57, 69]
+    assert progress[1]["seconds"] == pytest.approx(21 / 16)
+    applied = [(e.data["timestamp"], e.data["frame"], e.data["prompt"]) for e in client.log.of("prompt_applied")]
+    assert applied == [(0, 0, "first"), (4, 6, "second"), (9, 9, "third")]
+    kinds = [e.type for e in client.log.events if e.type in {"progress", "prompt_applied"}]
+    assert kinds[:6] == ["prompt_applied", "progress", "progress", "prompt_applied", "progress", "prompt_applied"]
+    stamps = [read_stamp(f.image) for f in frames]
+    assert [s.frame for s in stamps] == [f.index for f in frames] == list(range(len(frames)))
+    # block 0-1 (video 0..20) prompt 0, block 2 (video 21..32) prompt 1, block 3 on prompt 2
+    assert {s.prompt for s in stamps[:21]} == {0} and {s.prompt for s in stamps[21:33]} == {1}
+    assert {s.prompt for s in stamps[33:]} == {2}
+    assert session.active_prompt == "third"
+
+
+async def test_backpressure_bounds_the_buffer_when_playback_is_slow() -> None:
+    generator = SyntheticGenerator(SMALL)
+    session = Session("bp", generator, buffer_blocks=1)
+    try:
+        client = Client(session)
+        client.ok("schedule_prompt", new_prompt="x", timestamp=0)
+        client.ok("start")
+        await asyncio.sleep(0.5)  # nobody plays: the generator must stop after filling the buffer
+        generated = session.engine.blocks_generated
+        assert generated <= 2, generated  # one block in the buffer, at most one waiting for room
+        assert len(session.engine.buffer) <= session.engine.buffer.capacity == 12
+        for _ in range(40):  # a slow consumer: one frame every 5 ms
+            session.engine.next_frame()
+            await asyncio.sleep(0.005)
+        assert session.engine.buffer.high_water <= 12
+        assert session.engine.blocks_generated <= generated + 5
+    finally:
+        session.close()
+
+
+async def test_pause_stops_generation_within_one_block() -> None:
+    generator = SlowSynthetic(seconds=0.1)
+    session = Session("p", generator, buffer_blocks=10)
+    try:
+        client = Client(session)
+        client.ok("schedule_prompt", new_prompt="x", timestamp=0)
+        client.ok("start")
+        await client.log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] == 6)
+        client.ok("pause")
+        paused_at = generator.blocks
+        assert session.engine.next_frame().kind is Playout.PAUSED
+        await asyncio.sleep(0.5)  # five block-times
+        assert generator.blocks <= paused_at + 1
+        frame_before = session.current_start_frame
+        client.ok("resume")
+        await client.log.wait_for(
+            lambda e: e.type == "progress" and e.data["current_start_frame"] >= frame_before + 6
+        )
+        assert generator.blocks > paused_at + 1
+    finally:
+        session.close()
+
+
+async def test_reset_is_prompt_and_drops_generator_state() -> None:
+    generator = SlowSynthetic(seconds=0.2)
+    session = Session("r", generator)
+    try:
+        client = Client(session)
+        client.ok("schedule_prompt", new_prompt="x", timestamp=0)
+        client.ok("start")
+        await client.log.wait_for(lambda e: e.type == "progress")
+        began = time.monotonic()
+        client.ok("reset")
+        assert session.status is Status.IDLE and session.current_start_frame == 0
+        assert session.engine.next_frame().kind is Playout.IDLE
+        blocks = generator.blocks
+        await asyncio.sleep(0.5)
+        assert generator.blocks <= blocks + 1  # at most the block in flight finishes
+        assert generator._scene is None  # reset() reached the generator
+        assert time.monotonic() - began < 1.0
+        progress_after = [e for e in client.log.of("progress")][-1]
+        late = [e for e in client.log.events if e.type == "progress" and e is not progress_after]
+        assert all(e.data["current_start_frame"] <= progress_after.data["current_start_frame"] for e in late)
+        # a fresh start begins at frame 0 with the new schedule
+        mark = client.log.mark()
+        client.ok("schedule_prompt", new_prompt="y", timestamp=0)
+        client.ok("start")
+        first = await client.log.wait_for(lambda e: e.type == "progress", since=mark)
+        assert first.data["current_start_frame"] == 3
+    finally:
+        session.close()
+
+
+async def test_seed_applies_at_next_start(session: Session) -> None:
+    client = Client(session)
+    client.ok("schedule_prompt", new_prompt="same prompt", timestamp=0)
+    client.ok("start")
+    a = (await drain(session, 9))[-1].image.copy()
+    client.ok("reset")
+    client.ok("schedule_prompt", new_prompt="same prompt", timestamp=0)
+    client.ok("set_seed", seed=12345)
+    client.ok("start")
+    b = (await drain(session, 9))[-1].image
+    assert not np.array_equal(a, b)
+    client.ok("reset")
+    client.ok("schedule_prompt", new_prompt="same prompt", timestamp=0)
+    client.ok("set_seed", seed=0)
+    client.ok("start")
+    c = (await drain(session, 9))[-1].image
+    assert np.array_equal(a, c)
+
+
+async def test_generator_failure_is_reported_and_the_session_survives() -> None:
+    session = Session("f", FailingSynthetic(fail_at_block=2))
+    try:
+        client = Client(session)
+        client.ok("schedule_prompt", new_prompt="x", timestamp=0)
+        client.ok("start")
+        await drain(session, 9)
+        failure = await client.log.wait_for(lambda e: e.type == "error")
+        assert failure.data["code"] == "generator_failed" and "out of memory" in failure.data["message"]
+        assert session.status is Status.IDLE
+        client.ok("start")  # the same session can run again
+        await drain(session, 9)
+    finally:
+        session.close()
+
+
+async def test_idle_card_and_stalls(small_generator: SyntheticGenerator) -> None:
+    session = Session("i", SlowSynthetic(seconds=0.15))
+    try:
+        item = session.engine.next_frame()
+        assert item.kind is Playout.IDLE and item.image.shape == (SMALL.height, SMALL.width, 3)
+        client = Client(session)
+        client.ok("schedule_prompt", new_prompt="x", timestamp=0)
+        client.ok("start")
+        assert session.engine.next_frame().kind is Playout.STALL
+        assert session.engine.stalls == 0  # waiting for the first frame is not a stall
+        await drain(session, 9)
+        while session.engine.next_frame().kind is Playout.FRAME:
+            pass
+        assert session.engine.stalls == 1  # a generator slower than playback underruns
+    finally:
+        session.close()
+
+
+async def test_prompts_are_encoded_when_scheduled() -> None:
+    class Counting(SyntheticGenerator):
+        encoded: list[str] = []
+
+        def encode_prompt(self, prompt: str):
+            self.encoded.append(prompt)
+            return super().encode_prompt(prompt)
+
+    generator = Counting(SMALL)
+    session = Session("e", generator)
+    try:
+        client = Client(session)
+        client.ok("schedule_prompt", new_prompt="ahead of time", timestamp=300)
+        for _ in range(100):
+            if generator.encoded:
+                break
+            await asyncio.sleep(0.01)
+        assert generator.encoded == ["ahead of time"]
+    finally:
+        session.close()
