@@ -1,0 +1,112 @@
+"""The composition root: ``longlive-rtc serve | generate | bench | download | schema``.
+
+Every flag has an environment-variable equivalent, named in its help text (``LONGLIVE_RTC_<FLAG>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("longlive_rtc")
+
+ENV_PREFIX = "LONGLIVE_RTC_"
+
+
+def env_default(name: str, default: object) -> object:
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def add_option(parser: argparse.ArgumentParser, flag: str, default: object = None, **kwargs) -> None:
+    """Add ``--flag`` whose default comes from ``LONGLIVE_RTC_FLAG`` when set."""
+    env = ENV_PREFIX + flag.upper().replace("-", "_")
+    help_text = kwargs.pop("help", "")
+    kwargs.setdefault("default", env_default(flag, default))
+    parser.add_argument(f"--{flag}", help=f"{help_text} [env {env}; default {default}]", **kwargs)
+
+
+def add_generator_options(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "generator", "synthetic", choices=["synthetic", "longlive"], help="video generator")
+    add_option(parser, "width", 832, type=int, help="frame width")
+    add_option(parser, "height", 480, type=int, help="frame height")
+
+
+def build_generator(args: argparse.Namespace):
+    """The generator the flags ask for, with a clear message when it cannot be built."""
+    from .generators import Geometry, SyntheticGenerator
+
+    geometry = Geometry(width=int(args.width), height=int(args.height))
+    if args.generator == "synthetic":
+        log.info("generator: synthetic (procedural video, no GPU or weights needed)")
+        return SyntheticGenerator(geometry)
+    try:
+        from .generators.longlive import build_longlive_generator
+    except ImportError as exc:
+        raise SystemExit(f"the longlive generator is not available in this build: {exc}") from None
+    return build_longlive_generator(args, geometry)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .render import ScheduleFileError, load_schedule_file, render_to_mp4
+
+    try:
+        entries = load_schedule_file(Path(args.schedule))
+    except ScheduleFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.frames < 1:
+        print("error: --frames must be >= 1", file=sys.stderr)
+        return 2
+    generator = build_generator(args)
+    frames = math.ceil(args.frames / generator.geometry.frames_per_block) * generator.geometry.frames_per_block
+    expected_video = generator.geometry.video_frames_before(frames)
+    with tqdm(total=expected_video, unit="frame", desc="rendering", file=sys.stderr) as bar:
+        written = render_to_mp4(
+            generator, entries, frames, Path(args.out), seed=args.seed,
+            on_block=lambda _f, video: bar.update(video - bar.n),
+        )  # fmt: skip
+    print(f"wrote {args.out}: {written} video frames ({frames} generation frames, {len(entries)} prompts)")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .protocol import json_schema_text, render_markdown
+
+    print(render_markdown() if args.markdown else json_schema_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="longlive-rtc", description=__doc__.splitlines()[0])
+    add_option(parser, "log-level", "INFO", help="logging level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="render a prompt schedule offline to an MP4")
+    generate.add_argument("--schedule", required=True, help='JSON array of {"timestamp": int, "prompt": str}')
+    generate.add_argument("--frames", type=int, required=True, help="generation frames (rounded up to blocks)")
+    generate.add_argument("--out", required=True, help="output .mp4 path")
+    add_option(generate, "seed", 0, type=int, help="random seed")
+    add_generator_options(generate)
+    generate.set_defaults(func=cmd_generate)
+
+    schema = commands.add_parser("schema", help="print the data-channel protocol's JSON Schema")
+    schema.add_argument("--markdown", action="store_true", help="print docs/protocol.md instead")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
