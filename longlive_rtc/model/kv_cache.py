@@ -84,6 +84,7 @@ class KVCache:
         self.local_end = 0
         self.rope_mode = ABSOLUTE
         self.slot_frames: list[int] = [-1] * window  # absolute frame held by each slot (-1: zeros)
+        self.trace: list[tuple[int, int, list[int]]] | None = None  # set to [] to record (start, n, attended)
 
     @property
     def batch_size(self) -> int:
@@ -152,6 +153,8 @@ class KVCache:
             frames[slot] = plan.start + plan.key_offset + slot - plan.write_start
         if not plan.is_recompute:
             self.global_end, self.local_end = plan.end, plan.local_end
+        if self.trace is not None:
+            self.trace.append((plan.start, plan.num_frames, self.attended_frames(plan)))
 
     def attended_frames(self, plan: CachePlan) -> list[int]:
         """Absolute frames whose keys a call attends to (valid after `commit`)."""

@@ -1,0 +1,156 @@
+"""Streaming LongLive generation: one block of latent frames per call, prompt switches by KV-recache.
+
+Per block (reference section 4.2): 4 denoising forwards at the warped timesteps, each predicting x0
+and re-noising it with fresh noise, then one forward of the clean x0 at t=0 that rewrites the block's
+keys/values in the cache. On a prompt switch (section 5.3) the cross-attention K/V are replaced and
+the last `min(window, s)` clean frames are re-run at t=0 with the new prompt in one bidirectional
+pass: with `global_sink` the sink is kept and the last frames are rewritten, without it the cache
+is zeroed and the recached frames become the new sink and window.
+
+Past `rope_max_frames` (1024) absolute RoPE positions leave the range the official code supports;
+by default the stream then switches the cache to slot positions (the "infinite" variant), so a
+live stream can run forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .dit import CausalWanModel, CrossAttnCache
+from .kv_cache import ABSOLUTE, KVCache
+from .noise import NoiseSource, SeededNoise
+from .sampler import DENOISING_STEPS, DenoisingSampler
+
+
+class StreamingPipeline:
+    """Generates latent blocks `[B, F, C, H, W]` (F = 3) one at a time for a batch of B streams."""
+
+    def __init__(
+        self,
+        model: CausalWanModel,
+        *,
+        noise: NoiseSource | None = None,
+        global_sink: bool = True,
+        denoising_steps: Sequence[int] = DENOISING_STEPS,
+        timestep_shift: float = 5.0,
+        context_noise: float = 0.0,
+        beyond_rope_limit: str = "slot",
+    ) -> None:
+        if beyond_rope_limit not in ("slot", "absolute"):
+            raise ValueError("beyond_rope_limit must be 'slot' or 'absolute'")
+        self.model = model
+        self.config = model.config
+        self.noise: NoiseSource = noise if noise is not None else SeededNoise()
+        self.global_sink = global_sink
+        self.sampler = DenoisingSampler(denoising_steps, timestep_shift)
+        self.context_noise = context_noise
+        self.beyond_rope_limit = beyond_rope_limit
+        self.cache: KVCache | None = None
+        self.context: CrossAttnCache | None = None
+        self.current_start_frame = 0
+        self._history: list[Tensor] = []  # recent clean blocks, for recache
+        self._t_steps: list[Tensor] = []
+        self._t_clean: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return 0 if self.cache is None else self.cache.batch_size
+
+    @property
+    def block_shape(self) -> tuple[int, int, int, int, int]:
+        cfg = self.config
+        return (self.batch_size, cfg.num_frame_per_block, cfg.in_dim, cfg.latent_height, cfg.latent_width)
+
+    def begin(self, seed: int | Sequence[int], prompt_embeds: Tensor) -> None:
+        """Start a new stream: empty cache, frame 0, noise seeded (`seed + i` for sample i, or one seed each)."""
+        b = prompt_embeds.shape[0]
+        seeds = [seed + i for i in range(b)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != b:
+            raise ValueError(f"{len(seeds)} seeds for a batch of {b}")
+        model = self.model
+        if self.cache is None or self.cache.batch_size != b or self.cache.k.device != model.device:
+            self.cache = None  # free the old buffers before allocating new ones
+            self.cache = model.new_kv_cache(b)
+        else:
+            self.cache.reset()
+        self.noise.reset(seeds, model.device)
+        self.context = model.encode_context(prompt_embeds)
+        self.current_start_frame = 0
+        self._history = []
+        f = self.config.num_frame_per_block
+        self._t_steps = [torch.full((b, f), float(t), device=model.device) for t in self.sampler.timesteps]
+        self._t_clean = torch.full((b, f), float(self.context_noise), device=model.device)
+
+    def end(self) -> None:
+        """Drop the stream's state and free the cache."""
+        self.cache = self.context = self._t_clean = None
+        self._history, self._t_steps = [], []
+        self.current_start_frame = 0
+
+    def _require_started(self) -> KVCache:
+        if self.cache is None or self.context is None:
+            raise RuntimeError("call begin() first")
+        return self.cache
+
+    def _step(self, x: Tensor, t: Tensor, start: int, **kw: bool) -> Tensor | None:
+        """Model call on `[B, F, C, H, W]` latents; returns the flow in the same layout."""
+        cache = self._require_started()
+        flow = self.model(x.transpose(1, 2), t, self.context, cache, start, **kw)
+        return None if flow is None else flow.transpose(1, 2)
+
+    @torch.no_grad()
+    def next_block(self) -> Tensor:
+        """Generate the next block; returns its clean latents `[B, F, C, H, W]` (model dtype)."""
+        cache = self._require_started()
+        start = self.current_start_frame
+        self._check_rope_range(start + self.config.num_frame_per_block)
+        shape = self.block_shape
+        dtype = self.model.dtype
+        x = self.noise.block_noise(shape, dtype)
+        sampler = self.sampler
+        x0 = x
+        for i in range(sampler.num_steps):
+            flow = self._step(x, self._t_steps[i], start)
+            x0 = sampler.to_x0(flow, x, i)
+            if i + 1 < sampler.num_steps:
+                x = sampler.renoise(x0, self.noise.step_noise(shape, dtype), i + 1)
+        self._step(x0, self._t_clean, start, compute_output=False)  # write clean K/V
+        self._remember(x0)
+        self.current_start_frame = start + shape[1]
+        assert cache.global_end == self.current_start_frame
+        return x0
+
+    @torch.no_grad()
+    def switch_prompt(self, prompt_embeds: Tensor, *, global_sink: bool | None = None) -> None:
+        """Use a new prompt from the next block on, recaching the recent frames (KV-recache)."""
+        cache = self._require_started()
+        if prompt_embeds.shape[0] != cache.batch_size:
+            raise ValueError("prompt batch size differs from the stream's")
+        keep_sink = self.global_sink if global_sink is None else global_sink
+        self.context = self.model.encode_context(prompt_embeds)
+        if not keep_sink:
+            cache.clear_values()
+        s = self.current_start_frame
+        if s == 0:
+            return
+        n = min(self.config.local_attn_size, s)
+        frames = torch.cat(self._history, dim=1)[:, -n:]
+        t = torch.full(frames.shape[:2], float(self.context_noise), device=frames.device)
+        self._step(frames, t, s - n, sink_recache=not keep_sink, compute_output=False)
+
+    def _remember(self, x0: Tensor) -> None:
+        self._history.append(x0)
+        f = self.config.num_frame_per_block
+        keep = -(-self.config.local_attn_size // f)  # blocks needed to cover the window
+        del self._history[:-keep]
+
+    def _check_rope_range(self, end_frame: int) -> None:
+        """Switch to slot RoPE before a call would need absolute positions >= rope_max_frames."""
+        cache = self._require_started()
+        if cache.rope_mode == ABSOLUTE and self.beyond_rope_limit == "slot" and end_frame > self.config.rope_max_frames:
+            h, w = self.config.grid_size
+            unrotate = self.model.rope.freqs(cache.stored_positions(), h, w, self.model.device).conj()
+            cache.to_slot_mode(unrotate)
