@@ -1,0 +1,220 @@
+"""Wan2.1 VAE decoder (causal 3D convolutions) with a streaming feature cache.
+
+Latents [B, F, 16, h, w] (LongLive layout, normalised) -> RGB in [0, 1] [B, T, 3, 8h, 8w], T = 1 + 4 (F - 1)
+over a whole stream. Every temporal convolution is causal: it sees its own input frames plus the last two
+frames it saw before (zeros at the start of a stream). The two temporal upsamplers double every frame except
+the very first of the stream, which is why latent 0 gives 1 frame and every later latent 4. Because all
+state lives in a `VAEStreamCache`, decoding a stream block by block gives the same pixels as decoding it in
+one call. Parameter names follow `Wan2.1_VAE.pth`; that file's encoder keys are skipped on load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_state_file, load_strict, split_known
+
+CACHE_FRAMES = 2  # frames of history kept per temporal convolution (kernel 3)
+LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+               0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)  # fmt: skip
+LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+              3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)  # fmt: skip
+ENCODER_PREFIXES = ("encoder.", "conv1.")  # in Wan2.1_VAE.pth, not needed to decode
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temporal_upsample: tuple[bool, ...] = (True, True, False)
+
+    @classmethod
+    def wan2_1(cls) -> VAEConfig:
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> VAEConfig:
+        """Same topology (4x time, 8x space), narrow channels: for CPU tests."""
+        return cls(dim=4, num_res_blocks=1)
+
+
+class VAEStreamCache:
+    """Per-stream decoder state: the last input frames of each temporal conv, and which upsamplers started."""
+
+    def __init__(self) -> None:
+        self.tails: dict[nn.Module, torch.Tensor] = {}
+        self.started: set[nn.Module] = set()
+
+
+class CausalConv3d(nn.Conv3d):
+    """Conv3d, causal in time: prepends the previous 2p frames (zeros at stream start), pads space as usual."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int | tuple[int, int, int], padding: int | tuple = 0):
+        kernel = (kernel,) * 3 if isinstance(kernel, int) else kernel
+        padding = (padding,) * 3 if isinstance(padding, int) else padding
+        super().__init__(c_in, c_out, kernel, padding=(0, padding[1], padding[2]))
+        self.time_pad = 2 * padding[0]
+
+    def forward(self, x: torch.Tensor, cache: VAEStreamCache | None = None) -> torch.Tensor:
+        if self.time_pad:
+            past = cache.tails.get(self) if cache is not None else None
+            if past is None:
+                past = x.new_zeros(*x.shape[:2], self.time_pad, *x.shape[3:])
+            x = torch.cat([past, x], dim=2)
+            if cache is not None:
+                cache.tails[self] = x[:, :, -self.time_pad :].clone()
+        return super().forward(x)
+
+
+class RMSNorm(nn.Module):
+    """L2-normalise over channels, times sqrt(C) and a learned per-channel gain (`gamma`)."""
+
+    def __init__(self, dim: int, images: bool = False):
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) * self.scale * self.gamma
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.residual = nn.Sequential(
+            RMSNorm(c_in), nn.SiLU(), CausalConv3d(c_in, c_out, 3, padding=1),
+            RMSNorm(c_out), nn.SiLU(), nn.Dropout(0.0), CausalConv3d(c_out, c_out, 3, padding=1),
+        )  # fmt: skip
+        self.shortcut = CausalConv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
+        h = self.shortcut(x)
+        for layer in self.residual:
+            x = layer(x, cache) if isinstance(layer, CausalConv3d) else layer(x)
+        return x + h
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the pixels of each frame separately."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = RMSNorm(dim, images=True)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+        qkv = self.to_qkv(self.norm(frames)).reshape(b * t, 3 * c, h * w).transpose(1, 2)
+        q, k, v = qkv.unsqueeze(1).chunk(3, dim=-1)  # [bt, 1, hw, c] each
+        y = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2).reshape(b * t, c, h, w)
+        y = self.proj(y).reshape(b, t, c, h, w).transpose(1, 2)
+        return x + y
+
+
+class Resample(nn.Module):
+    """Decoder upsampler: 2x space (channels halved) and, for `upsample3d`, 2x time."""
+
+    def __init__(self, dim: int, temporal: bool):
+        super().__init__()
+        self.resample = nn.Sequential(
+            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(dim, dim // 2, 3, padding=1)
+        )
+        self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
+
+    def forward(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
+        if self.time_conv is not None:
+            x = self._double_frames(x, cache)
+        b, c, t, h, w = x.shape
+        frames = self.resample(x.transpose(1, 2).reshape(b * t, c, h, w))  # nearest 2x, then 3x3 conv
+        return frames.reshape(b, t, -1, 2 * h, 2 * w).transpose(1, 2)
+
+    def _double_frames(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
+        """Every frame becomes two (the time conv's channel halves), except the stream's first frame."""
+        head = None
+        if self not in cache.started:
+            cache.started.add(self)
+            head, x = x[:, :, :1], x[:, :, 1:]
+        if x.shape[2]:
+            y = self.time_conv(x, cache)
+            b, c2, t, h, w = y.shape
+            x = y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c2 // 2, 2 * t, h, w)
+        return x if head is None else torch.cat([head, x], dim=2)
+
+
+class Decoder3d(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        dims = [cfg.dim * m for m in (cfg.dim_mult[-1], *cfg.dim_mult[::-1])]
+        self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
+        self.middle = nn.Sequential(
+            ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0])
+        )
+        upsamples: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            c_in = c_in // 2 if i > 0 else c_in  # the previous upsampler halved the channels
+            for _ in range(cfg.num_res_blocks + 1):
+                upsamples.append(ResidualBlock(c_in, c_out))
+                c_in = c_out
+            if i < len(cfg.dim_mult) - 1:
+                upsamples.append(Resample(c_out, temporal=cfg.temporal_upsample[i]))
+        self.upsamples = nn.Sequential(*upsamples)
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
+        x = self.conv1(x, cache)
+        for layer in (*self.middle, *self.upsamples):
+            x = layer(x) if isinstance(layer, AttentionBlock) else layer(x, cache)
+        x = self.head[1](self.head[0](x))
+        return self.head[2](x, cache)
+
+
+class WanVAEDecoder(nn.Module):
+    """The decoding half of the Wan2.1 VAE, with latent de-normalisation; stateful through a VAEStreamCache."""
+
+    def __init__(self, cfg: VAEConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or VAEConfig.wan2_1()
+        self.conv2 = CausalConv3d(self.cfg.z_dim, self.cfg.z_dim, 1)
+        self.decoder = Decoder3d(self.cfg)
+        self.register_buffer("latent_mean", torch.tensor(LATENT_MEAN[: self.cfg.z_dim]), persistent=False)
+        self.register_buffer("latent_std", torch.tensor(LATENT_STD[: self.cfg.z_dim]), persistent=False)
+
+    def new_state(self) -> VAEStreamCache:
+        return VAEStreamCache()
+
+    def forward(self, latents: torch.Tensor, state: VAEStreamCache, frame_chunk: int | None = None) -> torch.Tensor:
+        """Decode the next latents of a stream: [B, F, z, h, w] -> RGB in [0, 1], [B, T, 3, 8h, 8w].
+
+        `frame_chunk` feeds the decoder that many latents per pass (the official code uses 1); the result
+        does not depend on it, only speed and peak memory do.
+        """
+        z = latents.transpose(1, 2)  # [B, z, F, h, w]
+        shape = (1, -1, 1, 1, 1)
+        inv_std = 1.0 / self.latent_std.to(z.dtype)
+        z = z / inv_std.view(shape) + self.latent_mean.to(z.dtype).view(shape)
+        x = self.conv2(z)
+        step = frame_chunk or x.shape[2]
+        out = [self.decoder(x[:, :, i : i + step], state) for i in range(0, x.shape[2], step)]
+        video = torch.cat(out, dim=2).float().clamp_(-1.0, 1.0)
+        return (video.transpose(1, 2) * 0.5 + 0.5).clamp_(0.0, 1.0)
+
+
+def load_wan_vae(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cfg: VAEConfig | None = None,
+) -> WanVAEDecoder:
+    """Build the decoder and load `Wan2.1_VAE.pth` strictly (its encoder keys are recognised and skipped)."""
+    state, _encoder_keys = split_known(load_state_file(path), ENCODER_PREFIXES)
+    model = load_strict(WanVAEDecoder(cfg), state, f"Wan VAE {path}")
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
