@@ -17,3 +17,27 @@ __all__ = [
     "tiny",
     "tiny_small_window",
 ]
+
+# --- IO (issue 6) ---
+from .checkpoint import CheckpointError  # noqa: E402
+from .decode import DECODER_KINDS, StreamingDecoder  # noqa: E402
+from .download import WEIGHT_FILES, DownloadError, download_weights  # noqa: E402
+from .text_encoder import TextEncoder, load_text_encoder  # noqa: E402
+from .weights import LongLive, MissingWeightsError, WeightPaths, build_longlive, load_decoder, load_generator  # noqa: E402
+
+__all__ += [
+    "DECODER_KINDS",
+    "WEIGHT_FILES",
+    "CheckpointError",
+    "DownloadError",
+    "LongLive",
+    "MissingWeightsError",
+    "StreamingDecoder",
+    "TextEncoder",
+    "WeightPaths",
+    "build_longlive",
+    "download_weights",
+    "load_decoder",
+    "load_generator",
+    "load_text_encoder",
+]

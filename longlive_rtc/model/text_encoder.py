@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .t5 import T5Config, UMT5Encoder, load_umt5
-from .tokenizer import PromptTokenizer, clean_prompt
+from .tokenizer import TEXT_LEN, PromptTokenizer, clean_prompt
 
 
 class TextEncoder:
@@ -92,8 +92,9 @@ def load_text_encoder(
     output_device: torch.device | str | None = None,
     cache_size: int = 32,
     cfg: T5Config | None = None,
+    text_len: int = TEXT_LEN,
 ) -> TextEncoder:
     """umT5 weights + tokenizer -> TextEncoder. `device="cpu"` keeps the 11 GB encoder off the GPU."""
     encoder = load_umt5(t5_path, device=device, dtype=dtype, cfg=cfg)
-    tokenizer = PromptTokenizer.from_dir(tokenizer_dir)
+    tokenizer = PromptTokenizer.from_dir(tokenizer_dir, text_len)
     return TextEncoder(encoder, tokenizer, output_device=output_device, output_dtype=dtype, cache_size=cache_size)
