@@ -83,6 +83,82 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_ice_servers(urls: Sequence[str], username: str | None, credential: str | None) -> list:
+    """ICE servers from ``stun:``/``turn:``/``turns:`` URLs; TURN ones get the username and credential."""
+    from aiortc import RTCIceServer
+
+    servers = []
+    for url in urls:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise SystemExit(f"error: ICE server {url!r} must start with stun:, turn: or turns:")
+        if url.startswith("turn"):
+            if not (username and credential):
+                raise SystemExit(f"error: TURN server {url} needs --ice-username and --ice-credential")
+            servers.append(RTCIceServer(urls=url, username=username, credential=credential))
+        else:
+            servers.append(RTCIceServer(urls=url))
+    return servers
+
+
+def default_max_sessions(generator: str) -> int:
+    """One generation slot per GPU for LongLive, one per CPU core for the synthetic generator."""
+    if generator == "longlive":
+        try:
+            import torch
+
+            return max(1, torch.cuda.device_count())
+        except ImportError:
+            return 1
+    return max(1, os.cpu_count() or 1)
+
+
+def local_address() -> str:
+    """This machine's outward address, for the URL to open (no packet is sent)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from signaling.app import create_app
+
+    from .rtc.hub import Hub, HubConfig
+
+    ice_urls = list(args.ice_server or [])
+    if not ice_urls and os.environ.get(ENV_PREFIX + "ICE_SERVERS"):
+        ice_urls = [u.strip() for u in os.environ[ENV_PREFIX + "ICE_SERVERS"].split(",") if u.strip()]
+    config = HubConfig(
+        codec=args.codec,
+        ice_servers=parse_ice_servers(ice_urls, args.ice_username, args.ice_credential),
+        max_sessions=int(args.max_sessions or default_max_sessions(args.generator)),
+        grace_seconds=float(args.grace),
+        buffer_blocks=int(args.buffer_blocks),
+    )
+    first = build_generator(args)  # fail fast, before listening, if the generator cannot be built
+    pool = [first]
+
+    def generator_factory():
+        return pool.pop() if pool else build_generator(args)
+
+    hub = Hub(generator_factory, config)
+    app = create_app(hub)
+    host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    shown = local_address() if args.host in ("0.0.0.0", "::") else host
+    print(f"longlive-rtc: {args.generator} generator, codec {config.codec}, {config.max_sessions} session slot(s)")
+    if args.generator == "synthetic":
+        print("  (synthetic generator: procedural video, no GPU or model weights used)")
+    print(f"  open http://{shown}:{args.port}/ in a browser (or http://{host}:{args.port}/ on this machine)")
+    web.run_app(app, host=args.host, port=int(args.port), print=None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longlive-rtc", description=__doc__.splitlines()[0])
     add_option(parser, "log-level", "INFO", help="logging level")
@@ -95,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(generate, "seed", 0, type=int, help="random seed")
     add_generator_options(generate)
     generate.set_defaults(func=cmd_generate)
+
+    serve = commands.add_parser("serve", help="run the WebRTC server")
+    add_option(serve, "host", "0.0.0.0", help="address to listen on")
+    add_option(serve, "port", 8080, type=int, help="HTTP port")
+    add_option(serve, "codec", "vp8", choices=["vp8", "h264"], help="video codec")
+    serve.add_argument(
+        "--ice-server",
+        action="append",
+        help="STUN/TURN URL, repeatable [env LONGLIVE_RTC_ICE_SERVERS, comma-separated]",
+    )
+    add_option(serve, "ice-username", None, help="TURN username")
+    add_option(serve, "ice-credential", None, help="TURN credential")
+    add_option(serve, "max-sessions", None, type=int, help="generation slots (default: GPUs, or CPU cores)")
+    add_option(serve, "grace", 30.0, type=float, help="seconds a session outlives its last controller")
+    add_option(serve, "buffer-blocks", 1, type=int, help="blocks buffered ahead of playback")
+    add_generator_options(serve)
+    serve.set_defaults(func=cmd_serve)
 
     schema = commands.add_parser("schema", help="print the data-channel protocol's JSON Schema")
     schema.add_argument("--markdown", action="store_true", help="print docs/protocol.md instead")

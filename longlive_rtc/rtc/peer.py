@@ -1,0 +1,148 @@
+"""One RTCPeerConnection per client: video from the session's relay, the protocol on its data channel."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+from collections.abc import Callable
+
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import SessionDescription
+
+from ..protocol import Event
+from ..session import Member, Role
+from .codecs import prefer_codec
+
+log = logging.getLogger(__name__)
+
+#: Chromium and aiortc accept 256 KiB data-channel messages; keep state events well under that.
+MAX_EVENT_BYTES = 200_000
+
+_peer_ids = itertools.count(1)
+SDP_LINE = re.compile(r"^[a-z]=\S")
+
+
+class OfferError(ValueError):
+    """An offer that cannot be answered: malformed SDP, wrong type or no video section."""
+
+
+def check_offer(sdp: object, kind: object = "offer") -> str:
+    """Validate an SDP offer well enough to fail early with a clear message; returns the SDP text."""
+    if kind != "offer":
+        raise OfferError(f"expected an SDP of type 'offer', got {kind!r}")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise OfferError("'sdp' must be a non-empty string")
+    if not sdp.lstrip().startswith("v=0"):
+        raise OfferError("malformed SDP: it must start with 'v=0'")
+    for number, line in enumerate(sdp.strip().splitlines(), start=1):
+        if not SDP_LINE.match(line):
+            raise OfferError(f"malformed SDP: line {number} is not '<letter>=<value>': {line[:60]!r}")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises whatever the bad line provokes
+        raise OfferError(f"malformed SDP: {type(exc).__name__}: {exc}") from None
+    if not any(m.kind == "video" for m in parsed.media):
+        raise OfferError("the offer has no video section (add a recvonly video transceiver)")
+    return sdp
+
+
+def fit_event(event: Event, limit: int = MAX_EVENT_BYTES) -> str:
+    """Encode an event; a ``state`` too large for one message gets its schedule list truncated (flagged)."""
+    text = event.to_json()
+    if len(text.encode()) <= limit or event.type != "state":
+        return text
+    scheduled = event.data["scheduled"]
+    low, high = 0, len(scheduled)
+    while low < high:  # the most entries that still fit
+        middle = (low + high + 1) // 2
+        candidate = Event("state", {**event.data, "scheduled": scheduled[:middle], "scheduled_truncated": True})
+        if len(candidate.to_json().encode()) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return Event("state", {**event.data, "scheduled": scheduled[:low], "scheduled_truncated": True}).to_json()
+
+
+class Peer:
+    """A client connection to a session, as controller or viewer."""
+
+    def __init__(
+        self,
+        session_id: str,
+        role: Role,
+        configuration: RTCConfiguration,
+        on_closed: Callable[[Peer], None],
+    ) -> None:
+        self.id = f"p{next(_peer_ids)}"
+        self.session_id = session_id
+        self.role = role
+        self.pc = RTCPeerConnection(configuration)
+        self.member: Member | None = None
+        self.channel: RTCDataChannel | None = None
+        self._on_closed = on_closed
+        self._closed = False
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    async def answer(self, offer_sdp: str, track, codec: str) -> RTCSessionDescription:
+        """Attach the video track, restrict the codec, and answer the client's offer."""
+        sender = self.pc.addTrack(track)
+        transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
+        prefer_codec(transceiver, codec)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription
+
+    def bind_channels(self, join: Callable[[Role, Callable[[Event], None]], Member], handle) -> None:
+        """On the client's data channel (any label): join the session, route messages to ``handle``."""
+
+        @self.pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if self.channel is not None:
+                log.info("peer %s opened a second data channel %r; using the first", self.id, channel.label)
+                return
+            self.channel = channel
+
+            @channel.on("message")
+            def on_message(message: str | bytes) -> None:
+                handle(message, self.role, self.send)
+
+            @channel.on("close")
+            def on_close() -> None:
+                asyncio.ensure_future(self.close())
+
+            self.member = join(self.role, self.send)
+
+    def send(self, event: Event) -> None:
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(fit_event(event))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.pc.close()
+        finally:
+            self._on_closed(self)
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("peer %s (%s of %s): %s", self.id, self.role, self.session_id, state)
+        if state in ("failed", "closed"):
+            await self.close()
+
+
+def ice_servers_json(servers: list[RTCIceServer]) -> list[dict[str, object]]:
+    """RTCIceServer objects as browsers' ``RTCConfiguration.iceServers`` JSON."""
+    out = []
+    for server in servers:
+        entry: dict[str, object] = {"urls": server.urls}
+        if server.username:
+            entry["username"] = server.username
+        if server.credential:
+            entry["credential"] = server.credential
+        out.append(entry)
+    return out

@@ -1,0 +1,240 @@
+"""Real aiortc peers against the real signaling server over the host interface."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+from aiortc.codecs.vpx import Vp8Decoder
+
+from longlive_rtc.rtc.hub import HubConfig
+
+from .rtc_client import Client, Server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def record_rtp_timestamps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the RTP timestamp of every frame the client decodes (decoded pts are rounded by the decoder)."""
+    timestamps: list[int] = []
+    original = Vp8Decoder.decode
+
+    def decode(self, encoded_frame):
+        timestamps.append(encoded_frame.timestamp)
+        return original(self, encoded_frame)
+
+    monkeypatch.setattr(Vp8Decoder, "decode", decode)
+    return timestamps
+
+
+async def test_controller_schedules_starts_and_receives_paced_video(monkeypatch: pytest.MonkeyPatch) -> None:
+    rtp_timestamps = record_rtp_timestamps(monkeypatch)
+    async with Server() as server:
+        client = Client()
+        try:
+            await client.connect(server.url)
+            state = await client.wait_event(lambda e: e["type"] == "state")
+            assert state["data"]["status"] == "idle" and state["data"]["session"] == client.session
+            for i, (t, prompt) in enumerate([(0, "a red fox"), (6, "a blue lake"), (12, "green aurora")]):
+                client.send("schedule_prompt", f"s{i}", new_prompt=prompt, timestamp=t)
+                assert (await client.reply_to(f"s{i}"))["type"] == "ack"
+            client.send("start", "go")
+            assert (await client.reply_to("go"))["type"] == "ack"
+            await client.wait_frames(1)
+            began, first = time.monotonic(), len(client.frames)
+            await asyncio.sleep(4.2)
+            window = [f for f in client.frames[first:] if f.at - began <= 4.0]
+            fps = (len(window) - 1) / (window[-1].at - window[0].at)
+            assert 14.0 <= fps <= 16.0, fps
+            steps = {(b - a) % 2**32 for a, b in zip(rtp_timestamps, rtp_timestamps[1:], strict=False)}
+            assert steps == {6000}, "RTP timestamps step by exactly 90000 / 15"
+            decoded_steps = {b.pts - a.pts for a, b in zip(client.frames, client.frames[1:], strict=False)}
+            assert decoded_steps <= {5999, 6000, 6001}  # the decoder rounds through its own time base
+            frame = client.frames[-1]
+            assert (frame.width, frame.height) == (832, 480)
+            stamped = [f.stamp for f in client.frames if f.stamp is not None]
+            assert len(stamped) >= 50
+            by_index = {s.frame: s.prompt for s in stamped}
+            for index, prompt in by_index.items():
+                assert prompt == (0 if index < 21 else 1 if index < 45 else 2), (index, prompt)
+            assert {0, 1, 2} <= set(by_index.values())
+            indices = [s.frame for s in stamped]
+            assert indices == sorted(indices), "frames arrive in order"
+            timeline = [e for e in client.events if e["type"] in ("progress", "prompt_applied")]
+            starts = [e["data"]["current_start_frame"] for e in timeline if e["type"] == "progress"]
+            assert starts[:6] == [3, 6, 9, 12, 15, 18]
+            assert [e["data"]["video_frame"] for e in timeline if e["type"] == "progress"][:3] == [9, 21, 33]
+            applied = [(e["data"]["frame"], e["data"]["prompt"]) for e in timeline if e["type"] == "prompt_applied"]
+            assert applied == [(0, "a red fox"), (6, "a blue lake"), (12, "green aurora")]
+            for i, event in enumerate(timeline):  # each prompt_applied comes right before its block's progress
+                if event["type"] == "prompt_applied":
+                    after = timeline[i + 1]
+                    assert after["type"] == "progress"
+                    assert after["data"]["current_start_frame"] == event["data"]["frame"] + 3
+        finally:
+            await client.close()
+
+
+async def test_fan_out_to_viewers_generates_each_block_once() -> None:
+    async with Server() as server:
+        controller, viewer, whep = Client(), Client(), Client()
+        try:
+            await controller.connect(server.url)
+            await viewer.connect(server.url, session=controller.session, role="viewer")
+            await whep.connect(server.url, session=controller.session, whep=True, data_channel=False)
+            viewer.send("start", "v1")
+            assert (await viewer.reply_to("v1"))["data"]["code"] == "forbidden"
+            viewer.send("schedule_prompt", "v2", new_prompt="x", timestamp=0)
+            assert (await viewer.reply_to("v2"))["data"]["code"] == "forbidden"
+            controller.send("schedule_prompt", "c1", new_prompt="shared stream", timestamp=0)
+            controller.send("start", "c2")
+            assert (await controller.reply_to("c2"))["type"] == "ack"
+            for client in (controller, viewer, whep):
+                await client.wait_frames(40)
+            await asyncio.sleep(2.0)
+            assert len(server.generators) == 1, "one generator for the whole session"
+            progress = [e for e in viewer.events if e["type"] == "progress"]
+            assert progress, "viewers receive the session's events"
+            blocks_reported = progress[-1]["data"]["current_start_frame"] // 3
+            assert server.generators[0].blocks <= blocks_reported + 2  # + the block in flight and one buffered
+            seen = [{f.stamp.frame: f.signature for f in c.frames if f.stamp} for c in (controller, viewer, whep)]
+            common = range(max(min(s) for s in seen) + 1, min(max(s) for s in seen) - 1)
+            assert len(common) >= 20
+            for received in seen:  # a live relay may skip a frame for a busy encoder, never more
+                assert len(set(common) & set(received)) >= 0.95 * len(common)
+            for index in set(common) & set(seen[0]) & set(seen[1]) & set(seen[2]):
+                for other in seen[1:]:  # the same picture under each stamp, up to codec noise
+                    assert np.abs(seen[0][index] - other[index]).mean() < 6.0, index
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{server.url}/sessions") as r:
+                    summary = (await r.json())["sessions"][0]
+                assert (summary["controllers"], summary["viewers"]) == (1, 2)
+                async with http.delete(server.url + whep.location) as r:
+                    assert r.status == 204
+                async with http.delete(server.url + whep.location) as r:
+                    assert r.status == 404
+            assert len(server.hub.get(controller.session).peers) == 2
+        finally:
+            for client in (controller, viewer, whep):
+                await client.close()
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+async def test_both_codecs_negotiate_and_decode(codec: str) -> None:
+    async with Server(HubConfig(codec=codec)) as server:
+        client = Client()
+        try:
+            await client.connect(server.url)
+            assert client.codec_used == {"vp8": "video/VP8", "h264": "video/H264"}[codec]
+            client.send("schedule_prompt", new_prompt="codec check", timestamp=0)
+            client.send("start")
+            deadline = time.monotonic() + 15
+            while sum(1 for f in client.frames if f.stamp) < 15 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            stamped = [f.stamp for f in client.frames if f.stamp]
+            assert len(stamped) >= 15, "stamps survive the codec"
+            assert all(s.prompt == 0 for s in stamped)
+        finally:
+            await client.close()
+
+
+async def test_http_errors_leave_the_server_serving() -> None:
+    async with Server(HubConfig(max_sessions=1)) as server, aiohttp.ClientSession() as http:
+        url = server.url
+
+        async def status_of(method: str, path: str, **kwargs) -> tuple[int, dict]:
+            async with http.request(method, url + path, **kwargs) as r:
+                body = await r.json() if r.content_type == "application/json" else {}
+                return r.status, body
+
+        status, body = await status_of("POST", "/offer", data="{nope")
+        assert status == 400 and "JSON" in body["error"]["message"]
+        status, body = await status_of("POST", "/offer", json={"sdp": "v=0\r\nthis is not sdp", "type": "offer"})
+        assert status == 400 and "SDP" in body["error"]["message"]
+        status, body = await status_of("POST", "/offer", json={"sdp": "v=0\r\n", "type": "answer"})
+        assert status == 400
+        status, body = await status_of("POST", "/offer", json=[1, 2])
+        assert status == 400
+        status, body = await status_of("POST", "/offer", json={"sdp": "v=0", "session": "nope"})
+        assert status == 404
+        status, _ = await status_of("POST", "/whep/nope", data="v=0", headers={"Content-Type": "application/sdp"})
+        assert status == 404
+        status, _ = await status_of("POST", "/whep/nope", data="v=0", headers={"Content-Type": "text/plain"})
+        assert status == 415
+        status, _ = await status_of("GET", "/sessions/nope")
+        assert status == 404
+        status, _ = await status_of("POST", "/sessions/nope/commands", json={"type": "start"})
+        assert status == 404
+        status, body = await status_of("POST", "/offer", data="x" * (300 * 1024))
+        assert status == 413 and "limit" in body["error"]["message"]
+        async with http.options(url + "/whep/any") as r:
+            assert r.status == 204 and "Location" in r.headers["Access-Control-Expose-Headers"]
+
+        client = Client()
+        try:
+            await client.connect(url)  # takes the only slot
+            second = Client()
+            async with http.post(url + "/offer", json={"sdp": (await _offer(second)), "type": "offer"}) as r:
+                assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
+            await second.pc.close()
+            cmd = f"/sessions/{client.session}/commands"
+            status, body = await status_of("POST", cmd, json={"type": "start", "id": 1})
+            assert status == 409 and body[0]["data"]["code"] == "no_initial_prompt" and body[0]["id"] == 1
+            status, body = await status_of("POST", cmd, data="{bad")
+            assert status == 400 and body[0]["data"]["code"] == "bad_json"
+            status, body = await status_of("POST", cmd, json={"type": "schedule_prompt", "data": {"new_prompt": "x"}})
+            assert status == 400 and body[0]["data"]["code"] == "invalid_field"
+            status, body = await status_of("POST", cmd, json={"type": "dance"})
+            assert status == 400 and body[0]["data"]["code"] == "unknown_command"
+            status, body = await status_of(
+                "POST", cmd, json={"type": "schedule_prompt", "data": {"new_prompt": "via http", "timestamp": 0}}
+            )
+            assert status == 200 and body[0]["type"] == "ack"
+            status, body = await status_of("POST", cmd, json={"type": "get_state"})
+            assert [e["type"] for e in body] == ["ack", "state"]
+            assert body[1]["data"]["scheduled"][0]["prompt"] == "via http"
+            await client.wait_event(lambda e: e["type"] == "state" and e["data"]["scheduled"])  # broadcast reached
+            status, body = await status_of("GET", f"/sessions/{client.session}")
+            assert status == 200 and body["status"] == "idle"
+            status, body = await status_of("GET", "/health")
+            assert body["status"] == "ok" and body["peers"] == 1
+            status, body = await status_of("GET", "/ice-servers")
+            assert body == {"iceServers": []}
+            async with http.get(url + "/metrics") as r:
+                assert "longlive_peers 1" in await r.text()
+            client.send("get_state", "still-alive")
+            assert (await client.reply_to("still-alive"))["type"] == "ack"
+        finally:
+            await client.close()
+
+
+async def _offer(client: Client) -> str:
+    client.pc.addTransceiver("video", direction="recvonly")
+    await client.pc.setLocalDescription(await client.pc.createOffer())
+    return client.pc.localDescription.sdp
+
+
+async def test_closing_frees_the_peer_and_after_grace_the_session() -> None:
+    async with Server(HubConfig(max_sessions=2, grace_seconds=1.0)) as server:
+        client = Client()
+        await client.connect(server.url)
+        session_id = client.session
+        assert server.hub.peer_count == 1
+        await client.close()
+        deadline = time.monotonic() + 10
+        while server.hub.peer_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert server.hub.peer_count == 0
+        assert session_id in server.hub.sessions, "the session outlives its controller for the grace period"
+        rejoin = Client()
+        await rejoin.connect(server.url, session=session_id)  # a reload reconnects to the same stream
+        state = await rejoin.wait_event(lambda e: e["type"] == "state")
+        assert state["data"]["session"] == session_id
+        await rejoin.close()
+        while session_id in server.hub.sessions and time.monotonic() < deadline + 5:
+            await asyncio.sleep(0.1)
+        assert session_id not in server.hub.sessions
+        assert server.hub.peer_count == 0
