@@ -30,7 +30,7 @@ def sinusoidal_embedding(dim: int, t: Tensor) -> Tensor:
 
 
 class RMSNorm(nn.Module):
-    """`x * rsqrt(mean(x^2) + eps)` computed in float32, cast back, times a learned weight."""
+    """`x * rsqrt(mean(x^2) + eps)` computed in float32 (float64 stays float64), cast back, times a weight."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -38,7 +38,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 

@@ -9,6 +9,8 @@ so there is no 1024-frame table limit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -26,35 +28,50 @@ def _inv_freq(pairs: int, theta: float) -> Tensor:
 
 
 def _polar(positions: Tensor, inv_freq: Tensor) -> Tensor:
-    angles = torch.outer(positions.to(torch.float64), inv_freq)
+    angles = torch.outer(positions.to(torch.float64), inv_freq.to(positions.device))
     return torch.polar(torch.ones_like(angles), angles)
 
 
+def _runs(positions: Sequence[int]) -> list[tuple[int, int]]:
+    """Split positions into maximal runs of consecutive integers `[a, b)`."""
+    runs: list[tuple[int, int]] = []
+    for p in positions:
+        if runs and runs[-1][1] == p:
+            runs[-1] = (runs[-1][0], p + 1)
+        else:
+            runs.append((p, p + 1))
+    return runs
+
+
 class RotaryEmbedding:
-    """Builds per-token complex rotations for a (frames, h, w) token grid; not an nn.Module (no state dict)."""
+    """Builds per-token complex rotations for a (frames, h, w) token grid; not an nn.Module (no state dict).
+
+    Positions are built on the target device from integer ranges, so a call causes no host-device copy.
+    """
 
     def __init__(self, head_dim: int, theta: float = 10000.0, dtype: torch.dtype = torch.float64) -> None:
-        t, h, w = rope_split(head_dim)
-        self.inv_t = _inv_freq(t, theta)
-        self.inv_h = _inv_freq(h, theta)
-        self.inv_w = _inv_freq(w, theta)
+        self.split = rope_split(head_dim)
+        self.theta = theta
         self.dtype = dtype  # float64 (official) or float32
-        self._spatial: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
+        self._tables: dict[tuple[str, int, int], tuple[Tensor, Tensor, Tensor]] = {}
 
-    def _spatial_freqs(self, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        key = (h, w, str(device))
-        if key not in self._spatial:
-            fh = _polar(torch.arange(h), self.inv_h).to(device)
-            fw = _polar(torch.arange(w), self.inv_w).to(device)
-            self._spatial[key] = fh, fw
-        return self._spatial[key]
+    def _table(self, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """Temporal inverse frequencies and the row/column rotations, cached per device and grid."""
+        key = (str(device), h, w)
+        if key not in self._tables:
+            t, hp, wp = self.split
+            inv_t = _inv_freq(t, self.theta).to(device)
+            fh = _polar(torch.arange(h), _inv_freq(hp, self.theta)).to(device)
+            fw = _polar(torch.arange(w), _inv_freq(wp, self.theta)).to(device)
+            self._tables[key] = inv_t, fh, fw
+        return self._tables[key]
 
-    def freqs(self, frame_positions: Tensor | list[int], h: int, w: int, device: torch.device) -> Tensor:
+    def freqs(self, frame_positions: Sequence[int], h: int, w: int, device: torch.device) -> Tensor:
         """Complex rotations `[F*h*w, 1, head_dim/2]` for tokens in (frame, row, column) order."""
-        pos = torch.as_tensor(frame_positions, dtype=torch.float64)
+        inv_t, fh, fw = self._table(h, w, device)
+        pos = torch.cat([torch.arange(a, b, dtype=torch.float64, device=device) for a, b in _runs(frame_positions)])
         f = pos.numel()
-        ft = _polar(pos, self.inv_t).to(device)
-        fh, fw = self._spatial_freqs(h, w, device)
+        ft = _polar(pos, inv_t)
         grid = torch.cat(
             [
                 ft.view(f, 1, 1, -1).expand(f, h, w, -1),
