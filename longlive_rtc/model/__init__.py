@@ -3,19 +3,36 @@
 Nothing here imports WebRTC or HTTP code.
 """
 
+from .attention import attention, backend_for
 from .config import WanConfig, longlive_1_3b, tiny, tiny_small_window
 from .dit import CausalWanModel, CrossAttnCache
 from .kv_cache import CachePlan, KVCache
+from .noise import NoiseSource, OfficialNoise, SeededNoise
+from .pipeline import StreamingPipeline
+from .rope import RotaryEmbedding, apply_rope
+from .sampler import DENOISING_STEPS, DenoisingSampler, FlowMatchSchedule, warped_timesteps
 
 __all__ = [
+    "DENOISING_STEPS",
     "CachePlan",
     "CausalWanModel",
     "CrossAttnCache",
+    "DenoisingSampler",
+    "FlowMatchSchedule",
     "KVCache",
+    "NoiseSource",
+    "OfficialNoise",
+    "RotaryEmbedding",
+    "SeededNoise",
+    "StreamingPipeline",
     "WanConfig",
+    "apply_rope",
+    "attention",
+    "backend_for",
     "longlive_1_3b",
     "tiny",
     "tiny_small_window",
+    "warped_timesteps",
 ]
 
 # --- IO (issue 6) ---
