@@ -34,6 +34,14 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "generator", "synthetic", choices=["synthetic", "longlive"], help="video generator")
     add_option(parser, "width", 832, type=int, help="frame width")
     add_option(parser, "height", 480, type=int, help="frame height")
+    add_option(parser, "weights", "weights", help="LongLive weights directory (see `longlive-rtc download`)")
+    add_option(parser, "decoder", "wan", choices=["wan", "tae"], help="latent decoder: Wan VAE or TAEHV (faster)")
+    add_option(parser, "t5-device", "cuda", choices=["cuda", "cpu"], help="where the text encoder runs")
+    add_option(parser, "device", "cuda", help="torch device of the DiT and decoder")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="full-size model with random weights (benchmarks, no files)"
+    )
+    add_option(parser, "compile", "auto", choices=["auto", "on", "off"], help="torch.compile the DiT")
 
 
 def build_generator(args: argparse.Namespace):

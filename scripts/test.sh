@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the tests need (dev extras, Debian's chromium) into .venv and runs the whole suite.
+# Never downloads a browser: Playwright drives Debian's /usr/bin/chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ ! -x /usr/bin/chromium ]; then
+    echo "== installing Debian's chromium"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+echo "== installing longlive-rtc with the dev extras"
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# constraints-ci.txt pins the CPU build of torch, so no CUDA packages are downloaded.
+.venv/bin/python -m pip install -q -c constraints-ci.txt -e '.[dev]'
+
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== pytest"
+.venv/bin/python -m pytest -q -ra "$@"
