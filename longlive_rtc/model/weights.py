@@ -109,16 +109,18 @@ def load_generator(
 ) -> CausalWanModel:
     """CausalWanModel with `longlive_base.pt` loaded strictly and the LoRA (if given) merged.
 
-    The merge runs in float32 on `device` and is cast to `dtype`; base weights are cast on copy.
+    The model is built on the meta device (no random init) and takes the file's tensors; the merge runs in
+    float32 on `device` and is cast to `dtype`; everything ends on `device` in `dtype`.
     """
-    model = CausalWanModel(config or longlive_1_3b()).to(device=device, dtype=dtype)
+    with torch.device("meta"):
+        model = CausalWanModel(config or longlive_1_3b())
     state = read_generator_state(base_path, use_ema=use_ema)
     if lora_path is not None:
         lora = read_lora_state(lora_path)
         targets = lora_targets(model)
         state = merge_lora(state, lora, targets, rank=lora_rank, alpha=lora_alpha, device=device, dtype=dtype)
-    load_strict(model, state, f"generator {base_path}")
-    return model.eval().requires_grad_(False)
+    load_strict(model, state, f"generator {base_path}", assign=True)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def load_wan_dit(model: CausalWanModel, path: str | Path) -> CausalWanModel:
