@@ -149,13 +149,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grace_seconds=float(args.grace),
         buffer_blocks=int(args.buffer_blocks),
     )
-    first = build_generator(args)  # fail fast, before listening, if the generator cannot be built
-    pool = [first]
+    pool = [build_generator(args)]  # fail fast, before listening, if the generator cannot be built
 
     def generator_factory():
         return pool.pop() if pool else build_generator(args)
 
-    hub = Hub(generator_factory, config)
+    hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
     app = create_app(hub)
     host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     shown = local_address() if args.host in ("0.0.0.0", "::") else host
@@ -164,6 +163,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("  (synthetic generator: procedural video, no GPU or model weights used)")
     print(f"  open http://{shown}:{args.port}/ in a browser (or http://{host}:{args.port}/ on this machine)")
     web.run_app(app, host=args.host, port=int(args.port), print=None)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .model.download import DownloadError, download_weights
+
+    try:
+        download_weights(Path(args.dir), include_tae=not args.no_tae, force=args.force)
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -196,6 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(serve, "buffer-blocks", 1, type=int, help="blocks buffered ahead of playback")
     add_generator_options(serve)
     serve.set_defaults(func=cmd_serve)
+
+    bench = commands.add_parser("bench", help="GPU benchmark of the full-size model (random weights)")
+    bench.add_argument("--decoders", nargs="+", default=["wan", "tae"], choices=["wan", "tae"])
+    bench.add_argument("--blocks", type=int, default=12, help="blocks per run")
+    bench.add_argument("--runs", type=int, default=3, help="runs (medians are reported)")
+    add_option(bench, "compile", "on", choices=["on", "off"], help="torch.compile the DiT blocks")
+    bench.add_argument("--no-t5", dest="with_t5", action="store_false", help="leave the umT5 encoder out")
+    bench.add_argument("--json", help="also write the results here")
+    bench.set_defaults(func=cmd_bench)
+
+    download = commands.add_parser("download", help="fetch the official weights from the Hugging Face Hub")
+    add_option(download, "dir", "weights", help="destination directory")
+    download.add_argument("--no-tae", action="store_true", help="skip the TAEHV decoder weights")
+    download.add_argument("--force", action="store_true", help="download again even when present")
+    download.set_defaults(func=cmd_download)
 
     schema = commands.add_parser("schema", help="print the data-channel protocol's JSON Schema")
     schema.add_argument("--markdown", action="store_true", help="print docs/protocol.md instead")

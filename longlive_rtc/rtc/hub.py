@@ -82,9 +82,16 @@ class LiveSession:
 class Hub:
     """Creates, joins and frees sessions; one generator per session, capped by ``max_sessions``."""
 
-    def __init__(self, generator_factory: Callable[[], Generator], config: HubConfig | None = None) -> None:
+    def __init__(
+        self,
+        generator_factory: Callable[[], Generator],
+        config: HubConfig | None = None,
+        release: Callable[[Generator], None] | None = None,
+    ) -> None:
+        """``release`` takes back the generator of a freed session (e.g. to reuse loaded weights)."""
         self.config = config or HubConfig()
         self._generator_factory = generator_factory
+        self._release = release
         self.sessions: dict[str, LiveSession] = {}
         configure_h264_rate(self.config.fps)
 
@@ -118,6 +125,8 @@ class Hub:
         await asyncio.gather(*(peer.close() for peer in list(live.peers.values())), return_exceptions=True)
         live.track.stop()
         await asyncio.to_thread(live.session.close)
+        if self._release is not None:
+            self._release(live.session.engine.generator)
         log.info("session %s freed", session_id)
 
     # --- peers ---------------------------------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""`longlive-rtc bench`: full-size LongLive on the GPU, per-stage block times and sustained FPS.
+
+Random weights unless ``--weights`` is given (speed does not depend on the values). Every number is the
+median of ``--runs`` runs after warm-up; stage times come from CUDA events, FPS from the wall clock
+over whole blocks (generate + decode + device->host copy), exactly what the live engine calls.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .generators.longlive import LongLiveGenerator, enable_compile, random_longlive, warm_up
+
+
+@dataclass
+class StageTimer:
+    """CUDA-event timing of the pipeline's model calls, split into denoising forwards and cache passes."""
+
+    denoise_ms: list[float] = field(default_factory=list)
+    cache_ms: list[float] = field(default_factory=list)
+    pending: list[tuple[bool, torch.cuda.Event, torch.cuda.Event]] = field(default_factory=list)
+
+    def wrap(self, pipeline) -> None:
+        step = pipeline._step
+
+        def timed(x, t, start, **kw):
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            out = step(x, t, start, **kw)
+            end.record()
+            self.pending.append((kw.get("compute_output", True), begin, end))
+            return out
+
+        pipeline._step = timed
+
+    def collect(self) -> None:
+        torch.cuda.synchronize()
+        for denoise, begin, end in self.pending:
+            (self.denoise_ms if denoise else self.cache_ms).append(begin.elapsed_time(end))
+        self.pending.clear()
+
+
+def cuda_ms(fn) -> float:
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end)
+
+
+def bench_generator(generator: LongLiveGenerator, blocks: int, runs: int) -> dict:
+    """Medians over ``runs`` streams of ``blocks`` blocks, each with one prompt switch in the middle."""
+    first, second = generator.encode_prompt("a red fox in the snow"), generator.encode_prompt("a blue lake at dusk")
+    timer = StageTimer()
+    timer.wrap(generator.pipeline)
+    per_run = []
+    for run in range(runs):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        generator.begin(run, first)
+        frames = len(generator.next_block())
+        first_frame_s = time.perf_counter() - t0
+        block_s, decode_ms, switch_ms = [], [], []
+        started = time.perf_counter()
+        for i in range(1, blocks):
+            if i == blocks // 2:
+                switch_ms.append(cuda_ms(lambda: generator.switch_prompt(second)))
+            b0 = time.perf_counter()
+            latents = generator.pipeline.next_block()
+            decode_ms.append(cuda_ms(lambda latents=latents: generator.decoder.decode(latents)))
+            block_s.append(time.perf_counter() - b0)
+        steady_s = time.perf_counter() - started
+        # end to end through the generator's own path (side-stream decode + pinned copy)
+        e2e0, e2e_frames = time.perf_counter(), 0
+        for _ in range(blocks):
+            e2e_frames += len(generator.next_block())
+        e2e_s = time.perf_counter() - e2e0
+        generator.reset()
+        timer.collect()
+        per_run.append({
+            "time_to_first_frame_s": first_frame_s,
+            "block_ms": 1e3 * statistics.median(block_s),
+            "decode_ms": statistics.median(decode_ms),
+            "switch_ms": statistics.median(switch_ms),
+            "fps": e2e_frames / e2e_s,
+            "staged_fps": (12 * (blocks - 1)) / steady_s,
+            "first_block_frames": frames,
+        })  # fmt: skip
+    med = {key: statistics.median(r[key] for r in per_run) for key in per_run[0]}
+    med["dit_forward_ms"] = statistics.median(timer.denoise_ms)
+    med["cache_pass_ms"] = statistics.median(timer.cache_ms)
+    med["runs"] = per_run
+    return med
+
+
+def run_bench(args) -> dict:
+    if not torch.cuda.is_available():
+        raise SystemExit("error: bench needs a CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "configs": {}}
+    for decoder in args.decoders:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        t5 = _resident_t5() if args.with_t5 else None
+        generator = random_longlive("cuda", decoder)
+        if args.compile == "on":
+            enable_compile(generator)
+        warm_s = warm_up(generator, report=lambda line: print("  " + line, flush=True))
+        result = bench_generator(generator, args.blocks, args.runs)
+        result["warm_up_s"] = warm_s
+        if t5 is not None:
+            result["t5_encode_ms"] = statistics.median(cuda_ms(t5) for _ in range(5))
+        result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        results["configs"][decoder] = result
+        print(table_row(decoder, result), flush=True)
+        del generator, t5
+    return results
+
+
+def _resident_t5():
+    """A full-size random umT5-XXL on the GPU, so peak memory counts it; returns an encode call."""
+    from .model.t5 import T5Config, UMT5Encoder
+
+    with torch.device("cuda"):
+        encoder = UMT5Encoder(T5Config.umt5_xxl()).to(torch.bfloat16).eval().requires_grad_(False)
+    ids = torch.randint(0, 256384, (1, 512), device="cuda")
+    mask = torch.ones_like(ids)
+    mask[:, 40:] = 0
+
+    @torch.no_grad()
+    def encode():
+        return encoder(ids[:, :40], mask[:, :40])
+
+    return encode
+
+
+def table_row(decoder: str, r: dict) -> str:
+    return (
+        f"{decoder:>4} | DiT fwd {r['dit_forward_ms']:6.1f} ms | cache {r['cache_pass_ms']:6.1f} ms | "
+        f"decode {r['decode_ms']:6.1f} ms | block {r['block_ms']:6.1f} ms | {r['fps']:5.1f} FPS | "
+        f"first frame {r['time_to_first_frame_s']:.3f} s | switch {r['switch_ms']:6.1f} ms | "
+        f"peak {r['peak_gib']:.1f} GiB"
+    )
+
+
+def main(args) -> int:
+    results = run_bench(args)
+    print(json.dumps(results, indent=2, default=float))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=float)
+    return 0

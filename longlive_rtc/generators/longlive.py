@@ -1,0 +1,160 @@
+"""The LongLive generator: the model pipeline behind the Generator protocol.
+
+Each block: 4 denoising forwards + the t=0 cache pass on the DiT (default CUDA stream), then the
+streaming decode on a side CUDA stream, uint8 frames copied device -> host through pinned memory.
+Prompt embeddings are computed by the engine when a prompt is scheduled, ahead of its switch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import (
+    CausalWanModel,
+    MissingWeightsError,
+    StreamingDecoder,
+    StreamingPipeline,
+    build_longlive,
+    longlive_1_3b,
+)
+from ..model.tae import TAEConfig, TAEDecoder
+from ..model.vae import VAEConfig, WanVAEDecoder
+from .base import Geometry
+
+log = logging.getLogger(__name__)
+
+INDUCTOR_CACHE = Path.home() / ".cache" / "longlive-rtc" / "inductor"
+
+
+class LongLiveGenerator:
+    """Streams LongLive video blocks as uint8 RGB frames."""
+
+    name = "longlive"
+
+    def __init__(
+        self, pipeline: StreamingPipeline, encode: Callable[[str], torch.Tensor], decoder: StreamingDecoder
+    ) -> None:
+        cfg = pipeline.config
+        self.pipeline = pipeline
+        self.decoder = decoder
+        self.geometry = Geometry(width=8 * cfg.latent_width, height=8 * cfg.latent_height)
+        self._encode = encode
+        self.device = pipeline.model.device
+        cuda = self.device.type == "cuda"
+        self._side = torch.cuda.Stream(self.device) if cuda else None
+        most = self.geometry.video_frames_in_block(3)
+        shape = (most, self.geometry.height, self.geometry.width, 3)
+        self._host = torch.empty(shape, dtype=torch.uint8, pin_memory=cuda)
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        return self._encode(prompt)
+
+    def begin(self, seed: int, prompt: torch.Tensor) -> None:
+        self.decoder.reset()
+        self.pipeline.begin(seed, prompt)
+
+    def switch_prompt(self, prompt: torch.Tensor) -> None:
+        self.pipeline.switch_prompt(prompt)
+
+    @torch.no_grad()
+    def next_block(self) -> np.ndarray:
+        latents = self.pipeline.next_block()
+        if self._side is None:
+            frames = self.decoder.decode(latents)[0]
+            return frames.cpu().numpy()
+        self._side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._side):
+            latents.record_stream(self._side)
+            frames = self.decoder.decode(latents)[0]
+            count = frames.shape[0]
+            self._host[:count].copy_(frames, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self._side)
+        done.synchronize()
+        return self._host[:count].numpy().copy()  # the pinned buffer is reused by the next block
+
+    def reset(self) -> None:
+        self.pipeline.end()
+        self.decoder.reset()
+
+
+class RandomPromptEncoder:
+    """Benchmark stand-in for umT5 when running on random weights: a fixed random embedding per prompt."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, text_len: int = 512, dim: int = 4096) -> None:
+        self.device, self.dtype, self.shape = device, dtype, (1, text_len, dim)
+
+    def __call__(self, prompt: str) -> torch.Tensor:
+        seed = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "little")
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return torch.randn(self.shape, generator=generator, device=self.device).to(self.dtype)
+
+
+def random_longlive(
+    device: str = "cuda", decoder: str = "wan", dtype: torch.dtype = torch.bfloat16
+) -> LongLiveGenerator:
+    """Full-size LongLive with random weights (benchmarks and GPU tests; no files needed)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = CausalWanModel(longlive_1_3b()).to(dtype).eval().requires_grad_(False)
+        frames = WanVAEDecoder(VAEConfig.wan2_1()) if decoder == "wan" else TAEDecoder(TAEConfig.taew2_1())
+        frames = frames.to(dtype).eval().requires_grad_(False)
+    encoder = RandomPromptEncoder(torch.device(device), dtype, model.config.text_len, model.config.text_dim)
+    return LongLiveGenerator(StreamingPipeline(model), encoder, StreamingDecoder(frames))
+
+
+def enable_compile(generator: LongLiveGenerator) -> None:
+    """torch.compile the DiT's transformer blocks (fixed shapes; the Inductor cache survives restarts)."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(INDUCTOR_CACHE))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    model = generator.pipeline.model
+    for i, block in enumerate(model.blocks):
+        model.blocks[i] = torch.compile(block, dynamic=False)
+
+
+def warm_up(generator: LongLiveGenerator, blocks: int = 6, report: Callable[[str], None] = log.info) -> float:
+    """Run every KV-window shape once (and a prompt switch) so the first real stream is fast."""
+    started = time.perf_counter()
+    first, second = generator.encode_prompt("warm-up"), generator.encode_prompt("warm-up, second prompt")
+    generator.begin(0, first)
+    for i in range(blocks):
+        t0 = time.perf_counter()
+        generator.next_block()
+        report(f"warm-up block {i + 1}/{blocks}: {time.perf_counter() - t0:.2f} s")
+        if i == blocks // 2:
+            generator.switch_prompt(second)
+    generator.reset()
+    return time.perf_counter() - started
+
+
+def build_longlive_generator(args, geometry: Geometry) -> LongLiveGenerator:
+    """From CLI flags: random weights for benchmarks, else the official files in ``--weights``."""
+    if not torch.cuda.is_available() and str(args.device).startswith("cuda"):
+        raise SystemExit("error: the longlive generator needs a CUDA GPU (or use --generator synthetic)")
+    if args.random_weights:
+        log.warning("longlive with RANDOM weights: the video is noise; for benchmarks only")
+        generator = random_longlive(args.device, args.decoder)
+    else:
+        try:
+            longlive = build_longlive(
+                args.weights, device=args.device, decoder=args.decoder, text_encoder_device=args.t5_device
+            )
+        except MissingWeightsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        generator = LongLiveGenerator(longlive.pipeline, longlive.text_encoder, longlive.decoder)
+    if (generator.geometry.width, generator.geometry.height) != (geometry.width, geometry.height):
+        log.info("longlive renders %dx%d", generator.geometry.width, generator.geometry.height)
+    if args.compile in ("on", "auto") and generator.device.type == "cuda":
+        enable_compile(generator)
+    print(f"warming up LongLive ({args.decoder} decoder)...", flush=True)
+    seconds = warm_up(generator, report=lambda line: print("  " + line, flush=True))
+    print(f"warm-up done in {seconds:.1f} s", flush=True)
+    return generator
