@@ -182,3 +182,33 @@ def test_pickles_are_loaded_weights_only(tmp_path):
     assert torch.equal(load_state_file(tmp_path / "legacy.pt")["a"], torch.ones(2))
     with pytest.raises(CheckpointError, match="not found"):
         load_state_file(tmp_path / "absent.pt")
+
+
+def test_merged_generator_matches_unmerged_lora_through_the_pipeline(tmp_path):
+    """Whole model: merged weights vs the base model with PEFT-style `+ s * B(A x)` on every target."""
+    from longlive_rtc.model import StreamingPipeline
+
+    base = random_state()
+    targets = lora_targets(CausalWanModel(tiny(LAYERS)))
+    lora = peft_lora(targets)
+    torch.save({"generator_lora": lora}, tmp_path / "lora.pt")
+    base_path = write_base(tmp_path / "base.pt", base)
+    kw = {"config": tiny(LAYERS), "device": "cpu", "dtype": torch.float32}
+    merged = load_generator(base_path, tmp_path / "lora.pt", lora_rank=RANK, lora_alpha=ALPHA, **kw)
+    unmerged = load_generator(base_path, **kw)
+    for t in targets:
+        a, b = lora[f"base_model.model.{t}.lora_A.weight"], lora[f"base_model.model.{t}.lora_B.weight"]
+        unmerged.get_submodule(t).register_forward_hook(
+            lambda _m, inp, out, a=a, b=b: out + (ALPHA / RANK) * (inp[0] @ a.T) @ b.T
+        )
+    cfg = tiny(LAYERS)
+    context = torch.randn(1, cfg.text_len, cfg.text_dim, generator=torch.Generator().manual_seed(5))
+    blocks = []
+    for model in (merged, unmerged):
+        pipe = StreamingPipeline(model)
+        pipe.begin(seed=3, prompt_embeds=context)
+        blocks.append(torch.cat([pipe.next_block(), pipe.next_block()], dim=1))
+    torch.testing.assert_close(blocks[0], blocks[1], rtol=1e-4, atol=1e-4)
+    plain = StreamingPipeline(load_generator(base_path, **kw))
+    plain.begin(seed=3, prompt_embeds=context)
+    assert not torch.allclose(plain.next_block(), blocks[0][:, :3], atol=1e-3)  # the LoRA does change the output
