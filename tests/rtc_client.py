@@ -34,8 +34,9 @@ class Received:
 class Server:
     """The real signaling app on a real port, with a counting synthetic generator."""
 
-    def __init__(self, config: HubConfig | None = None, geometry: Geometry | None = None) -> None:
+    def __init__(self, config: HubConfig | None = None, geometry: Geometry | None = None, port: int = 0) -> None:
         self.geometry = geometry or Geometry()
+        self.port = port  # 0: any free port
         self.generators: list[SyntheticGenerator] = []
         self.hub = Hub(self._make_generator, config or HubConfig(max_sessions=4))
         self.runner: web.AppRunner | None = None
@@ -49,10 +50,10 @@ class Server:
     async def __aenter__(self) -> Server:
         self.runner = web.AppRunner(create_app(self.hub))
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "0.0.0.0", 0)
+        site = web.TCPSite(self.runner, "0.0.0.0", self.port)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -1,0 +1,103 @@
+// The data-channel protocol seen from the browser: limits, time units and the schedule file format.
+// Frames are generation (latent) frames; prompts apply at block starts (see docs/protocol.md).
+
+export const LIMITS = Object.freeze({
+  promptChars: 2000,
+  timestamp: 10_000_000,
+  seed: 4_294_967_295,
+});
+
+/** LongLive's geometry; every generator uses it, and `state` events carry it. */
+export const DEFAULT_GEOMETRY = Object.freeze({
+  width: 832,
+  height: 480,
+  frames_per_block: 3,
+  content_fps: 16,
+  temporal_stride: 4,
+});
+
+/** Unit conversions for one stream geometry. */
+export class Timebase {
+  constructor(geometry = DEFAULT_GEOMETRY) {
+    this.geometry = { ...DEFAULT_GEOMETRY, ...geometry };
+  }
+
+  get framesPerBlock() {
+    return this.geometry.frames_per_block;
+  }
+
+  /** The block start where a prompt scheduled at `frame` takes effect (the first block start >= frame). */
+  blockStart(frame) {
+    return Math.ceil(frame / this.framesPerBlock) * this.framesPerBlock;
+  }
+
+  /** Video frame where generation frame `frame` starts: 0 for frame 0, then 1 + stride * (frame - 1). */
+  videoFrame(frame) {
+    return frame <= 0 ? 0 : 1 + this.geometry.temporal_stride * (frame - 1);
+  }
+
+  /** Video time in seconds (content rate) where generation frame `frame` starts. */
+  seconds(frame) {
+    return this.videoFrame(frame) / this.geometry.content_fps;
+  }
+
+  /** The generation frame that starts nearest to `seconds` of video. */
+  frameAt(seconds) {
+    const video = seconds * this.geometry.content_fps;
+    if (video <= 0.5) return 0;
+    return Math.max(1, Math.round((video - 1) / this.geometry.temporal_stride) + 1);
+  }
+}
+
+/** `m:ss.s` for a number of seconds. */
+export function formatClock(seconds) {
+  const total = Math.max(0, seconds);
+  const minutes = Math.floor(total / 60);
+  const rest = (total - minutes * 60).toFixed(1).padStart(4, "0");
+  return `${minutes}:${rest}`;
+}
+
+/** `2.06 s` style, for labels that show both units. */
+export function formatSeconds(seconds) {
+  return `${seconds.toFixed(2)} s`;
+}
+
+/** A schedule as the JSON file the director exports: `[{timestamp, prompt}]` sorted by frame. */
+export function scheduleToJson(scheduled) {
+  const entries = scheduled
+    .map(({ timestamp, prompt }) => ({ timestamp, prompt }))
+    .sort((a, b) => a.timestamp - b.timestamp);
+  return JSON.stringify(entries, null, 2) + "\n";
+}
+
+/**
+ * Parse a schedule file: an array of `{timestamp, prompt}` (`new_prompt` is accepted for `prompt`),
+ * or an object with such an array under `scheduled`. Throws an Error naming the first bad entry.
+ */
+export function parseSchedule(text) {
+  let data;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`not valid JSON: ${error.message}`);
+  }
+  const list = Array.isArray(data) ? data : data?.scheduled;
+  if (!Array.isArray(list)) throw new Error("expected a JSON array of {timestamp, prompt}");
+  return list.map((entry, index) => {
+    const prompt = entry?.prompt ?? entry?.new_prompt;
+    const timestamp = entry?.timestamp;
+    if (!Number.isInteger(timestamp) || timestamp < 0 || timestamp > LIMITS.timestamp) {
+      throw new Error(`entry ${index + 1}: 'timestamp' must be an integer frame 0..${LIMITS.timestamp}`);
+    }
+    if (typeof prompt !== "string" || !prompt.trim() || prompt.length > LIMITS.promptChars) {
+      throw new Error(`entry ${index + 1}: 'prompt' must be text of 1..${LIMITS.promptChars} characters`);
+    }
+    return { timestamp, prompt };
+  });
+}
+
+/** The readable line for an `error` event: its message, with the stable code. */
+export function describeError(data) {
+  const command = data.command ? ` (${data.command})` : "";
+  return `${data.message}${command} [${data.code}]`;
+}

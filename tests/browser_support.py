@@ -1,0 +1,202 @@
+"""Helpers for the browser tests: the real server in a thread, headless Chromium, console capture,
+and the video measurements read from the page's RTCPeerConnection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aioice.ice
+
+from .rtc_client import Server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+#: Headless flags from docs/reference (webrtc.md 4.2): no sandbox (CI runs as root), no GPU, media
+#: permission granted (so host candidates are raw IPs, not mDNS names; the feature switch makes sure),
+#: loopback candidates allowed (for machines with no other address), autoplay without a gesture.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-ui-for-media-stream",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--allow-loopback-in-peer-connection",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+#: What Chromium logs by itself for a request to a server that is down (the restart test expects it).
+CONNECTION_REFUSED = "Failed to load resource: net::ERR_CONNECTION_REFUSED"
+
+#: The video of a page, read from its own peer connection (window.longlive.connection.pc).
+VIDEO_STATS_JS = """async () => {
+  const video = document.querySelector("video");
+  const pc = window.longlive?.connection?.pc;
+  const out = {videoWidth: video.videoWidth, videoHeight: video.videoHeight, paused: video.paused,
+               readyState: video.readyState, connection: pc ? pc.connectionState : "none"};
+  if (!pc) return out;
+  const report = await pc.getStats();
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      Object.assign(out, {framesDecoded: s.framesDecoded ?? 0, framesPerSecond: s.framesPerSecond ?? 0,
+                          freezeCount: s.freezeCount ?? 0, codec: report.get(s.codecId)?.mimeType ?? ""});
+    }
+  });
+  return out;
+}"""
+
+
+def loopback_only() -> bool:
+    """True on a machine whose only IPv4 address is 127.0.0.1 (aioice would gather no candidate)."""
+    return not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+
+
+def allow_loopback_ice() -> None:
+    """Let aiortc offer 127.0.0.1, which aioice skips; Chromium pairs it with --allow-loopback-..."""
+    original = aioice.ice.get_host_addresses
+
+    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return original(use_ipv4, use_ipv6) or (["127.0.0.1"] if use_ipv4 else [])
+
+    aioice.ice.get_host_addresses = with_loopback
+
+
+class ServerThread:
+    """The real signaling app (tests.rtc_client.Server) on its own event loop in a daemon thread."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="server", daemon=True)
+        self.server = Server(port=port)
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        self.run(self.server.__aenter__())
+        self.port = self.server.port
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.run(self.server.__aexit__(None, None, None))
+            self.run(self._cancel_tasks())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+    @staticmethod
+    async def _cancel_tasks() -> None:
+        """End what closing left behind (relay readers, timers) so the loop closes cleanly."""
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def hub(self):
+        return self.server.hub
+
+    def run(self, coroutine, timeout: float = 30.0) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        """Call a plain function on the server's loop (the hub is not thread-safe)."""
+
+        async def wrapper() -> Any:
+            return function()
+
+        return self.run(wrapper())
+
+    def create_session(self, session_id: str | None = None) -> str:
+        """A new session with no peer; with ``session_id``, under that id (as if it had survived a restart)."""
+
+        def create() -> str:
+            live = self.hub.create_session()
+            if session_id is not None:
+                self.hub.sessions[session_id] = self.hub.sessions.pop(live.id)
+                live.session.id = session_id
+            return live.id
+
+        return self.call(create)
+
+    def drop_peers(self, session_id: str) -> None:
+        """Close every peer of a session from the server side, as a network failure would."""
+
+        async def drop() -> None:
+            live = self.hub.get(session_id)
+            await asyncio.gather(*(peer.close() for peer in list(live.peers.values())))
+
+        self.run(drop())
+
+    # --- HTTP API, as a script would use it ---------------------------------------------------------------
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.load(response)
+
+    def command(self, session_id: str, kind: str, **data: Any) -> list[dict]:
+        body = json.dumps({"type": kind, "data": data}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/sessions/{session_id}/commands", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+
+@dataclass
+class ConsoleLog:
+    """Console messages of type error/warning and uncaught page errors of one page."""
+
+    name: str
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def attach(self, page) -> ConsoleLog:
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        return self
+
+    def _on_console(self, message) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+        elif message.type == "warning":
+            self.warnings.append(message.text)
+
+    def unexpected(self, allowed: tuple[str, ...] = ()) -> list[str]:
+        return [text for text in self.errors if text not in allowed]
+
+
+def video_stats(page) -> dict:
+    return page.evaluate(VIDEO_STATS_JS)
+
+
+def wait_playing(page, timeout_ms: int = 20000) -> None:
+    """Wait until the page's video shows decoded frames of the stream (no click anywhere)."""
+    page.wait_for_function(
+        "() => { const v = document.querySelector('video');"
+        " return v && v.videoWidth > 0 && !v.paused && v.readyState >= 2; }",
+        timeout=timeout_ms,
+    )
+
+
+def screenshot(page, name: str, **options: Any) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), **options)
+    return path
