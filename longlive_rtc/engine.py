@@ -181,10 +181,7 @@ class Engine:
         while True:
             with self._cond:
                 while not (
-                    self._closed
-                    or self._to_prepare
-                    or self._reset_pending
-                    or (self._running and not self._paused)
+                    self._closed or self._to_prepare or self._reset_pending or (self._running and not self._paused)
                 ):
                     self._cond.wait()
                 if self._closed:

@@ -114,9 +114,7 @@ def ack(command: str, message_id: MessageId | None = None) -> Event:
     return Event("ack", {"command": command}, message_id)
 
 
-def error(
-    code: ErrorCode, message: str, command: str | None = None, message_id: MessageId | None = None
-) -> Event:
+def error(code: ErrorCode, message: str, command: str | None = None, message_id: MessageId | None = None) -> Event:
     data: dict[str, Any] = {"code": str(code), "message": message}
     if command is not None:
         data["command"] = command
@@ -163,9 +161,7 @@ def _decode(raw: str | bytes) -> dict[str, Any]:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message is a JSON text")
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
     if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError(
-            ErrorCode.LIMIT_EXCEEDED, f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}"
-        )
+        raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
     try:
         message = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -220,9 +216,7 @@ def _check_field(kind: str, name: str, spec: FieldSpec, value: Any) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be an integer", kind)
         if not spec.minimum <= value <= spec.maximum:
-            raise ProtocolError(
-                ErrorCode.INVALID_FIELD, f"'{name}' must be in {spec.minimum}..{spec.maximum}", kind
-            )
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be in {spec.minimum}..{spec.maximum}", kind)
         return
     if not isinstance(value, str):
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be a string", kind)

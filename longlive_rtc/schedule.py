@@ -42,9 +42,7 @@ class ScheduleFull(Exception):
 class PromptSchedule:
     """Prompts keyed by timestamp; thread-safe."""
 
-    def __init__(
-        self, frames_per_block: int = FRAMES_PER_BLOCK, max_prompts: int = MAX_SCHEDULED_PROMPTS
-    ) -> None:
+    def __init__(self, frames_per_block: int = FRAMES_PER_BLOCK, max_prompts: int = MAX_SCHEDULED_PROMPTS) -> None:
         self._frames_per_block = frames_per_block
         self._max_prompts = max_prompts
         self._entries: dict[int, ScheduledPrompt] = {}

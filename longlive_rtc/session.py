@@ -112,9 +112,7 @@ class Session:
     def execute(self, command: Command, role: Role, reply: EventSink) -> None:
         """Run a validated command: ack or error to ``reply``; a ``state`` broadcast if anything changed."""
         if role is Role.VIEWER and command.type not in READ_ONLY_COMMANDS:
-            reply(
-                protocol.error(ErrorCode.FORBIDDEN, "viewers cannot send commands", command.type, command.id)
-            )
+            reply(protocol.error(ErrorCode.FORBIDDEN, "viewers cannot send commands", command.type, command.id))
             return
         try:
             self._handlers[command.type](command)
@@ -123,11 +121,7 @@ class Session:
             return
         except Exception as exc:  # a bug must not take the server down; say what happened
             log.exception("command %s failed", command.type)
-            reply(
-                protocol.error(
-                    ErrorCode.GENERATOR_FAILED, f"{type(exc).__name__}: {exc}", command.type, command.id
-                )
-            )
+            reply(protocol.error(ErrorCode.GENERATOR_FAILED, f"{type(exc).__name__}: {exc}", command.type, command.id))
             return
         reply(protocol.ack(command.type, command.id))
         if command.type in READ_ONLY_COMMANDS:

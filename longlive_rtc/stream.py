@@ -94,9 +94,7 @@ class BlockStream:
         if entry is not None:
             self._active_prompt = entry.prompt
         frames = self.generator.next_block()
-        block = Block(
-            start, start + self.generator.geometry.frames_per_block, self._next_video_frame, frames, entry
-        )
+        block = Block(start, start + self.generator.geometry.frames_per_block, self._next_video_frame, frames, entry)
         self._next_frame = block.end_frame
         self._next_video_frame += len(frames)
         return block

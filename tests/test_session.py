@@ -214,9 +214,7 @@ async def test_pause_stops_generation_within_one_block() -> None:
         assert generator.blocks <= paused_at + 1
         frame_before = session.current_start_frame
         client.ok("resume")
-        await client.log.wait_for(
-            lambda e: e.type == "progress" and e.data["current_start_frame"] >= frame_before + 6
-        )
+        await client.log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] >= frame_before + 6)
         assert generator.blocks > paused_at + 1
     finally:
         session.close()
@@ -277,12 +275,13 @@ async def test_generator_failure_is_reported_and_the_session_survives() -> None:
         client = Client(session)
         client.ok("schedule_prompt", new_prompt="x", timestamp=0)
         client.ok("start")
-        await drain(session, 9)
         failure = await client.log.wait_for(lambda e: e.type == "error")
         assert failure.data["code"] == "generator_failed" and "out of memory" in failure.data["message"]
         assert session.status is Status.IDLE
+        assert client.log.events[-1].type == "state" and client.log.events[-1].data["status"] == "idle"
         client.ok("start")  # the same session can run again
-        await drain(session, 9)
+        frames = await drain(session, 21)
+        assert [f.index for f in frames] == list(range(21))
     finally:
         session.close()
 
