@@ -20,21 +20,14 @@ from pathlib import Path
 import torch
 
 from longlive_rtc.model import CausalWanModel, StreamingPipeline, WanConfig, backend_for, longlive_1_3b, tiny
+from longlive_rtc.model.random_init import randomize_
 
 
 def random_model(device: torch.device, cfg: WanConfig, seed: int = 0) -> CausalWanModel:
     """The module tree on `device`, random weights (N(0, 0.02); norm weights 1), bf16."""
     with torch.device("meta"):
         model = CausalWanModel(cfg)
-    model = model.to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight")):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-    return model.to(torch.bfloat16).eval()
+    return randomize_(model.to_empty(device=device), std=0.02, seed=seed).to(torch.bfloat16).eval()
 
 
 class ForwardTimer:

@@ -12,6 +12,7 @@ import torch
 from longlive_rtc.generators.base import Generator
 from longlive_rtc.generators.longlive import LongLiveGenerator, RandomPromptEncoder
 from longlive_rtc.model import CausalWanModel, StreamingDecoder, StreamingPipeline, tiny
+from longlive_rtc.model.random_init import randomize_
 from longlive_rtc.model.tae import TAEConfig, TAEDecoder
 from longlive_rtc.model.vae import VAEConfig, WanVAEDecoder
 from longlive_rtc.session import Role, Session
@@ -22,10 +23,7 @@ from .support import EventLog
 def tiny_longlive(decoder: str = "wan") -> LongLiveGenerator:
     torch.manual_seed(0)
     config = tiny().with_(in_dim=16, out_dim=16, latent_height=4, latent_width=6)
-    model = CausalWanModel(config).float().eval()
-    with torch.no_grad():  # a model init may zero output layers; random values everywhere make prompts matter
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.2)
+    model = randomize_(CausalWanModel(config).float().eval(), std=0.2)  # every layer random: prompts matter
     frames = WanVAEDecoder(VAEConfig.tiny()) if decoder == "wan" else TAEDecoder(TAEConfig.tiny())
     encoder = RandomPromptEncoder(torch.device("cpu"), torch.float32, config.text_len, config.text_dim)
     return LongLiveGenerator(StreamingPipeline(model), encoder, StreamingDecoder(frames.float().eval()))

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from longlive_rtc.model import CausalWanModel, WanConfig, tiny, tiny_small_window
 from longlive_rtc.model.pipeline import StreamingPipeline
+from longlive_rtc.model.random_init import randomize_
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,15 +53,7 @@ class CountingNoise:
 
 
 def random_model(cfg: WanConfig, dtype: torch.dtype, seed: int = 0) -> CausalWanModel:
-    torch.manual_seed(seed)
-    model = CausalWanModel(cfg).to(dtype)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight")):
-                p.normal_(1.0, 0.3)
-            else:
-                p.normal_(0.0, 0.25)
-    return model
+    return randomize_(CausalWanModel(cfg).to(dtype), std=0.25, norm_std=0.3, seed=seed)
 
 
 # --- the independent reference ------------------------------------------------------------------------

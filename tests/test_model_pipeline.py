@@ -8,6 +8,7 @@ import torch
 from longlive_rtc.model import CausalWanModel, tiny
 from longlive_rtc.model.noise import OfficialNoise, SeededNoise
 from longlive_rtc.model.pipeline import StreamingPipeline
+from longlive_rtc.model.random_init import randomize_
 
 CFG = tiny()
 
@@ -22,12 +23,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def model() -> CausalWanModel:
-    torch.manual_seed(0)
-    m = CausalWanModel(CFG).double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0.0, 0.25)
-    return m
+    return randomize_(CausalWanModel(CFG).double(), std=0.25, norm_std=0.25)
 
 
 def prompt(seed: int, batch: int = 1) -> torch.Tensor:

@@ -25,6 +25,7 @@ from ..model import (
     build_longlive,
     longlive_1_3b,
 )
+from ..model.random_init import randomize_
 from ..model.tae import TAEConfig, TAEDecoder
 from ..model.vae import VAEConfig, WanVAEDecoder
 from .base import Geometry
@@ -102,9 +103,11 @@ def random_longlive(
     device: str = "cuda", decoder: str = "wan", dtype: torch.dtype = torch.bfloat16
 ) -> LongLiveGenerator:
     """Full-size LongLive with random weights (benchmarks and GPU tests; no files needed)."""
+    with torch.device("meta"):
+        model = CausalWanModel(longlive_1_3b())
+    model = randomize_(model.to_empty(device=device), std=0.02).to(dtype).eval().requires_grad_(False)
     torch.manual_seed(0)
     with torch.device(device):
-        model = CausalWanModel(longlive_1_3b()).to(dtype).eval().requires_grad_(False)
         frames = WanVAEDecoder(VAEConfig.wan2_1()) if decoder == "wan" else TAEDecoder(TAEConfig.taew2_1())
         frames = frames.to(dtype).eval().requires_grad_(False)
     encoder = RandomPromptEncoder(torch.device(device), dtype, model.config.text_len, model.config.text_dim)

@@ -1,0 +1,40 @@
+"""Where a steady LongLive block spends its GPU time: top CUDA kernels of one block (random weights).
+
+Run on the GPU:  python benchmarks/profile_block.py [--decoder tae] [--rope float32] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from longlive_rtc.generators.longlive import enable_compile, random_longlive, warm_up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decoder", default="tae", choices=["wan", "tae"])
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--rows", type=int, default=25)
+    args = parser.parse_args()
+    generator = random_longlive("cuda", args.decoder)
+    if args.compile:
+        enable_compile(generator)
+    warm_up(generator, report=lambda line: None)
+    generator.begin(0, generator.encode_prompt("profile"))
+    for _ in range(5):
+        generator.next_block()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        generator.next_block()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70)
+    print(table)
+    gpu_ms = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
+    print(f"GPU busy in the block: {gpu_ms:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
