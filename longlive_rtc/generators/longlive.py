@@ -23,6 +23,7 @@ from ..model import (
     StreamingDecoder,
     StreamingPipeline,
     build_longlive,
+    fused,
     longlive_1_3b,
 )
 from ..model.random_init import randomize_
@@ -115,12 +116,15 @@ def random_longlive(
 
 
 def enable_compile(generator: LongLiveGenerator) -> None:
-    """torch.compile the DiT's transformer blocks (fixed shapes; the Inductor cache survives restarts)."""
+    """Fuse the DiT's elementwise chains and FFNs with torch.compile (fixed shapes, state-dict names kept).
+
+    The Inductor cache lives in ``~/.cache/longlive-rtc/inductor`` so restarts skip most compile time.
+    """
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(INDUCTOR_CACHE))
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    model = generator.pipeline.model
-    for i, block in enumerate(model.blocks):
-        model.blocks[i] = torch.compile(block, dynamic=False)
+    fused.enable()
+    for block in generator.pipeline.model.blocks:
+        block.ffn.compile(dynamic=False)
 
 
 def warm_up(generator: LongLiveGenerator, blocks: int = 6, report: Callable[[str], None] = log.info) -> float:

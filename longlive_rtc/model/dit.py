@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from . import fused
 from .attention import attention
 from .config import WanConfig
 from .kv_cache import CachePlan, KVCache
@@ -38,8 +39,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return fused.rms_norm(x, self.weight, self.eps)
 
 
 class SelfAttention(nn.Module):
@@ -116,28 +116,19 @@ class CausalWanAttentionBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    @staticmethod
-    def _modulate(x: Tensor, shift: Tensor, scale: Tensor, frames: int) -> Tensor:
-        """`x * (1 + scale) + shift` with per-frame `shift, scale [B, F, 1, C]` on tokens `[B, F*S, C]`."""
-        return (x.unflatten(1, (frames, -1)) * (1 + scale) + shift).flatten(1, 2)
-
-    @staticmethod
-    def _gate(y: Tensor, gate: Tensor, frames: int) -> Tensor:
-        return (y.unflatten(1, (frames, -1)) * gate).flatten(1, 2)
-
     def forward(self, x: Tensor, e0: Tensor, step: StepContext, layer: int, kv_only: bool = False) -> Tensor | None:
         """`x [B, F*S, C]`, `e0 [B, F, 6, C]`. With `kv_only`, only write this layer's cache."""
         frames = e0.shape[1]
         mod = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
         shift_sa, scale_sa, gate_sa, shift_ffn, scale_ffn, gate_ffn = mod
-        h = self._modulate(self.norm1(x), shift_sa, scale_sa, frames)
+        h = fused.norm_modulate(x, shift_sa, scale_sa, frames, self.norm1.eps)
         if kv_only:
             self.self_attn.write_kv(h, step, layer)
             return None
-        x = x + self._gate(self.self_attn(h, step, layer), gate_sa, frames)
+        x = fused.gated_residual(x, self.self_attn(h, step, layer), gate_sa, frames)
         x = x + self.cross_attn(self.norm3(x), step.context[layer])
-        y = self.ffn(self._modulate(self.norm2(x), shift_ffn, scale_ffn, frames))
-        return x + self._gate(y, gate_ffn, frames)
+        y = self.ffn(fused.norm_modulate(x, shift_ffn, scale_ffn, frames, self.norm2.eps))
+        return fused.gated_residual(x, y, gate_ffn, frames)
 
 
 class CausalHead(nn.Module):

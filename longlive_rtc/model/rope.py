@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from . import fused
+
 
 def rope_split(head_dim: int) -> tuple[int, int, int]:
     """Complex pairs per axis (temporal, height, width); (22, 21, 21) for head_dim 128."""
@@ -85,7 +87,5 @@ class RotaryEmbedding:
 
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     """Rotate `x [B, L, heads, head_dim]` by `freqs [L, 1, head_dim/2]` (complex); result in x's dtype."""
-    real = torch.float64 if freqs.dtype == torch.complex128 else torch.float32
-    b, seq, n, d = x.shape
-    xc = torch.view_as_complex(x.to(real).reshape(b, seq, n, d // 2, 2))
-    return torch.view_as_real(xc * freqs).flatten(3).to(x.dtype)
+    rotation = torch.view_as_real(freqs.resolve_conj())
+    return fused.rotate(x, rotation[..., 0], rotation[..., 1])
