@@ -102,7 +102,7 @@ def bench_generator(generator: LongLiveGenerator, blocks: int, runs: int) -> dic
 def run_bench(args) -> dict:
     if not torch.cuda.is_available():
         raise SystemExit("error: bench needs a CUDA GPU")
-    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "configs": {}}
     for decoder in args.decoders:
         torch.cuda.empty_cache()
@@ -112,6 +112,7 @@ def run_bench(args) -> dict:
         if args.compile == "on":
             enable_compile(generator)
         warm_s = warm_up(generator, report=lambda line: print("  " + line, flush=True))
+        torch.cuda.reset_peak_memory_stats()  # steady-state peak, not compile/autotune workspaces
         result = bench_generator(generator, args.blocks, args.runs)
         result["warm_up_s"] = warm_s
         if t5 is not None:

@@ -146,6 +146,7 @@ def build_longlive_generator(args, geometry: Geometry) -> LongLiveGenerator:
     """From CLI flags: random weights for benchmarks, else the official files in ``--weights``."""
     if not torch.cuda.is_available() and str(args.device).startswith("cuda"):
         raise SystemExit("error: the longlive generator needs a CUDA GPU (or use --generator synthetic)")
+    torch.backends.cudnn.benchmark = True  # the Wan VAE's 3D convolutions: autotuned once, during warm-up
     if args.random_weights:
         log.warning("longlive with RANDOM weights: the video is noise; for benchmarks only")
         generator = random_longlive(args.device, args.decoder)
