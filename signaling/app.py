@@ -7,9 +7,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from longlive_rtc.rtc.hub import Hub
+from longlive_rtc.rtc.hub import Hub, HubError
+from longlive_rtc.rtc.peer import OfferError
 
-from .routes import HUB_KEY, STATIC_KEY, json_error, routes
+from .routes import HUB_KEY, STATIC_KEY, hub_error, json_error, routes
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     """Every failure answers JSON ``{"error": {...}}``; nothing escapes to take the server down."""
     try:
         response = await handler(request)
+    except (HubError, OfferError) as exc:
+        response = hub_error(exc)
     except web.HTTPRequestEntityTooLarge:
         response = json_error(413, f"request body over the limit of {MAX_BODY_BYTES} bytes")
     except web.HTTPException as exc:

@@ -30,12 +30,11 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None)
     return web.json_response({"error": {"status": status, "message": message}}, status=status, headers=headers)
 
 
-def _hub_error(exc: Exception) -> web.Response:
+def hub_error(exc: HubError | OfferError) -> web.Response:
+    """The JSON answer to a refused request (OfferError: malformed SDP -> 400)."""
     if isinstance(exc, OverCapacity):
         return json_error(503, str(exc), {"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, HubError):
-        return json_error(exc.status, str(exc))
-    return json_error(400, str(exc))
+    return json_error(exc.status if isinstance(exc, HubError) else 400, str(exc))
 
 
 async def _json_body(request: web.Request) -> dict:
@@ -65,12 +64,9 @@ async def offer(request: web.Request) -> web.Response:
     session_id = body.get("session")
     if session_id is not None and not isinstance(session_id, str):
         return json_error(400, "'session' must be a string")
-    try:
-        peer, answer = await request.app[HUB_KEY].connect(
-            body.get("sdp"), body.get("type", "offer"), session_id, _role(body.get("role")), body.get("codec")
-        )
-    except (HubError, OfferError) as exc:
-        return _hub_error(exc)
+    peer, answer = await request.app[HUB_KEY].connect(
+        body.get("sdp"), body.get("type", "offer"), session_id, _role(body.get("role")), body.get("codec")
+    )
     return web.json_response({"sdp": answer, "type": "answer", "session": peer.session_id, "peer": peer.id})
 
 
@@ -81,20 +77,14 @@ async def whep(request: web.Request) -> web.Response:
         return json_error(415, "WHEP expects Content-Type: application/sdp")
     sdp = (await request.read()).decode("utf-8", "replace")
     session_id = request.match_info["session"]
-    try:
-        peer, answer = await request.app[HUB_KEY].connect(sdp, "offer", session_id, Role.VIEWER)
-    except (HubError, OfferError) as exc:
-        return _hub_error(exc)
+    peer, answer = await request.app[HUB_KEY].connect(sdp, "offer", session_id, Role.VIEWER)
     location = f"/whep/{session_id}/{peer.id}"
     return web.Response(status=201, text=answer, content_type="application/sdp", headers={"Location": location})
 
 
 @routes.delete("/whep/{session}/{peer}")
 async def whep_delete(request: web.Request) -> web.Response:
-    try:
-        peer = request.app[HUB_KEY].peer(request.match_info["session"], request.match_info["peer"])
-    except HubError as exc:
-        return _hub_error(exc)
+    peer = request.app[HUB_KEY].peer(request.match_info["session"], request.match_info["peer"])
     await peer.close()
     return web.Response(status=204)
 
@@ -124,20 +114,14 @@ async def sessions(request: web.Request) -> web.Response:
 
 @routes.get("/sessions/{session}")
 async def session_state(request: web.Request) -> web.Response:
-    try:
-        live = request.app[HUB_KEY].get(request.match_info["session"])
-    except HubError as exc:
-        return _hub_error(exc)
+    live = request.app[HUB_KEY].get(request.match_info["session"])
     return web.json_response(live.session.state_data())
 
 
 @routes.post("/sessions/{session}/commands")
 async def command(request: web.Request) -> web.Response:
     """The data-channel commands over HTTP, as a controller; answers the list of reply events."""
-    try:
-        live = request.app[HUB_KEY].get(request.match_info["session"])
-    except HubError as exc:
-        return _hub_error(exc)
+    live = request.app[HUB_KEY].get(request.match_info["session"])
     replies: list[Event] = []
     live.session.handle(await request.read(), Role.CONTROLLER, replies.append)
     first = replies[0]

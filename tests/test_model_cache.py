@@ -20,14 +20,7 @@ from longlive_rtc.model import CausalWanModel, WanConfig, tiny, tiny_small_windo
 from longlive_rtc.model.pipeline import StreamingPipeline
 from longlive_rtc.model.random_init import randomize_
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIGMAS = [float(torch.tensor(s, dtype=torch.float32)) for s in (1.0, 0.9375, 0.8333333, 0.625)]

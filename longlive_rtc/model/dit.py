@@ -42,8 +42,8 @@ class RMSNorm(nn.Module):
         return fused.rms_norm(x, self.weight, self.eps)
 
 
-class SelfAttention(nn.Module):
-    """Causal self-attention against the KV cache (`CausalWanSelfAttention`)."""
+class Projections(nn.Module):
+    """The q/k/v/o projections and q/k RMSNorms that Wan's self- and cross-attention share."""
 
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
@@ -54,6 +54,10 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
+
+
+class SelfAttention(Projections):
+    """Causal self-attention against the KV cache (`CausalWanSelfAttention`)."""
 
     def _heads(self, t: Tensor) -> Tensor:
         return t.view(t.shape[0], t.shape[1], self.num_heads, self.head_dim)
@@ -76,18 +80,8 @@ class SelfAttention(nn.Module):
         return self.o(out.flatten(2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(Projections):
     """Text cross-attention (`WanT2VCrossAttention`); K/V come precomputed per prompt."""
-
-    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
-        super().__init__()
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps)
-        self.norm_k = RMSNorm(dim, eps)
 
     def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """K/V `[B, text_len, H, D]` of the embedded text context."""
