@@ -109,15 +109,8 @@ def parse_ice_servers(urls: Sequence[str], username: str | None, credential: str
 
 
 def default_max_sessions(generator: str) -> int:
-    """One generation slot per GPU for LongLive, one per CPU core for the synthetic generator."""
-    if generator == "longlive":
-        try:
-            import torch
-
-            return max(1, torch.cuda.device_count())
-        except ImportError:
-            return 1
-    return max(1, os.cpu_count() or 1)
+    """One generation slot for LongLive (one GPU, ``--device``), one per CPU core for the synthetic one."""
+    return 1 if generator == "longlive" else max(1, os.cpu_count() or 1)
 
 
 def local_address() -> str:
@@ -207,7 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(serve, "ice-username", None, help="TURN username")
     add_option(serve, "ice-credential", None, help="TURN credential")
-    add_option(serve, "max-sessions", None, type=int, help="generation slots (default: GPUs, or CPU cores)")
+    add_option(
+        serve,
+        "max-sessions",
+        None,
+        type=int,
+        help="generation slots (default: 1 for longlive, CPU cores for synthetic)",
+    )
     add_option(serve, "grace", 30.0, type=float, help="seconds a session outlives its last controller")
     add_option(serve, "buffer-blocks", 1, type=int, help="blocks buffered ahead of playback")
     add_generator_options(serve)
