@@ -49,7 +49,8 @@ VIDEO_STATS_JS = """async () => {
   report.forEach((s) => {
     if (s.type === "inbound-rtp" && s.kind === "video") {
       Object.assign(out, {framesDecoded: s.framesDecoded ?? 0, framesPerSecond: s.framesPerSecond ?? 0,
-                          freezeCount: s.freezeCount ?? 0, codec: report.get(s.codecId)?.mimeType ?? ""});
+                          freezeCount: s.freezeCount ?? 0, freezeSeconds: s.totalFreezesDuration ?? 0,
+                          codec: report.get(s.codecId)?.mimeType ?? ""});
     }
   });
   return out;
@@ -184,6 +185,13 @@ class ConsoleLog:
 
 def video_stats(page) -> dict:
     return page.evaluate(VIDEO_STATS_JS)
+
+
+def wait_video(page, condition: str, timeout_ms: int = 20000) -> None:
+    """Wait until ``condition``, JavaScript over ``s`` (the video stats above), holds."""
+    page.wait_for_function(
+        f"async () => {{ const s = await ({VIDEO_STATS_JS})(); return Boolean({condition}); }}", timeout=timeout_ms
+    )
 
 
 def wait_playing(page, timeout_ms: int = 20000) -> None:

@@ -84,7 +84,7 @@ $("#live-form").addEventListener("submit", async (event) => {
   const frame = model.currentFrame;
   if (await send("schedule_prompt", { new_prompt: prompt, timestamp: frame })) {
     live.value = "";
-    notices.info(`Scheduled at frame ${frame}; it applies at block start ${model.timebase.blockStart(frame)}.`);
+    notices.info(`Live prompt scheduled at frame ${frame}: it takes over at the next block start.`);
   }
 });
 
