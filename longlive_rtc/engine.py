@@ -80,7 +80,7 @@ class Engine:
         on_event: Callable[[EngineEvent], None],
         loop: asyncio.AbstractEventLoop | None = None,
         buffer_blocks: int = 1,
-        idle_text: str = "longlive-rtc: schedule a prompt at frame 0 and press Start",
+        idle_text: str = "Schedule a prompt at frame 0 and press Start",
     ) -> None:
         self.generator = generator
         self.geometry = generator.geometry
