@@ -318,6 +318,22 @@ def test_viewer_and_obs_pages_play_the_same_session_without_a_click(server: Serv
     assert pages.console_errors() == {}
 
 
+def test_director_offers_a_new_session_when_its_session_is_gone(server: ServerThread, pages: Pages) -> None:
+    page = pages.open(server.url + "/?session=no-such-session", "director")
+    page.wait_for_selector("html[data-connection=gone]", state="attached", timeout=TIMEOUT_MS)
+    assert page.locator("#gone-banner").is_visible()
+    assert page.text_content("#session-id") == "no-such-session"
+    assert page.locator("#start").is_disabled()
+    page.click("#new-session")
+    wait_connected(page)
+    wait_playing(page)
+    session = session_of(page)
+    assert session != "no-such-session" and f"session={session}" in page.url
+    assert page.locator("#gone-banner").is_hidden()
+    assert page.input_value("#obs-link").endswith(f"/obs/{session}")
+    assert pages.console_errors() == {}
+
+
 def test_obs_page_reconnects_after_the_server_restarts(browser: Browser, pages: Pages) -> None:
     first = ServerThread().start()
     port = first.port

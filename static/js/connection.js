@@ -183,7 +183,7 @@ export class StreamConnection extends EventTarget {
     });
   }
 
-  /** Before a retry: is the server up and does it still have our session? (No 404 noise in the console.) */
+  /** Is the server up, and does it have our session? (Asked first, so a missing one logs no 404.) */
   async _probe() {
     const { sessions } = await getJson("/sessions");
     if (this.session && !sessions.some((entry) => entry.session === this.session)) {
@@ -193,7 +193,7 @@ export class StreamConnection extends EventTarget {
 
   /** One connection attempt; resolves, once the channel is open, to a promise of the drop reason. */
   async _connect(isRetry) {
-    if (isRetry) await this._probe();
+    if (isRetry || this.session) await this._probe();
     const { iceServers = [] } = await getJson("/ice-servers");
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;

@@ -33,6 +33,7 @@ async function send(type, data = {}) {
 }
 
 showConnection($("#connection"), connection);
+$("#session-id").textContent = connection.session ?? "new";
 new ProgressView($("#progress"), model);
 new TimelineEditor(model, send, notices);
 

@@ -66,7 +66,7 @@ export class StatsMonitor {
 
 /** The numbers a person reads, as [label, value] pairs. */
 export function formatStats(sample) {
-  if (!sample) return [["video", "waiting for the stream"]];
+  if (!sample) return [["video", "waiting"]];
   const rtt = sample.roundTripTime === null ? "–" : `${Math.round(sample.roundTripTime * 1000)} ms`;
   const bitrate = sample.bitrate === null ? "–" : `${Math.round(sample.bitrate / 1000)} kbps`;
   return [
