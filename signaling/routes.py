@@ -59,13 +59,19 @@ def _role(value: object) -> Role | None:
 
 @routes.post("/offer")
 async def offer(request: web.Request) -> web.Response:
-    """``{sdp, type, session?, role?, codec?}`` -> ``{sdp, type, session, peer}``."""
+    """``{sdp, type, session?, role?, codec?, create?}`` -> ``{sdp, type, session, peer}``.
+
+    ``create: true`` lets a controller recreate a session that is gone (a server restart) under its id.
+    """
     body = await _json_body(request)
     session_id = body.get("session")
     if session_id is not None and not isinstance(session_id, str):
         return json_error(400, "'session' must be a string")
+    create = body.get("create", False)
+    if not isinstance(create, bool):
+        return json_error(400, "'create' must be true or false")
     peer, answer = await request.app[HUB_KEY].connect(
-        body.get("sdp"), body.get("type", "offer"), session_id, _role(body.get("role")), body.get("codec")
+        body.get("sdp"), body.get("type", "offer"), session_id, _role(body.get("role")), body.get("codec"), create
     )
     return web.json_response({"sdp": answer, "type": "answer", "session": peer.session_id, "peer": peer.id})
 

@@ -128,11 +128,7 @@ class ServerThread:
         """A new session with no peer; with ``session_id``, under that id (as if it had survived a restart)."""
 
         def create() -> str:
-            live = self.hub.create_session()
-            if session_id is not None:
-                self.hub.sessions[session_id] = self.hub.sessions.pop(live.id)
-                live.session.id = session_id
-            return live.id
+            return self.hub.create_session(session_id).id
 
         return self.call(create)
 

@@ -84,7 +84,7 @@ class Client:
     _reader: asyncio.Task | None = None
 
     async def connect(self, server_url: str, *, session: str | None = None, role: str | None = None,
-                      whep: bool = False, data_channel: bool = True) -> None:  # fmt: skip
+                      whep: bool = False, data_channel: bool = True, create: bool = False) -> None:  # fmt: skip
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
         if self.codec:
             mime = {"vp8": "video/VP8", "h264": "video/H264"}[self.codec]
@@ -116,6 +116,8 @@ class Client:
                     body["session"] = session
                 if role:
                     body["role"] = role
+                if create:
+                    body["create"] = True
                 async with http.post(f"{server_url}/offer", json=body) as r:
                     assert r.status == 200, await r.text()
                     reply = await r.json()

@@ -318,43 +318,55 @@ def test_viewer_and_obs_pages_play_the_same_session_without_a_click(server: Serv
     assert pages.console_errors() == {}
 
 
-def test_director_offers_a_new_session_when_its_session_is_gone(server: ServerThread, pages: Pages) -> None:
-    page = pages.open(server.url + "/?session=no-such-session", "director")
+def test_director_recreates_a_gone_session_under_its_id(server: ServerThread, pages: Pages) -> None:
+    page = pages.open(server.url + "/?session=session-from-yesterday", "director")
+    wait_connected(page)
+    wait_playing(page)
+    assert session_of(page) == "session-from-yesterday" and page.locator("#gone-banner").is_hidden()
+    assert page.input_value("#obs-link").endswith("/obs/session-from-yesterday")
+    assert pages.console_errors() == {}
+
+
+def test_director_offers_a_new_session_when_its_id_cannot_be_recreated(server: ServerThread, pages: Pages) -> None:
+    page = pages.open(server.url + "/?session=no", "director")  # too short to be a session id
     page.wait_for_selector("html[data-connection=gone]", state="attached", timeout=TIMEOUT_MS)
     assert page.locator("#gone-banner").is_visible()
-    assert page.text_content("#session-id") == "no-such-session"
     assert page.locator("#start").is_disabled()
     page.click("#new-session")
     wait_connected(page)
     wait_playing(page)
     session = session_of(page)
-    assert session != "no-such-session" and f"session={session}" in page.url
+    assert session != "no" and f"session={session}" in page.url
     assert page.locator("#gone-banner").is_hidden()
-    assert page.input_value("#obs-link").endswith(f"/obs/{session}")
     assert pages.console_errors() == {}
 
 
 def test_obs_page_reconnects_after_the_server_restarts(browser: Browser, pages: Pages) -> None:
     first = ServerThread().start()
     port = first.port
-    session = first.create_session()
     second: ServerThread | None = None
     try:
+        director = pages.open(first.url + "/", "director")
+        wait_connected(director)
+        session = session_of(director)
+        add_prompt(director, "a lighthouse in a storm", "0")
+        director.click("#schedule-submit")
+        director.wait_for_function("() => window.longlive.model.scheduled.length === 1", timeout=TIMEOUT_MS)
         obs = pages.open(f"{first.url}/obs/{session}?status=1", "obs", OBS_SIZE)
         wait_connected(obs)
         wait_playing(obs)
 
         first.stop()  # every session and peer is gone with it
         obs.wait_for_function("() => document.documentElement.dataset.connection !== 'connected'")
+        screenshot(obs, "obs-waiting")
         second = ServerThread(port).start()
 
-        # the server is back without the session: the player keeps trying, quietly (black, no controls)
-        obs.wait_for_selector("html[data-connection=gone]", state="attached", timeout=TIMEOUT_MS)
-        assert obs.locator("#status").is_visible()
-        screenshot(obs, "obs-waiting")
-
-        # the session exists again (as a server that restores sessions would have it): playback resumes
-        second.create_session(session)
+        # the director comes back first and recreates its session under the same id, schedule restored;
+        # the OBS player, which kept retrying, finds the session again and plays
+        wait_connected(director, timeout_ms=30_000)
+        assert session_of(director) == session
+        director.wait_for_function("() => window.longlive.model.scheduled.length === 1", timeout=TIMEOUT_MS)
+        assert scheduled(second, session) == {0: "a lighthouse in a storm"}
         wait_connected(obs, timeout_ms=30_000)
         wait_playing(obs)
         assert session_of(obs) == session

@@ -238,3 +238,28 @@ async def test_closing_frees_the_peer_and_after_grace_the_session() -> None:
             await asyncio.sleep(0.1)
         assert session_id not in server.hub.sessions
         assert server.hub.peer_count == 0
+
+
+async def test_a_controller_recreates_a_gone_session_under_its_id() -> None:
+    async with Server(HubConfig(max_sessions=2)) as server, aiohttp.ClientSession() as http:
+        client = Client()
+        try:
+            await client.connect(server.url, session="after-a-restart", create=True)
+            assert client.session == "after-a-restart" and "after-a-restart" in server.hub.sessions
+            state = await client.wait_event(lambda e: e["type"] == "state")
+            assert state["data"]["session"] == "after-a-restart"
+            for body, status in [
+                ({"session": "after-a-restart", "create": True, "role": "viewer"}, 200),  # exists: a plain join
+                ({"session": "gone-again", "create": True, "role": "viewer"}, 400),  # viewers cannot create
+                ({"session": "no", "create": True}, 400),  # not a valid id
+                ({"session": "bad id!", "create": True}, 400),
+                ({"session": "gone-again", "create": "yes"}, 400),
+            ]:
+                offer = Client()
+                sdp = await _offer(offer)
+                async with http.post(server.url + "/offer", json={"sdp": sdp, "type": "offer", **body}) as r:
+                    assert r.status == status, (body, await r.text())
+                await offer.pc.close()
+            assert set(server.hub.sessions) == {"after-a-restart"}
+        finally:
+            await client.close()

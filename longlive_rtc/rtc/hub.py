@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from .track import DEFAULT_FPS, PacedVideoTrack
 
 log = logging.getLogger(__name__)
 
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{4,64}")
+
 
 class HubError(Exception):
     """A request the hub refuses; ``status`` is the HTTP status the signaling layer answers with."""
@@ -28,6 +31,10 @@ class HubError(Exception):
 
 class UnknownSession(HubError):
     status = 404
+
+
+class SessionExists(HubError):
+    status = 409
 
 
 class OverCapacity(HubError):
@@ -103,13 +110,20 @@ class Hub:
             raise UnknownSession(f"no session {session_id!r}")
         return live
 
-    def create_session(self) -> LiveSession:
+    def create_session(self, session_id: str | None = None) -> LiveSession:
+        """A new session, under ``session_id`` when given (a controller recreating its session after a
+        server restart, so that shared viewer and OBS links work again)."""
+        if session_id is not None:
+            if not SESSION_ID.fullmatch(session_id):
+                raise HubError("a session id is 4..64 characters of A-Z, a-z, 0-9, '-' and '_'")
+            if session_id in self.sessions:
+                raise SessionExists(f"session {session_id!r} already exists")
         if len(self.sessions) >= self.config.max_sessions:
             raise OverCapacity(
                 f"all {self.config.max_sessions} generation slots are busy; try again later",
                 retry_after=max(1, int(self.config.grace_seconds)),
             )
-        session_id = secrets.token_urlsafe(8)
+        session_id = session_id or secrets.token_urlsafe(8)
         session = Session(session_id, self._generator_factory(), buffer_blocks=self.config.buffer_blocks)
         live = LiveSession(session, self.config.fps)
         self.sessions[session_id] = live
@@ -133,23 +147,27 @@ class Hub:
 
     async def connect(
         self, sdp: object, kind: object = "offer", session_id: str | None = None, role: Role | None = None,
-        codec: str | None = None,
+        codec: str | None = None, create: bool = False,
     ) -> tuple[Peer, str]:  # fmt: skip
         """Answer an offer: a new session with the caller as controller, or a join of an existing one.
 
+        With ``create``, a controller naming an unknown session gets it created under that id.
         Returns the peer and its answer SDP.
         """
-        if session_id is not None:
+        recreate = create and session_id is not None and session_id not in self.sessions
+        if recreate and role is Role.VIEWER:
+            raise HubError("only a controller can create a session")
+        if session_id is not None and not recreate:
             self.get(session_id)  # an unknown session is a 404 whatever the offer
         offer = check_offer(sdp, kind)
         codec = codec or self.config.codec
         if codec not in CODECS:
             raise HubError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-        created = session_id is None
+        created = session_id is None or recreate
         if created:
             if role is Role.VIEWER:
                 raise HubError("a viewer needs a session to join")
-            live = self.create_session()
+            live = self.create_session(session_id)
         else:
             live = self.get(session_id)
             if len(live.peers) >= self.config.max_peers_per_session:

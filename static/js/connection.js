@@ -3,7 +3,8 @@
 //
 // Events (EventTarget):
 //   "state"   detail {state, attempt, delay, reason}   state: connecting | connected | retrying | gone | closed
-//   "session" detail {session, peer}                    after every answer (the session id to share)
+//   "session" detail {session, peer, created}           after every answer (the session id to share;
+//                                                       created: a gone session was recreated under its id)
 //   "message" detail <protocol event>                   every event from the server (state, progress, ...)
 
 export const State = Object.freeze({
@@ -20,6 +21,9 @@ const DISCONNECTED_GRACE_MS = 3000;
 const REQUEST_TIMEOUT_MS = 10000;
 
 /** The server answered an error; `status` is the HTTP status, `retryAfter` seconds if it said so. */
+/** What the server accepts as a session id to (re)create (the hub's SESSION_ID). */
+const SESSION_ID = /^[A-Za-z0-9_-]{4,64}$/;
+
 export class ServerError extends Error {
   constructor(status, message, retryAfter = null) {
     super(message);
@@ -92,6 +96,7 @@ export class StreamConnection extends EventTarget {
     this._nextId = 1;
     this._wake = null;
     this._drop = null;
+    this._create = false;
   }
 
   /** Connect, and keep reconnecting whenever the connection is lost, until stop(). */
@@ -183,10 +188,19 @@ export class StreamConnection extends EventTarget {
     });
   }
 
-  /** Is the server up, and does it have our session? (Asked first, so a missing one logs no 404.) */
+  /**
+   * Is the server up, and does it have our session? (Asked first, so a missing one logs no 404.)
+   * A controller whose session is gone (the server restarted) asks for it to be created again under the
+   * same id, so that the viewer and OBS links it shared keep working; a viewer waits for it.
+   */
   async _probe() {
     const { sessions } = await getJson("/sessions");
+    this._create = false;
     if (this.session && !sessions.some((entry) => entry.session === this.session)) {
+      if (this.role === "controller" && SESSION_ID.test(this.session)) {
+        this._create = true;
+        return;
+      }
       throw new ServerError(404, `the server has no session ${this.session}; waiting for it to come back`);
     }
   }
@@ -224,7 +238,11 @@ export class StreamConnection extends EventTarget {
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     this.session = answer.session;
     this.peerId = answer.peer;
-    this.dispatchEvent(new CustomEvent("session", { detail: { session: answer.session, peer: answer.peer } }));
+    const created = this._create;
+    this._create = false;
+    this.dispatchEvent(
+      new CustomEvent("session", { detail: { session: answer.session, peer: answer.peer, created } }),
+    );
 
     await this._opened(channel, dropped);
     this._setState(State.CONNECTED);
@@ -234,13 +252,19 @@ export class StreamConnection extends EventTarget {
   async _postOffer(sdp) {
     const body = { sdp, type: "offer", role: this.role };
     if (this.session) body.session = this.session;
+    if (this._create) body.create = true;
     if (this.codec) body.codec = this.codec;
     const response = await fetch("/offer", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-    if (!response.ok) throw await serverError(response);
+    if (!response.ok) {
+      const error = await serverError(response);
+      // the session cannot be recreated under its id (taken meanwhile, or not a valid id): it is gone
+      if (this._create && (error.status === 400 || error.status === 409)) throw new ServerError(404, error.message);
+      throw error;
+    }
     return response.json();
   }
 

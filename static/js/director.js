@@ -115,6 +115,9 @@ setInterval(() => {
 let restore = null; // {scheduled, seed} carried into a new session
 
 connection.addEventListener("session", ({ detail }) => {
+  if (detail.created && (model.scheduled.length || model.state)) {
+    restore = { scheduled: model.scheduled, seed: model.state?.seed ?? 0 }; // the server restarted: put it back
+  }
   rememberSession(detail.session);
   const links = shareLinks(detail.session);
   $("#session-id").textContent = detail.session;
@@ -131,7 +134,7 @@ connection.addEventListener("state", async ({ detail }) => {
     restore = null;
     await send("set_seed", { seed });
     for (const { timestamp, prompt } of scheduled) await send("schedule_prompt", { new_prompt: prompt, timestamp });
-    notices.info(`New session ${connection.session}: ${scheduled.length} prompts and seed ${seed} restored.`);
+    notices.info(`Session ${connection.session}: ${scheduled.length} prompts and seed ${seed} restored.`);
   }
 });
 
