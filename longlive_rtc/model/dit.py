@@ -19,7 +19,7 @@ from . import fused
 from .attention import attention
 from .config import WanConfig
 from .kv_cache import CachePlan, KVCache
-from .rope import RotaryEmbedding, apply_rope
+from .rope import RotaryEmbedding, rotation
 
 
 def sinusoidal_embedding(dim: int, t: Tensor) -> Tensor:
@@ -57,27 +57,8 @@ class Projections(nn.Module):
 
 
 class SelfAttention(Projections):
-    """Causal self-attention against the KV cache (`CausalWanSelfAttention`)."""
-
-    def _heads(self, t: Tensor) -> Tensor:
-        return t.view(t.shape[0], t.shape[1], self.num_heads, self.head_dim)
-
-    def write_kv(self, x: Tensor, step: StepContext, layer: int) -> tuple[Tensor, Tensor]:
-        """Project keys/values of `x`, store them in the cache, return the attended keys/values."""
-        k = self._heads(self.norm_k(self.k(x)))
-        v = self._heads(self.v(x))
-        if step.key_freqs is None:  # absolute mode: keys are stored rotated
-            k = apply_rope(k, step.query_freqs)
-        keys, values = step.cache.update(layer, step.plan, k, v)
-        if step.key_freqs is not None:  # slot mode: rotate the gathered raw keys by slot index
-            keys = apply_rope(keys, step.key_freqs)
-        return keys, values
-
-    def forward(self, x: Tensor, step: StepContext, layer: int) -> Tensor:
-        q = apply_rope(self._heads(self.norm_q(self.q(x))), step.query_freqs)
-        keys, values = self.write_kv(x, step, layer)
-        out = attention(q, keys, values)
-        return self.o(out.flatten(2))
+    """Causal self-attention against the KV cache (`CausalWanSelfAttention`); its computation is split
+    around the cache write in `CausalWanAttentionBlock.forward`."""
 
 
 class CrossAttention(Projections):
@@ -111,18 +92,19 @@ class CausalWanAttentionBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(self, x: Tensor, e0: Tensor, step: StepContext, layer: int, kv_only: bool = False) -> Tensor | None:
-        """`x [B, F*S, C]`, `e0 [B, F, 6, C]`. With `kv_only`, only write this layer's cache."""
-        frames = e0.shape[1]
-        mod = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
-        shift_sa, scale_sa, gate_sa, shift_ffn, scale_ffn, gate_ffn = mod
-        h = fused.norm_modulate(x, shift_sa, scale_sa, frames, self.norm1.eps)
+        """`x [B, F*S, C]`, `e0 [B, F, 6, C]`. With `kv_only`, only write this layer's cache.
+
+        Modulated self-attention (per-frame shift/scale/gate from `e0`), cross-attention, modulated FFN;
+        the pure halves before and after the cache write live in `fused` (see there).
+        """
+        slot_mode = step.key_rotation is not None
+        q, k, v = fused.attention_inputs(self, x, e0, step.query_rotation, not slot_mode, not kv_only)
+        keys, values = step.cache.update(layer, step.plan, k, v)  # absolute mode: keys stored rotated
         if kv_only:
-            self.self_attn.write_kv(h, step, layer)
             return None
-        x = fused.gated_residual(x, self.self_attn(h, step, layer), gate_sa, frames)
-        x = x + self.cross_attn(self.norm3(x), step.context[layer])
-        y = self.ffn(fused.norm_modulate(x, shift_ffn, scale_ffn, frames, self.norm2.eps))
-        return fused.gated_residual(x, y, gate_ffn, frames)
+        if slot_mode:  # rotate the gathered raw keys by slot index
+            keys = fused.rotate(keys, *step.key_rotation)
+        return fused.block_output(self, x, e0, attention(q, keys, values), step.context[layer])
 
 
 class CausalHead(nn.Module):
@@ -158,8 +140,8 @@ class StepContext:
     cache: KVCache
     plan: CachePlan
     context: CrossAttnCache
-    query_freqs: Tensor
-    key_freqs: Tensor | None
+    query_rotation: tuple[Tensor, Tensor]  # RoPE (cos, sin) of the queries and, in absolute mode, new keys
+    key_rotation: tuple[Tensor, Tensor] | None  # slot mode: RoPE of the gathered keys
 
 
 class CausalWanModel(nn.Module):
@@ -295,7 +277,7 @@ class CausalWanModel(nn.Module):
         e, e0 = self.time_embed(t, tokens.dtype)
         plan = cache.plan(start_frame, frames, sink_recache=sink_recache)
         q_freqs, k_freqs = self.rope_for(cache, plan, h, w)
-        step = StepContext(cache, plan, context, q_freqs, k_freqs)
+        step = StepContext(cache, plan, context, rotation(q_freqs), None if k_freqs is None else rotation(k_freqs))
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             kv_only = not compute_output and i == last

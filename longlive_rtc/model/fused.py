@@ -1,16 +1,17 @@
 """The elementwise chains of a DiT block as pure functions, optionally compiled into fused kernels.
 
-Eager, each chain is a handful of memory-bound kernels (dtype casts, norms, RoPE, modulation, gates);
-in a steady block they cost about as much as all the matmuls together. ``enable()`` swaps in
-``torch.compile``d versions with fixed shapes (the same math; Inductor keeps intermediates in fp32
-registers, so results move within bf16 rounding). Callers look the functions up here at call time.
+Eager, each chain is a handful of memory-bound kernels (dtype casts, norms, RoPE, modulation, gates)
+plus Python dispatch for each of them; in a steady block that costs about as much as all the matmuls.
+``enable()`` swaps in ``torch.compile``d versions with fixed shapes of the two halves of a block (the
+same math; Inductor keeps intermediates in fp32 registers, so results move within bf16 rounding).
+Callers look the functions up here at call time.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -40,14 +41,50 @@ def gated_residual(x: Tensor, y: Tensor, gate: Tensor, frames: int) -> Tensor:
     return x + (y.unflatten(1, (frames, -1)) * gate).flatten(1, 2)
 
 
-_EAGER = {"rms_norm": rms_norm, "rotate": rotate, "norm_modulate": norm_modulate, "gated_residual": gated_residual}
+def attention_inputs(
+    block: nn.Module, x: Tensor, e0: Tensor, rotation: tuple[Tensor, Tensor], rotate_keys: bool, need_q: bool
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """A block's self-attention inputs: modulated LayerNorm, q/k/v projections, q/k RMSNorm and RoPE.
+
+    Returns `q` (None unless `need_q`), `k` (rotated when `rotate_keys`) and `v`, `[B, L, heads, head_dim]`.
+    """
+    frames = e0.shape[1]
+    shift, scale = (block.modulation.unsqueeze(1) + e0).chunk(6, dim=2)[:2]
+    h = norm_modulate(x, shift, scale, frames, block.norm1.eps)
+    attn = block.self_attn
+    k = rms_norm(attn.k(h), attn.norm_k.weight, attn.norm_k.eps).unflatten(-1, (attn.num_heads, -1))
+    if rotate_keys:
+        k = rotate(k, *rotation)
+    v = attn.v(h).unflatten(-1, (attn.num_heads, -1))
+    if not need_q:
+        return None, k, v
+    q = rms_norm(attn.q(h), attn.norm_q.weight, attn.norm_q.eps).unflatten(-1, (attn.num_heads, -1))
+    return rotate(q, *rotation), k, v
+
+
+def block_output(
+    block: nn.Module, x: Tensor, e0: Tensor, attended: Tensor, context_kv: tuple[Tensor, Tensor]
+) -> Tensor:
+    """The rest of a block after self-attention: output projection and gate, cross-attention, modulated FFN."""
+    frames = e0.shape[1]
+    _, _, gate_sa, shift_ffn, scale_ffn, gate_ffn = (block.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+    x = gated_residual(x, block.self_attn.o(attended.flatten(2)), gate_sa, frames)
+    x = x + block.cross_attn(block.norm3(x), context_kv)
+    y = block.ffn(norm_modulate(x, shift_ffn, scale_ffn, frames, block.norm2.eps))
+    return gated_residual(x, y, gate_ffn, frames)
+
+
+#: What `enable()` compiles: the two halves of a block around the cache write and self-attention (which
+#: stay eager: the cache is indexed by Python ints, and SDPA picks cuDNN there), and RoPE of gathered keys.
+COMPILED = ("attention_inputs", "block_output", "rotate")
+_EAGER = {name: globals()[name] for name in COMPILED}
 
 
 def enable(compiled: bool = True) -> None:
-    """Use compiled (fused) versions of the functions above, or the eager ones again."""
+    """Use compiled (fused, fixed-shape) versions of the functions in :data:`COMPILED`, or eager ones again."""
     for name, fn in _EAGER.items():
         globals()[name] = torch.compile(fn, dynamic=False) if compiled else fn
 
 
 def enabled() -> bool:
-    return globals()["rms_norm"] is not _EAGER["rms_norm"]
+    return globals()["attention_inputs"] is not _EAGER["attention_inputs"]

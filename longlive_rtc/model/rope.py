@@ -87,5 +87,10 @@ class RotaryEmbedding:
 
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     """Rotate `x [B, L, heads, head_dim]` by `freqs [L, 1, head_dim/2]` (complex); result in x's dtype."""
-    rotation = torch.view_as_real(freqs.resolve_conj())
-    return fused.rotate(x, rotation[..., 0], rotation[..., 1])
+    return fused.rotate(x, *rotation(freqs))
+
+
+def rotation(freqs: Tensor) -> tuple[Tensor, Tensor]:
+    """Complex rotations `[L, 1, D/2]` as their real `(cos, sin)` parts, for `fused.rotate`."""
+    parts = torch.view_as_real(freqs.resolve_conj())
+    return parts[..., 0], parts[..., 1]
