@@ -35,6 +35,8 @@ def backend_for(q: Tensor) -> str:
     """Name of the kernel `attention` uses for this query: 'fa3', 'fa2', 'sdpa' or 'math'."""
     if q.device.type == "cpu":
         return "math"
+    if torch.compiler.is_compiling():  # inside a compiled region (cross-attention): Inductor lowers SDPA
+        return "sdpa"
     if q.device.type == "cuda" and q.dtype in _HALF:
         major, _ = _capability(q.device.index or 0)
         if _fa3 is not None and major == 9:  # the FA3 build exists for Hopper only
