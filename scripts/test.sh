@@ -15,8 +15,8 @@ fi
 echo "== installing longlive-rtc with the dev extras"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# constraints-ci.txt pins the CPU build of torch, so no CUDA packages are downloaded.
-.venv/bin/python -m pip install -q -c constraints-ci.txt -e '.[dev]'
+# constraints.txt pins the CPU build of torch, so no CUDA packages are downloaded.
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 
 echo "== ruff"
 .venv/bin/ruff check .
