@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
-
 from .rtc_client import Server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,21 +53,6 @@ VIDEO_STATS_JS = """async () => {
   });
   return out;
 }"""
-
-
-def loopback_only() -> bool:
-    """True on a machine whose only IPv4 address is 127.0.0.1 (aioice would gather no candidate)."""
-    return not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
-
-
-def allow_loopback_ice() -> None:
-    """Let aiortc offer 127.0.0.1, which aioice skips; Chromium pairs it with --allow-loopback-..."""
-    original = aioice.ice.get_host_addresses
-
-    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return original(use_ipv4, use_ipv6) or (["127.0.0.1"] if use_ipv4 else [])
-
-    aioice.ice.get_host_addresses = with_loopback
 
 
 class ServerThread:

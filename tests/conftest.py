@@ -24,6 +24,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ice_candidates_on_loopback_only_machines() -> None:
+    """aioice never offers 127.0.0.1: on a machine with no other address, let the tests' peers use it."""
+    from .rtc_client import allow_loopback_ice, loopback_only
+
+    if loopback_only():
+        allow_loopback_ice()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""

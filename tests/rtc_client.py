@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+import aioice.ice
 import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -19,6 +20,21 @@ from longlive_rtc.generators import Geometry, SyntheticGenerator
 from longlive_rtc.generators.stamp import read_stamp
 from longlive_rtc.rtc.hub import Hub, HubConfig
 from signaling.app import create_app
+
+
+def loopback_only() -> bool:
+    """True on a machine whose only IPv4 address is 127.0.0.1 (aioice would gather no candidate)."""
+    return not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+
+
+def allow_loopback_ice() -> None:
+    """Let aiortc offer 127.0.0.1, which aioice skips; Chromium pairs it with --allow-loopback-..."""
+    original = aioice.ice.get_host_addresses
+
+    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return original(use_ipv4, use_ipv6) or (["127.0.0.1"] if use_ipv4 else [])
+
+    aioice.ice.get_host_addresses = with_loopback
 
 
 @dataclass

@@ -18,8 +18,6 @@ from .browser_support import (
     CONNECTION_REFUSED,
     ConsoleLog,
     ServerThread,
-    allow_loopback_ice,
-    loopback_only,
     screenshot,
     video_stats,
     wait_playing,
@@ -38,9 +36,7 @@ TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if loopback_only():
-        allow_loopback_ice()
+def browser() -> Iterator[Browser]:  # conftest lets aiortc offer 127.0.0.1 on loopback-only machines
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield browser
