@@ -131,7 +131,7 @@ class Engine:
         """Stop at once, drop buffered frames and (on the worker) the generator's state."""
         with self._cond:
             self._run += 1
-            self._running = self._paused = False
+            self._running = self._paused = self._playing = False
             self._reset_pending = True
             self.buffer.clear()
             self._cond.notify_all()

@@ -263,3 +263,17 @@ async def test_a_controller_recreates_a_gone_session_under_its_id() -> None:
             assert set(server.hub.sessions) == {"after-a-restart"}
         finally:
             await client.close()
+
+
+async def test_a_client_that_never_connects_is_closed_and_its_session_freed() -> None:
+    async with Server(HubConfig(connect_timeout=1.0, grace_seconds=0.5)) as server, aiohttp.ClientSession() as http:
+        vanished = Client()
+        async with http.post(server.url + "/offer", json={"sdp": await _offer(vanished), "type": "offer"}) as r:
+            assert r.status == 200  # ... and the client never applies the answer
+            session = (await r.json())["session"]
+        await vanished.pc.close()
+        assert server.hub.peer_count == 1
+        deadline = time.monotonic() + 10
+        while (server.hub.peer_count or session in server.hub.sessions) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert server.hub.peer_count == 0 and session not in server.hub.sessions

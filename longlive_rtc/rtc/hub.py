@@ -54,6 +54,7 @@ class HubConfig:
     max_peers_per_session: int = 16
     grace_seconds: float = 30.0
     buffer_blocks: int = 1
+    connect_timeout: float = 30.0  # a peer not connected by then (client gone after its offer) is closed
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -186,7 +187,13 @@ class Hub:
             if created:
                 await self.free_session(live.id)
             raise HubError(f"could not answer the offer: {exc}") from exc
+        asyncio.get_running_loop().call_later(self.config.connect_timeout, self._close_if_unconnected, peer)
         return peer, answer.sdp
+
+    def _close_if_unconnected(self, peer: Peer) -> None:
+        if peer.pc.connectionState != "connected":
+            log.info("peer %s did not connect within %.0f s; closing it", peer.id, self.config.connect_timeout)
+            asyncio.ensure_future(peer.close())
 
     def peer(self, session_id: str, peer_id: str) -> Peer:
         peer = self.get(session_id).peers.get(peer_id)
