@@ -18,10 +18,10 @@ COPY pyproject.toml README.md ./
 COPY longlive_rtc ./longlive_rtc
 COPY signaling ./signaling
 COPY static ./static
-# torch from the CUDA 12.8 wheel index; the `gpu` extra (flash-attn) is optional: --build-arg EXTRAS=gpu
+# torch's Linux wheels bring their CUDA libraries; the `gpu` extra (flash-attn) is optional:
+#   docker build --build-arg EXTRAS=gpu .
 ARG EXTRAS=""
-RUN pip install torch --index-url https://download.pytorch.org/whl/cu128 \
-    && pip install ".${EXTRAS:+[$EXTRAS]}"
+RUN pip install ".${EXTRAS:+[$EXTRAS]}"
 
 # Weights are mounted here (see `longlive-rtc download --dir`); the Inductor cache survives restarts.
 VOLUME ["/weights", "/cache"]
