@@ -105,10 +105,6 @@ class PromptSchedule:
         with self._lock:
             return sorted(self._entries.values(), key=lambda e: e.timestamp)
 
-    def prompts(self) -> list[str]:
-        """The distinct prompt texts, in timeline order."""
-        return list(dict.fromkeys(e.prompt for e in self.snapshot()))
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import aiohttp
@@ -277,3 +278,17 @@ async def test_a_client_that_never_connects_is_closed_and_its_session_freed() ->
         while (server.hub.peer_count or session in server.hub.sessions) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert server.hub.peer_count == 0 and session not in server.hub.sessions
+
+
+def test_a_state_too_large_for_one_message_is_truncated_and_flagged() -> None:
+    from longlive_rtc.protocol import Event
+    from longlive_rtc.rtc.peer import MAX_EVENT_BYTES, fit_event
+
+    scheduled = [{"timestamp": t, "prompt": "é" * 2000, "frame": t} for t in range(300)]
+    text = fit_event(Event("state", {"status": "idle", "scheduled": scheduled}))
+    assert len(text.encode()) <= MAX_EVENT_BYTES
+    data = json.loads(text)["data"]
+    assert data["scheduled_truncated"] is True
+    assert 0 < len(data["scheduled"]) < 300 and data["scheduled"] == scheduled[: len(data["scheduled"])]
+    small = Event("state", {"status": "idle", "scheduled": scheduled[:3]})
+    assert fit_event(small) == small.to_json()  # events that fit go out unchanged

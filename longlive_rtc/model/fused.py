@@ -84,7 +84,3 @@ def enable(compiled: bool = True) -> None:
     """Use compiled (fused, fixed-shape) versions of the functions in :data:`COMPILED`, or eager ones again."""
     for name, fn in _EAGER.items():
         globals()[name] = torch.compile(fn, dynamic=False) if compiled else fn
-
-
-def enabled() -> bool:
-    return globals()["attention_inputs"] is not _EAGER["attention_inputs"]
