@@ -283,6 +283,10 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
                     "required": ["timestamp", "prompt"],
                 },
             },
+            "scheduled_truncated": {
+                "type": "boolean",
+                "description": "present when the list was cut to fit one data-channel message",
+            },
             "active_prompt": {"type": ["string", "null"]},
             "seed": {"type": "integer"},
             "geometry": {"type": "object"},
