@@ -29,20 +29,25 @@ def tiny_longlive(decoder: str = "wan") -> LongLiveGenerator:
     return LongLiveGenerator(StreamingPipeline(model), encoder, StreamingDecoder(frames.float().eval()))
 
 
-@pytest.mark.parametrize("decoder", ["wan", "tae"])
-def test_blocks_have_the_stream_geometry(decoder: str) -> None:
-    generator = tiny_longlive(decoder)
-    assert isinstance(generator, Generator)
-    assert (generator.geometry.width, generator.geometry.height) == (48, 32)
+def four_blocks_with_a_switch(generator: LongLiveGenerator, frame_shape: tuple[int, int, int]) -> list[int]:
+    """Stream 4 blocks (a prompt switch before the third); check each block's frames; return their counts."""
     generator.begin(1, generator.encode_prompt("a"))
     sizes = []
     for i in range(4):
         if i == 2:
             generator.switch_prompt(generator.encode_prompt("b"))
         block = generator.next_block()
-        assert block.dtype == np.uint8 and block.shape[1:] == (32, 48, 3)
+        assert block.dtype == np.uint8 and block.shape[1:] == frame_shape
         sizes.append(len(block))
-    assert sizes == [9, 12, 12, 12]
+    return sizes
+
+
+@pytest.mark.parametrize("decoder", ["wan", "tae"])
+def test_blocks_have_the_stream_geometry(decoder: str) -> None:
+    generator = tiny_longlive(decoder)
+    assert isinstance(generator, Generator)
+    assert (generator.geometry.width, generator.geometry.height) == (48, 32)
+    assert four_blocks_with_a_switch(generator, (32, 48, 3)) == [9, 12, 12, 12]
     assert generator.pipeline.current_start_frame == 12
     generator.reset()
     assert generator.pipeline.cache is None
@@ -93,12 +98,4 @@ def test_full_size_random_weights_stream_on_gpu() -> None:
     from longlive_rtc.generators.longlive import random_longlive
 
     generator = random_longlive("cuda", "tae")
-    generator.begin(0, generator.encode_prompt("a"))
-    sizes = []
-    for i in range(4):
-        if i == 2:
-            generator.switch_prompt(generator.encode_prompt("b"))
-        block = generator.next_block()
-        assert block.shape[1:] == (480, 832, 3)
-        sizes.append(len(block))
-    assert sizes == [9, 12, 12, 12]
+    assert four_blocks_with_a_switch(generator, (480, 832, 3)) == [9, 12, 12, 12]
