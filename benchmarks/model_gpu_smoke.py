@@ -37,14 +37,12 @@ class ForwardTimer:
         self.records: list[tuple[int, str, torch.cuda.Event, torch.cuda.Event]] = []
         self.block = -1
         inner = pipe._step
-        fpb = pipe.config.num_frame_per_block
 
-        def timed(x, t, start, **kw):
+        def timed(kind, x, t, start, **kw):
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
-            out = inner(x, t, start, **kw)
+            out = inner(kind, x, t, start, **kw)
             b.record()
-            kind = "recache" if x.shape[1] > fpb else ("cache" if not kw.get("compute_output", True) else "denoise")
             self.records.append((self.block, kind, a, b))
             return out
 
@@ -142,7 +140,7 @@ def main() -> None:
             "denoise_steady_window12": med(timer.times("denoise", steady)),
             "cache_pass_steady": med(timer.times("cache", steady)),
             "denoise_block0_window3": med(timer.times("denoise", range(0, 1))),
-            "recache_12_frames": [round(x, 2) for x in timer.times("recache", range(args.blocks))],
+            "recache": [round(x, 2) for x in timer.times("recache", range(args.blocks))],
         },
         "block_ms": {
             "steady_median": med([block_ms[i] for i in steady]),

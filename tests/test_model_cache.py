@@ -62,7 +62,7 @@ class Reference:
         self.sink: list[int] = []
         self.window: list[int] = []
         self.slot_rope = False
-        self.attended: list[tuple[int, int, list[int]]] = []
+        self.attended: list[tuple[str, int, int, list[int], list[int]]] = []  # kind, start, n, attended, stored
 
     # layers, written from the spec
     def rot(self, x: Tensor, frame_pos: list[int]) -> Tensor:
@@ -100,7 +100,9 @@ class Reference:
         s = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
         return torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), v).flatten(2)
 
-    def forward(self, x: Tensor, t: float, ctx: Tensor, frames: list[int], store: list[int]) -> Tensor:
+    def forward(
+        self, x: Tensor, t: float, ctx: Tensor, frames: list[int], store: list[int], kind: str = "denoise"
+    ) -> Tensor:
         """Flow for latents `x [B, F, C, H, W]` of `frames`; keys/values of `store` are saved first."""
         m, cfg = self.m, self.cfg
         b, nf = x.shape[:2]
@@ -122,7 +124,7 @@ class Reference:
         else:
             q_pos = frames
             key_pos = {f: f for f in attend}
-        self.attended.append((frames[0], nf, list(attend)))
+        self.attended.append((kind, frames[0], nf, list(attend), list(store)))
 
         def frames_view(y: Tensor) -> Tensor:
             return y.view(b, nf, fs, -1)
@@ -182,7 +184,7 @@ class Reference:
             store = frames
         else:  # the sink keeps the first prompt's keys; the window frames are rewritten
             store = [f for f in frames if f in self.window]
-        self.forward(x, 0.0, ctx, frames, store)
+        self.forward(x, 0.0, ctx, frames, store, kind="recache")
 
 
 def run_reference(model, n_blocks, prompts, switches, rope_limit=None):
@@ -213,28 +215,60 @@ def run_reference(model, n_blocks, prompts, switches, rope_limit=None):
             x0 = x - SIGMAS[i] * flow
             if i < 3:
                 x = (1 - SIGMAS[i + 1]) * x0 + SIGMAS[i + 1] * noise.draw(shape, model.dtype)
-        ref.forward(x0, 0.0, ctx, frames, frames)
+        ref.forward(x0, 0.0, ctx, frames, frames, kind="cache")
         history.append(x0)
         outputs.append(x0)
     return outputs, ref
 
 
 def run_pipeline(model, n_blocks, prompts, switches, **kw):
+    """Like `run_reference`; the deferred last cache pass is flushed. `pipe.kinds` lists each call's kind."""
     pipe = StreamingPipeline(model, noise=CountingNoise(), **kw)
     pipe.begin(0, prompts[0])
     pipe.cache.trace = []
+    pipe.kinds = []
+    step = pipe._step
+
+    def labelled(kind, *args, **kwargs):
+        pipe.kinds.append(kind)
+        return step(kind, *args, **kwargs)
+
+    pipe._step = labelled
     outputs = []
     for blk in range(n_blocks):
         if blk in switches:
             p, keep = switches[blk]
             pipe.switch_prompt(prompts[p], global_sink=keep)
         outputs.append(pipe.next_block())
+    pipe.flush()
     return outputs, pipe
+
+
+def expected_calls(ref_calls: list[tuple]) -> list[tuple[str, int, int, list[int]]]:
+    """The reference's calls as the pipeline makes them (see the pipeline's docstring): a recache runs only
+    on the frames whose keys it stores, and replaces the cache pass of a block whose keys it rewrites."""
+    out = []
+    for i, (kind, start, n, attended, stored) in enumerate(ref_calls):
+        nxt = ref_calls[i + 1] if i + 1 < len(ref_calls) else None
+        if kind == "cache" and nxt is not None and nxt[0] == "recache" and set(range(start, start + n)) <= set(nxt[4]):
+            continue
+        if kind == "recache":
+            if not stored:
+                continue
+            assert stored == list(range(stored[0], start + n))  # a suffix of the recached frames
+            start, n = stored[0], len(stored)
+        out.append((kind, start, n, attended))
+    return out
+
+
+def pipeline_calls(pipe) -> list[tuple[str, int, int, list[int]]]:
+    assert len(pipe.kinds) == len(pipe.cache.trace)
+    return [(kind, *call) for kind, call in zip(pipe.kinds, pipe.cache.trace, strict=True)]
 
 
 SCENARIOS = {
     # default window 12 / sink 3: early switch (recache from frame 0), keep-sink switch, reset switch
-    "absolute": (tiny(), 22, {2: (1, True), 8: (2, True), 15: (1, False)}, None),
+    "absolute": (tiny(), 22, {1: (2, True), 2: (1, True), 8: (2, True), 15: (1, False)}, None),
     # RoPE table of 30 frames: slot positions from frame 30 on, switches after that
     "slot-after-limit": (tiny().with_(rope_max_frames=30), 21, {7: (1, True), 12: (2, False), 17: (1, True)}, 30),
     # window 6 / sink 3: rolls from the third block
@@ -258,14 +292,14 @@ def test_streaming_matches_cache_free_reference(name: str, dtype: torch.dtype, t
         err = ((a - b).norm() / b.norm()).item()
         assert err < tol, f"block {blk}: relative error {err}"
     assert got[-1].abs().mean() > 0.1  # not a degenerate stream
-    # the attended frames of every call equal the reference's
-    assert pipe.cache.trace == ref.attended
+    # the calls and the frames each attends to equal the reference's
+    assert pipeline_calls(pipe) == expected_calls(ref.attended)
     if rope_limit is not None:
         assert pipe.cache.rope_mode == "slot"
     # the cache holds the reference's keys for the frames it attends to at the end
     cache = pipe.cache
     fs = cfg.frame_seq_len
-    last_attended = ref.attended[-1][2]
+    last_attended = ref.attended[-1][3]
     assert [cache.slot_frames[i] for i in range(len(last_attended))] == last_attended
     for layer in range(cfg.num_layers):
         for slot, f in enumerate(last_attended):
@@ -293,18 +327,21 @@ def test_default_trace_matches_reference_table() -> None:
 
 
 def test_recache_trace_at_switch() -> None:
-    """Section 5.3 example scaled: switch at s=42 recaches frames 30-41; global sink keeps frames 0-2."""
+    """Section 5.3 example scaled: switch at s=42 recaches frames 30-41; global sink keeps frames 0-2.
+
+    The recache replaces block 13's deferred cache pass; with the sink kept, frames 30-32 (whose keys
+    would land in the sink) are not run at all."""
     cfg = tiny(num_layers=1)
     model = random_model(cfg, torch.float64)
     prompts = [torch.randn(1, cfg.text_len, cfg.text_dim, dtype=torch.float64) for _ in range(2)]
-    for keep, want_attended, want_after in [
-        (True, [0, 1, 2, *range(33, 42)], [0, 1, 2, *range(36, 45)]),
-        (False, list(range(30, 42)), [30, 31, 32, *range(36, 45)]),
+    for keep, want_recache, want_after in [
+        (True, (33, 9, [0, 1, 2, *range(33, 42)]), [0, 1, 2, *range(36, 45)]),
+        (False, (30, 12, list(range(30, 42))), [30, 31, 32, *range(36, 45)]),
     ]:
         _, pipe = run_pipeline(model, 15, prompts, {14: (1, keep)})
-        recache = pipe.cache.trace[14 * 5]
-        assert recache == (30, 12, want_attended)
-        assert pipe.cache.trace[14 * 5 + 1] == (42, 3, want_after)
+        assert pipe.kinds[14 * 5 - 2 : 14 * 5 + 1] == ["denoise", "recache", "denoise"]
+        assert pipe.cache.trace[14 * 5 - 1] == want_recache
+        assert pipe.cache.trace[14 * 5] == (42, 3, want_after)
         assert (pipe.cache.global_end, pipe.cache.local_end) == (45, 12)
 
 

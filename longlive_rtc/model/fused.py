@@ -52,13 +52,14 @@ def attention_inputs(
     shift, scale = (block.modulation.unsqueeze(1) + e0).chunk(6, dim=2)[:2]
     h = norm_modulate(x, shift, scale, frames, block.norm1.eps)
     attn = block.self_attn
-    k = rms_norm(attn.k(h), attn.norm_k.weight, attn.norm_k.eps).unflatten(-1, (attn.num_heads, -1))
+    q, k, v = attn.project_qkv(h)
+    k = rms_norm(k, attn.norm_k.weight, attn.norm_k.eps).unflatten(-1, (attn.num_heads, -1))
     if rotate_keys:
         k = rotate(k, *rotation)
-    v = attn.v(h).unflatten(-1, (attn.num_heads, -1))
+    v = v.unflatten(-1, (attn.num_heads, -1))
     if not need_q:
         return None, k, v
-    q = rms_norm(attn.q(h), attn.norm_q.weight, attn.norm_q.eps).unflatten(-1, (attn.num_heads, -1))
+    q = rms_norm(q, attn.norm_q.weight, attn.norm_q.eps).unflatten(-1, (attn.num_heads, -1))
     return rotate(q, *rotation), k, v
 
 
@@ -80,7 +81,16 @@ COMPILED = ("attention_inputs", "block_output", "rotate")
 _EAGER = {name: globals()[name] for name in COMPILED}
 
 
+#: Compiled variants per function: query lengths 3/6/9/12 frames x cache-only or not x RoPE mode.
+RECOMPILE_LIMIT = 64
+
+
 def enable(compiled: bool = True) -> None:
     """Use compiled (fused, fixed-shape) versions of the functions in :data:`COMPILED`, or eager ones again."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):  # one is an alias of the other in newer torch
+        if getattr(dynamo_config, name, RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
+            setattr(dynamo_config, name, RECOMPILE_LIMIT)
     for name, fn in _EAGER.items():
         globals()[name] = torch.compile(fn, dynamic=False) if compiled else fn

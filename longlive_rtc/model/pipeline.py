@@ -7,6 +7,15 @@ the last `min(window, s)` clean frames are re-run at t=0 with the new prompt in 
 pass: with `global_sink` the sink is kept and the last frames are rewritten, without it the cache
 is zeroed and the recached frames become the new sink and window.
 
+Two exact reorderings make this cheaper than the official loop, with the same cache contents:
+
+* The t=0 cache pass of a block is *deferred* to the start of the next call, so `next_block` returns
+  the clean latents one forward earlier. A prompt switch in between rewrites those keys/values anyway
+  (with the new prompt), so its recache *replaces* the deferred pass instead of following it.
+* With `global_sink`, the leading recache frames whose keys would land in the sink slots are dropped
+  from the recache: their keys are never written and nothing attends to them, so their queries are
+  wasted work (9 of 12 frames remain in a full window).
+
 Past `rope_max_frames` (1024) absolute RoPE positions leave the range the official code supports;
 by default the stream then switches the cache to slot positions (the "infinite" variant), so a
 live stream can run forever.
@@ -42,6 +51,7 @@ class StreamingPipeline:
         if beyond_rope_limit not in ("slot", "absolute"):
             raise ValueError("beyond_rope_limit must be 'slot' or 'absolute'")
         self.model = model
+        model.fuse_projections()  # one q/k/v GEMM per layer; same weights, same state dict
         self.config = model.config
         self.noise: NoiseSource = noise if noise is not None else SeededNoise()
         self.global_sink = global_sink
@@ -52,6 +62,7 @@ class StreamingPipeline:
         self.context: CrossAttnCache | None = None
         self.current_start_frame = 0
         self._history: list[Tensor] = []  # recent clean blocks, for recache
+        self._pending: tuple[Tensor, int] | None = None  # (clean block, start) whose cache pass is due
         self._t_steps: list[Tensor] = []
         self._t_clean: Tensor | None = None
 
@@ -80,6 +91,7 @@ class StreamingPipeline:
         self.context = model.encode_context(prompt_embeds)
         self.current_start_frame = 0
         self._history = []
+        self._pending = None
         f = self.config.num_frame_per_block
         self._t_steps = [torch.full((b, f), float(t), device=model.device) for t in self.sampler.timesteps]
         self._t_clean = torch.full((b, f), float(self.context_noise), device=model.device)
@@ -88,6 +100,7 @@ class StreamingPipeline:
         """Drop the stream's state and free the cache."""
         self.cache = self.context = self._t_clean = None
         self._history, self._t_steps = [], []
+        self._pending = None
         self.current_start_frame = 0
 
     def _require_started(self) -> KVCache:
@@ -95,16 +108,32 @@ class StreamingPipeline:
             raise RuntimeError("call begin() first")
         return self.cache
 
-    def _step(self, x: Tensor, t: Tensor, start: int, **kw: bool) -> Tensor | None:
-        """Model call on `[B, F, C, H, W]` latents; returns the flow in the same layout."""
+    def _step(self, kind: str, x: Tensor, t: Tensor, start: int, **kw: bool) -> Tensor | None:
+        """Model call on `[B, F, C, H, W]` latents; returns the flow in the same layout.
+
+        `kind` ("denoise", "cache" or "recache") only labels the call, for profiling wrappers.
+        """
         cache = self._require_started()
         flow = self.model(x.transpose(1, 2), t, self.context, cache, start, **kw)
         return None if flow is None else flow.transpose(1, 2)
 
     @torch.no_grad()
+    def flush(self) -> None:
+        """Run the deferred t=0 cache pass of the last block now (the next call would run it anyway)."""
+        if self._pending is not None:
+            x0, start = self._pending
+            self._pending = None
+            self._step("cache", x0, self._t_clean, start, compute_output=False)
+
+    @torch.no_grad()
     def next_block(self) -> Tensor:
-        """Generate the next block; returns its clean latents `[B, F, C, H, W]` (model dtype)."""
+        """Generate the next block; returns its clean latents `[B, F, C, H, W]` (model dtype).
+
+        The block's own t=0 cache pass is deferred (see the module docstring): it runs at the start of
+        the next call, or is replaced by a switch's recache, or by `flush()`.
+        """
         cache = self._require_started()
+        self.flush()
         start = self.current_start_frame
         self._check_rope_range(start + self.config.num_frame_per_block)
         shape = self.block_shape
@@ -113,11 +142,11 @@ class StreamingPipeline:
         sampler = self.sampler
         x0 = x
         for i in range(sampler.num_steps):
-            flow = self._step(x, self._t_steps[i], start)
+            flow = self._step("denoise", x, self._t_steps[i], start)
             x0 = sampler.to_x0(flow, x, i)
             if i + 1 < sampler.num_steps:
                 x = sampler.renoise(x0, self.noise.step_noise(shape, dtype), i + 1)
-        self._step(x0, self._t_clean, start, compute_output=False)  # write clean K/V
+        self._pending = (x0, start)  # write the clean K/V later (flush)
         self._remember(x0)
         self.current_start_frame = start + shape[1]
         assert cache.global_end == self.current_start_frame
@@ -130,16 +159,20 @@ class StreamingPipeline:
         if prompt_embeds.shape[0] != cache.batch_size:
             raise ValueError("prompt batch size differs from the stream's")
         keep_sink = self.global_sink if global_sink is None else global_sink
+        s = self.current_start_frame
+        n = min(self.config.local_attn_size, s)
         self.context = self.model.encode_context(prompt_embeds)
         if not keep_sink:
             cache.clear_values()
-        s = self.current_start_frame
-        if s == 0:
+        self._pending = None  # the recache rewrites the last block's keys/values: its cache pass is moot
+        if n == 0:
             return
-        n = min(self.config.local_attn_size, s)
-        frames = torch.cat(self._history, dim=1)[:, -n:]
+        # frames whose keys would land in the sink are not written, and nothing attends to them: drop them
+        skip = cache.plan(s - n, n, sink_recache=not keep_sink).key_offset
+        assert n - skip >= self.config.num_frame_per_block  # holds for every valid window/sink
+        frames = torch.cat(self._history, dim=1)[:, skip - n :]  # the last n - skip clean frames
         t = torch.full(frames.shape[:2], float(self.context_noise), device=frames.device)
-        self._step(frames, t, s - n, sink_recache=not keep_sink, compute_output=False)
+        self._step("recache", frames, t, s - n + skip, sink_recache=not keep_sink, compute_output=False)
 
     def _remember(self, x0: Tensor) -> None:
         self._history.append(x0)
@@ -151,6 +184,15 @@ class StreamingPipeline:
         """Switch to slot RoPE before a call would need absolute positions >= rope_max_frames."""
         cache = self._require_started()
         if cache.rope_mode == ABSOLUTE and self.beyond_rope_limit == "slot" and end_frame > self.config.rope_max_frames:
-            h, w = self.config.grid_size
-            unrotate = self.model.rope.freqs(cache.stored_positions(), h, w, self.model.device).conj()
-            cache.to_slot_mode(unrotate)
+            self.use_slot_positions()
+
+    @torch.no_grad()
+    def use_slot_positions(self) -> None:
+        """Move the cache to slot RoPE now (automatic past `rope_max_frames`; warm-up calls it early)."""
+        cache = self._require_started()
+        if cache.rope_mode != ABSOLUTE:
+            return
+        self.flush()  # the deferred pass belongs to absolute mode
+        h, w = self.config.grid_size
+        unrotate = self.model.rope.freqs(cache.stored_positions(), h, w, self.model.device).conj()
+        cache.to_slot_mode(unrotate)
