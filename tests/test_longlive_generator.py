@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from longlive_rtc.generators.base import Generator
-from longlive_rtc.generators.longlive import LongLiveGenerator, RandomPromptEncoder
+from longlive_rtc.generators.longlive import LongLiveGenerator, RandomPromptEncoder, warm_up
 from longlive_rtc.model import CausalWanModel, StreamingDecoder, StreamingPipeline, tiny
 from longlive_rtc.model.random_init import randomize_
 from longlive_rtc.model.tae import TAEConfig, TAEDecoder
@@ -99,3 +99,22 @@ def test_full_size_random_weights_stream_on_gpu() -> None:
 
     generator = random_longlive("cuda", "tae")
     assert four_blocks_with_a_switch(generator, (480, 832, 3)) == [9, 12, 12, 12]
+
+
+def test_warm_up_meets_every_recache_shape_and_slot_positions() -> None:
+    """Warm-up must run every shape a live stream meets later (compiled code is shape-specialised)."""
+    generator = tiny_longlive("tae")
+    calls: list[tuple[str, int, bool]] = []
+    step = generator.pipeline._step
+
+    def record(kind, x, t, start, **kw):
+        calls.append((kind, x.shape[1], generator.pipeline.cache.rope_mode == "slot"))
+        return step(kind, x, t, start, **kw)
+
+    generator.pipeline._step = record
+    lines: list[str] = []
+    assert warm_up(generator, report=lines.append) > 0
+    recaches = {(n, slot) for kind, n, slot in calls if kind == "recache"}
+    assert recaches == {(6, False), (12, False), (9, False), (9, True)}  # from the start, steady, slot RoPE
+    assert {(kind, slot) for kind, _, slot in calls} >= {("denoise", True), ("cache", True), ("cache", False)}
+    assert len(lines) == 9 and generator.pipeline.cache is None  # progress per block; state dropped after

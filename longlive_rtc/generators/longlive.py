@@ -143,6 +143,7 @@ def warm_up(generator: LongLiveGenerator, blocks: int = 7, report: Callable[[str
         report(f"warm-up block {i + 1}/{blocks + 2}: {time.perf_counter() - t0:.2f} s")
         if i in WARM_UP_SWITCHES or i == blocks:
             generator.switch_prompt(prompts[(i + 1) % 2])
+    generator.pipeline.flush()  # the last block's deferred cache pass: the slot-mode one
     generator.reset()
     return time.perf_counter() - started
 
