@@ -130,11 +130,13 @@ def run_bench(args) -> dict:
 
 
 def _resident_t5():
-    """A full-size random umT5-XXL on the GPU, so peak memory counts it; returns an encode call."""
+    """A full-size random umT5-XXL on the GPU, placed as `load_umt5` places it (token table in host
+    memory), so peak memory counts it; returns an encode call."""
     from .model.t5 import T5Config, UMT5Encoder
 
     with torch.device("cuda"):
         encoder = UMT5Encoder(T5Config.umt5_xxl()).to(torch.bfloat16).eval().requires_grad_(False)
+    encoder.place("cuda", embedding_device="cpu")
     ids = torch.randint(0, 256384, (1, 512), device="cuda")
     mask = torch.ones_like(ids)
     mask[:, 40:] = 0

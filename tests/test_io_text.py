@@ -148,3 +148,19 @@ def test_t5_file_with_wrong_key_fails(tmp_path):
     torch.save(state, tmp_path / "t5.pth")
     with pytest.raises(CheckpointError, match="blocks.0.ffn.gate.0.weight.*blocks.0.ffn.gate.weight"):
         load_text_encoder(tmp_path / "t5.pth", tmp_path, device="cpu", cfg=T5Config.tiny(vocab_size=128))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_token_table_in_host_memory_gives_the_same_encoding(t5_file):
+    """`load_umt5` keeps the token table on the CPU by default; the GPU encoder gives the same states."""
+    from longlive_rtc.model.t5 import load_umt5
+
+    cfg = T5Config.tiny(vocab_size=128)
+    split = load_umt5(t5_file, device="cuda", dtype=torch.float32, cfg=cfg)
+    whole = load_umt5(t5_file, device="cuda", dtype=torch.float32, cfg=cfg, embedding_device=None)
+    assert split.token_embedding.weight.device.type == "cpu" and split.device.type == "cuda"
+    ids = torch.randint(0, 128, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    torch.testing.assert_close(split(ids, mask), whole(ids.cuda(), mask.cuda()))

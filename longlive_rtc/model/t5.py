@@ -127,10 +127,23 @@ class UMT5Encoder(nn.Module):
         self.blocks = nn.ModuleList(T5Block(cfg) for _ in range(cfg.num_layers))
         self.norm = T5LayerNorm(cfg.dim, cfg.eps)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder computes (the token table may live elsewhere, see `place`)."""
+        return self.norm.weight.device
+
+    def place(self, device: torch.device | str, embedding_device: torch.device | str | None = None) -> UMT5Encoder:
+        """Move to `device`, the token table to `embedding_device` if given: at full size that table is
+        2.1 GB of GPU memory saved for a look-up of at most 512 rows in host memory."""
+        for name, child in self.named_children():
+            child.to(embedding_device if name == "token_embedding" and embedding_device is not None else device)
+        return self
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.token_embedding(ids)
-        buckets = relative_position_buckets(ids.shape[1], self.cfg.num_buckets, self.cfg.max_distance, ids.device)
-        pad = (mask == 0)[:, None, None, :]  # [B, 1, 1, Lk]: padded keys are never attended
+        device = self.device
+        x = self.token_embedding(ids.to(self.token_embedding.weight.device)).to(device)
+        buckets = relative_position_buckets(ids.shape[1], self.cfg.num_buckets, self.cfg.max_distance, device)
+        pad = (mask.to(device) == 0)[:, None, None, :]  # [B, 1, 1, Lk]: padded keys are never attended
         for block in self.blocks:
             x = block(x, buckets, pad)
         return self.norm(x)
@@ -141,9 +154,13 @@ def load_umt5(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.bfloat16,
     cfg: T5Config | None = None,
+    embedding_device: torch.device | str | None = "cpu",
 ) -> UMT5Encoder:
-    """Load `models_t5_umt5-xxl-enc-bf16.pth` strictly without materialising random weights first."""
+    """Load `models_t5_umt5-xxl-enc-bf16.pth` strictly without materialising random weights first.
+
+    The token table stays on `embedding_device` (host memory by default; None: with the rest).
+    """
     with torch.device("meta"):
         model = UMT5Encoder(cfg)
     load_strict(model, load_state_file(path), f"umT5 encoder {path}", assign=True)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return model.to(dtype=dtype).place(device, embedding_device).eval().requires_grad_(False)

@@ -35,7 +35,7 @@ class TextEncoder:
     ):
         self.encoder = encoder
         self.tokenizer = tokenizer
-        self.device = next(encoder.parameters()).device
+        self.device = encoder.device
         self.output_device = torch.device(output_device) if output_device is not None else self.device
         self.output_dtype = output_dtype
         self.cache_size = cache_size
