@@ -61,6 +61,22 @@ def test_vae_one_latent_per_pass_matches_block_passes(vae):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("frame_chunk", [None, 1])
+def test_vae_channels_last_layout_gives_the_same_frames(vae, frame_chunk):
+    """`optimize(channels_last=True)` runs NDHWC activations end to end; the pixels must not change."""
+    import copy
+
+    z = latents(9, seed=5)
+    fast = copy.deepcopy(vae).optimize(channels_last=True, compile_norms=False)
+    assert fast.decoder.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    plain_stream, fast_stream = StreamingDecoder(vae, frame_chunk), StreamingDecoder(fast, frame_chunk)
+    for block in (z[:, :3], z[:, 3:6], z[:, 6:]):
+        want, got = plain_stream.decode_float(block), fast_stream.decode_float(block)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    tails = fast_stream.state.tails.values()  # every conv's input history: the layout held all the way
+    assert all(t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous() for t in tails)
+
+
 def test_reset_starts_a_new_stream(vae):
     stream = StreamingDecoder(vae)
     z = latents(3)

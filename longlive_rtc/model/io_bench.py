@@ -10,6 +10,7 @@ uint8 conversion on the device included) and ms per prompt encode (umT5-XXL, bf1
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -81,12 +82,14 @@ def bench_decoder(model: torch.nn.Module, latent: tuple[int, int, int], blocks: 
     }
 
 
-def agreement(vae: WanVAEDecoder, latent: tuple[int, int, int]) -> dict:
-    """bf16: one decoder pass per block vs one pass per latent (the official loop), in uint8 levels."""
+def agreement(vae: WanVAEDecoder, latent: tuple[int, int, int], other: WanVAEDecoder | None = None) -> dict:
+    """bf16, in uint8 levels: one decoder pass per block vs one pass per latent (the official loop), or
+    vs `other` decoding the same latents block by block."""
     device = next(vae.parameters()).device
     z = torch.randn(1, 6, *latent, device=device, generator=torch.Generator(device=device).manual_seed(1))
     z = z.bfloat16()
-    a, b = StreamingDecoder(vae), StreamingDecoder(vae, frame_chunk=1)
+    a = StreamingDecoder(vae)
+    b = StreamingDecoder(other) if other is not None else StreamingDecoder(vae, frame_chunk=1)
     fa = torch.cat([a.decode(z[:, :3]), a.decode(z[:, 3:])], 1).int()
     fb = torch.cat([b.decode(z[:, :3]), b.decode(z[:, 3:])], 1).int()
     diff = (fa - fb).abs()
@@ -138,6 +141,7 @@ def main() -> None:
     parser.add_argument("--vae-blocks", type=int, default=8)
     parser.add_argument("--tae-blocks", type=int, default=30)
     parser.add_argument("--t5-iters", type=int, default=10)
+    parser.add_argument("--wan-only", action="store_true", help="only the Wan VAE (plain and optimised layouts)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny shapes: check the script, not the speed")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -157,7 +161,17 @@ def main() -> None:
     result["wan_block_pass"] = bench_decoder(vae, latent, args.vae_blocks)
     result["wan_latent_pass"] = bench_decoder(vae, latent, max(3, args.vae_blocks // 2), frame_chunk=1)
     result["wan_agreement_bf16"] = agreement(vae, latent)
-    del vae
+    plain = copy.deepcopy(vae)
+    vae.optimize(channels_last=True, compile_norms=False)
+    result["wan_channels_last"] = bench_decoder(vae, latent, args.vae_blocks)
+    vae.optimize(channels_last=True, compile_norms=device.type == "cuda")
+    result["wan_channels_last_compiled"] = bench_decoder(vae, latent, args.vae_blocks)
+    result["wan_channels_last_compiled_latent_pass"] = bench_decoder(vae, latent, args.vae_blocks, frame_chunk=1)
+    result["wan_optimised_vs_plain_bf16"] = agreement(vae, latent, plain)
+    del vae, plain
+    if args.wan_only:
+        print(json.dumps(result, indent=1))
+        return
     tae = TAEDecoder(tae_cfg).to(device, torch.bfloat16).eval()
     result["tae"] = bench_decoder(tae, latent, args.tae_blocks)
     del tae
@@ -170,7 +184,8 @@ def main() -> None:
             json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))
     print(f"\n== summary: {result.get('gpu', device)}, torch {torch.__version__}, bf16, median ms ==")
-    for key in ("wan_block_pass", "wan_latent_pass", "tae"):
+    wan_keys = [k for k in result if k.startswith("wan_") and "median_ms" in result[k]]
+    for key in (*wan_keys, "tae"):
         r = result[key]
         print(
             f"{key:16s} {r['median_ms']:8.1f} ms/block (min {r['min_ms']:.1f}, n={r['n']}) "
@@ -178,6 +193,7 @@ def main() -> None:
             f"{r['cold_first_block_s']:.1f} s, peak {r['peak_gib']:.1f} GiB"
         )
     print(f"wan block-pass vs latent-pass (bf16, uint8 levels): {result['wan_agreement_bf16']}")
+    print(f"wan optimised vs plain (bf16, uint8 levels): {result['wan_optimised_vs_plain_bf16']}")
     for key, r in result["t5"].items():
         if isinstance(r, dict):
             print(f"t5 {key:20s} {r['median_ms']:8.1f} ms/prompt (min {r['min_ms']:.1f}, n={r['n']})")

@@ -20,6 +20,7 @@ from torch import nn
 from .checkpoint import load_state_file, load_strict, split_known
 
 CACHE_FRAMES = 2  # frames of history kept per temporal convolution (kernel 3)
+CHANNELS_LAST = torch.channels_last_3d
 LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)  # fmt: skip
 LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
@@ -53,6 +54,21 @@ class VAEStreamCache:
         self.started: set[nn.Module] = set()
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last (NDHWC) if `x` is laid out that way, else contiguous."""
+    if x.dim() == 5 and x.is_contiguous(memory_format=CHANNELS_LAST) and not x.is_contiguous():
+        return CHANNELS_LAST
+    return torch.contiguous_format
+
+
+def rms_norm_silu(x: torch.Tensor, gamma: torch.Tensor, scale: float) -> torch.Tensor:
+    """SiLU(RMSNorm(x)) over channels: one fused kernel once `WanVAEDecoder.optimize` compiled it."""
+    return F.silu(F.normalize(x, dim=1) * scale * gamma)
+
+
+_rms_norm_silu = rms_norm_silu  # what the decoder calls; `optimize(compile_norms=True)` swaps it
+
+
 class CausalConv3d(nn.Conv3d):
     """Conv3d, causal in time: prepends the previous 2p frames (zeros at stream start), pads space as usual."""
 
@@ -63,14 +79,16 @@ class CausalConv3d(nn.Conv3d):
         self.time_pad = 2 * padding[0]
 
     def forward(self, x: torch.Tensor, cache: VAEStreamCache | None = None) -> torch.Tensor:
+        layout = memory_format_of(x)
         if self.time_pad:
             past = cache.tails.get(self) if cache is not None else None
             if past is None:
                 past = x.new_zeros(*x.shape[:2], self.time_pad, *x.shape[3:])
-            x = torch.cat([past, x], dim=2)
+            x = torch.cat([past, x], dim=2).contiguous(memory_format=layout)
             if cache is not None:
                 cache.tails[self] = x[:, :, -self.time_pad :].clone()
-        return super().forward(x)
+        # keep the input's layout (cuDNN does; some CPU kernels return contiguous outputs)
+        return super().forward(x).contiguous(memory_format=layout)
 
 
 class RMSNorm(nn.Module):
@@ -84,6 +102,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=1) * self.scale * self.gamma
 
+    def with_silu(self, x: torch.Tensor) -> torch.Tensor:
+        """`SiLU(self(x))`, fused when compiled, in `x`'s memory layout."""
+        return _rms_norm_silu(x, self.gamma, self.scale).contiguous(memory_format=memory_format_of(x))
+
 
 class ResidualBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int):
@@ -95,10 +117,10 @@ class ResidualBlock(nn.Module):
         self.shortcut = CausalConv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
+        norm1, _, conv1, norm2, _, _, conv2 = self.residual  # (SiLU and Dropout(0) are folded in)
         h = self.shortcut(x)
-        for layer in self.residual:
-            x = layer(x, cache) if isinstance(layer, CausalConv3d) else layer(x)
-        return x + h
+        x = conv1(norm1.with_silu(x), cache)
+        return conv2(norm2.with_silu(x), cache).add_(h)
 
 
 class AttentionBlock(nn.Module):
@@ -135,7 +157,7 @@ class Resample(nn.Module):
             x = self._double_frames(x, cache)
         b, c, t, h, w = x.shape
         frames = self.resample(x.transpose(1, 2).reshape(b * t, c, h, w))  # nearest 2x, then 3x3 conv
-        return frames.reshape(b, t, -1, 2 * h, 2 * w).transpose(1, 2)
+        return frames.reshape(b, t, -1, 2 * h, 2 * w).transpose(1, 2).contiguous(memory_format=memory_format_of(x))
 
     def _double_frames(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
         """Every frame becomes two (the time conv's channel halves), except the stream's first frame."""
@@ -143,10 +165,14 @@ class Resample(nn.Module):
         if self not in cache.started:
             cache.started.add(self)
             head, x = x[:, :, :1], x[:, :, 1:]
-        if x.shape[2]:
-            y = self.time_conv(x, cache)
-            b, c2, t, h, w = y.shape
-            x = y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c2 // 2, 2 * t, h, w)
+        if not x.shape[2]:  # only the stream's first frame (no empty concatenation: it loses the layout)
+            return head
+        y = self.time_conv(x, cache)
+        b, c2, t, h, w = y.shape
+        # channel half i of frame j becomes frame 2j + i: one copy, in the input's memory layout
+        x = torch.empty((b, c2 // 2, 2 * t, h, w), dtype=y.dtype, device=y.device)
+        x = x.contiguous(memory_format=memory_format_of(y))
+        x.view(b, c2 // 2, t, 2, h, w).copy_(y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5))
         return x if head is None else torch.cat([head, x], dim=2)
 
 
@@ -173,8 +199,7 @@ class Decoder3d(nn.Module):
         x = self.conv1(x, cache)
         for layer in (*self.middle, *self.upsamples):
             x = layer(x) if isinstance(layer, AttentionBlock) else layer(x, cache)
-        x = self.head[1](self.head[0](x))
-        return self.head[2](x, cache)
+        return self.head[2](self.head[0].with_silu(x), cache)
 
 
 class WanVAEDecoder(nn.Module):
@@ -185,11 +210,25 @@ class WanVAEDecoder(nn.Module):
         self.cfg = cfg or VAEConfig.wan2_1()
         self.conv2 = CausalConv3d(self.cfg.z_dim, self.cfg.z_dim, 1)
         self.decoder = Decoder3d(self.cfg)
+        self.channels_last = False
         self.register_buffer("latent_mean", torch.tensor(LATENT_MEAN[: self.cfg.z_dim]), persistent=False)
         self.register_buffer("latent_std", torch.tensor(LATENT_STD[: self.cfg.z_dim]), persistent=False)
 
     def new_state(self) -> VAEStreamCache:
         return VAEStreamCache()
+
+    @torch.no_grad()
+    def optimize(self, channels_last: bool = True, compile_norms: bool = True) -> WanVAEDecoder:
+        """Speed options with the same results: channels-last (NDHWC) activations and convolution weights,
+        which cuDNN runs faster, and the norm + SiLU pairs compiled into one kernel each (process-wide)."""
+        global _rms_norm_silu
+        self.channels_last = channels_last
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d | nn.Conv2d):
+                fmt = (CHANNELS_LAST if module.weight.dim() == 5 else torch.channels_last) if channels_last else None
+                module.weight.data = module.weight.data.contiguous(memory_format=fmt or torch.contiguous_format)
+        _rms_norm_silu = torch.compile(rms_norm_silu, dynamic=False) if compile_norms else rms_norm_silu
+        return self
 
     def forward(self, latents: torch.Tensor, state: VAEStreamCache, frame_chunk: int | None = None) -> torch.Tensor:
         """Decode the next latents of a stream: [B, F, z, h, w] -> RGB in [0, 1], [B, T, 3, 8h, 8w].
@@ -202,6 +241,8 @@ class WanVAEDecoder(nn.Module):
         inv_std = 1.0 / self.latent_std.to(z.dtype)
         z = z / inv_std.view(shape) + self.latent_mean.to(z.dtype).view(shape)
         x = self.conv2(z)
+        if self.channels_last:
+            x = x.contiguous(memory_format=CHANNELS_LAST)
         step = frame_chunk or x.shape[2]
         out = [self.decoder(x[:, :, i : i + step], state) for i in range(0, x.shape[2], step)]
         video = torch.cat(out, dim=2).float().clamp_(-1.0, 1.0)
