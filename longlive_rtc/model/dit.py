@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import fused
@@ -60,35 +59,6 @@ class Projections(nn.Module):
 class SelfAttention(Projections):
     """Causal self-attention against the KV cache (`CausalWanSelfAttention`); its computation is split
     around the cache write in `CausalWanAttentionBlock.forward`."""
-
-    qkv_weight: Tensor | None
-    qkv_bias: Tensor | None
-
-    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
-        super().__init__(dim, num_heads, eps)
-        self.register_buffer("qkv_weight", None, persistent=False)
-        self.register_buffer("qkv_bias", None, persistent=False)
-
-    @torch.no_grad()
-    def fuse_qkv(self) -> None:
-        """Keep the q, k, v weights in one `[3C, C]` tensor (the parameters become views of it), so the
-        three projections run as one wider GEMM. Call after the weights are final; moving the module
-        afterwards keeps both copies correct but no longer shared."""
-        if self.qkv_weight is not None and self.qkv_weight.data_ptr() == self.q.weight.data_ptr():
-            return  # already fused
-        weight = torch.cat([self.q.weight, self.k.weight, self.v.weight])
-        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
-        for linear, w, b in zip((self.q, self.k, self.v), weight.chunk(3), bias.chunk(3), strict=True):
-            linear.weight = nn.Parameter(w, requires_grad=False)
-            linear.bias = nn.Parameter(b, requires_grad=False)
-        self.qkv_weight, self.qkv_bias = weight, bias
-
-    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """`q, k, v` projections of `x [B, L, C]` (one GEMM once fused)."""
-        if self.qkv_weight is None:
-            return self.q(x), self.k(x), self.v(x)
-        q, k, v = F.linear(x, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
-        return q, k, v
 
 
 class CrossAttention(Projections):
@@ -208,11 +178,6 @@ class CausalWanModel(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.head.head.weight)
-
-    def fuse_projections(self) -> None:
-        """One q/k/v GEMM per layer (see `SelfAttention.fuse_qkv`); the state dict is unchanged."""
-        for block in self.blocks:
-            block.self_attn.fuse_qkv()
 
     @property
     def dtype(self) -> torch.dtype:

@@ -52,14 +52,13 @@ def attention_inputs(
     shift, scale = (block.modulation.unsqueeze(1) + e0).chunk(6, dim=2)[:2]
     h = norm_modulate(x, shift, scale, frames, block.norm1.eps)
     attn = block.self_attn
-    q, k, v = attn.project_qkv(h)
-    k = rms_norm(k, attn.norm_k.weight, attn.norm_k.eps).unflatten(-1, (attn.num_heads, -1))
+    k = rms_norm(attn.k(h), attn.norm_k.weight, attn.norm_k.eps).unflatten(-1, (attn.num_heads, -1))
     if rotate_keys:
         k = rotate(k, *rotation)
-    v = v.unflatten(-1, (attn.num_heads, -1))
+    v = attn.v(h).unflatten(-1, (attn.num_heads, -1))
     if not need_q:
         return None, k, v
-    q = rms_norm(q, attn.norm_q.weight, attn.norm_q.eps).unflatten(-1, (attn.num_heads, -1))
+    q = rms_norm(attn.q(h), attn.norm_q.weight, attn.norm_q.eps).unflatten(-1, (attn.num_heads, -1))
     return rotate(q, *rotation), k, v
 
 

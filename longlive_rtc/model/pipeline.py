@@ -51,7 +51,6 @@ class StreamingPipeline:
         if beyond_rope_limit not in ("slot", "absolute"):
             raise ValueError("beyond_rope_limit must be 'slot' or 'absolute'")
         self.model = model
-        model.fuse_projections()  # one q/k/v GEMM per layer; same weights, same state dict
         self.config = model.config
         self.noise: NoiseSource = noise if noise is not None else SeededNoise()
         self.global_sink = global_sink
