@@ -15,21 +15,15 @@ import statistics
 import torch
 import torch.nn.functional as F
 
+from longlive_rtc.model.io_bench import time_ms
+
 # (channels in, channels out, frames incl. the 2 causal ones, height, width): the decoder's stages
 SHAPES = [(384, 384, 5, 60, 104), (384, 384, 8, 120, 208), (192, 192, 14, 240, 416), (96, 96, 14, 480, 832)]
 
 
 def median_ms(fn, iters: int = 10) -> float:
-    fn()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    fn()  # cuDNN autotune
+    return statistics.median(time_ms(fn, iters, torch.device("cuda")))
 
 
 def formulations(c_in: int, c_out: int, t: int, h: int, w: int) -> dict:

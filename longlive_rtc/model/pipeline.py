@@ -61,7 +61,7 @@ class StreamingPipeline:
         self.context: CrossAttnCache | None = None
         self.current_start_frame = 0
         self._history: list[Tensor] = []  # recent clean blocks, for recache
-        self._pending: tuple[Tensor, int] | None = None  # (clean block, start) whose cache pass is due
+        self._cache_pass_due = False  # the last block's t=0 cache pass (its clean latents: _history[-1])
         self._t_steps: list[Tensor] = []
         self._t_clean: Tensor | None = None
 
@@ -90,7 +90,7 @@ class StreamingPipeline:
         self.context = model.encode_context(prompt_embeds)
         self.current_start_frame = 0
         self._history = []
-        self._pending = None
+        self._cache_pass_due = False
         f = self.config.num_frame_per_block
         self._t_steps = [torch.full((b, f), float(t), device=model.device) for t in self.sampler.timesteps]
         self._t_clean = torch.full((b, f), float(self.context_noise), device=model.device)
@@ -99,7 +99,7 @@ class StreamingPipeline:
         """Drop the stream's state and free the cache."""
         self.cache = self.context = self._t_clean = None
         self._history, self._t_steps = [], []
-        self._pending = None
+        self._cache_pass_due = False
         self.current_start_frame = 0
 
     def _require_started(self) -> KVCache:
@@ -119,10 +119,10 @@ class StreamingPipeline:
     @torch.no_grad()
     def flush(self) -> None:
         """Run the deferred t=0 cache pass of the last block now (the next call would run it anyway)."""
-        if self._pending is not None:
-            x0, start = self._pending
-            self._pending = None
-            self._step("cache", x0, self._t_clean, start, compute_output=False)
+        if self._cache_pass_due:
+            self._cache_pass_due = False
+            x0 = self._history[-1]
+            self._step("cache", x0, self._t_clean, self.current_start_frame - x0.shape[1], compute_output=False)
 
     @torch.no_grad()
     def next_block(self) -> Tensor:
@@ -145,7 +145,7 @@ class StreamingPipeline:
             x0 = sampler.to_x0(flow, x, i)
             if i + 1 < sampler.num_steps:
                 x = sampler.renoise(x0, self.noise.step_noise(shape, dtype), i + 1)
-        self._pending = (x0, start)  # write the clean K/V later (flush)
+        self._cache_pass_due = True  # write the clean K/V later (flush)
         self._remember(x0)
         self.current_start_frame = start + shape[1]
         assert cache.global_end == self.current_start_frame
@@ -163,7 +163,7 @@ class StreamingPipeline:
         self.context = self.model.encode_context(prompt_embeds)
         if not keep_sink:
             cache.clear_values()
-        self._pending = None  # the recache rewrites the last block's keys/values: its cache pass is moot
+        self._cache_pass_due = False  # the recache rewrites the last block's keys/values: its cache pass is moot
         if n == 0:
             return
         # frames whose keys would land in the sink are not written, and nothing attends to them: drop them

@@ -170,8 +170,7 @@ class Resample(nn.Module):
         y = self.time_conv(x, cache)
         b, c2, t, h, w = y.shape
         # channel half i of frame j becomes frame 2j + i: one copy, in the input's memory layout
-        x = torch.empty((b, c2 // 2, 2 * t, h, w), dtype=y.dtype, device=y.device)
-        x = x.contiguous(memory_format=memory_format_of(y))
+        x = torch.empty((b, c2 // 2, 2 * t, h, w), dtype=y.dtype, device=y.device, memory_format=memory_format_of(y))
         x.view(b, c2 // 2, t, 2, h, w).copy_(y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5))
         return x if head is None else torch.cat([head, x], dim=2)
 
@@ -225,8 +224,10 @@ class WanVAEDecoder(nn.Module):
         self.channels_last = channels_last
         for module in self.modules():
             if isinstance(module, nn.Conv3d | nn.Conv2d):
-                fmt = (CHANNELS_LAST if module.weight.dim() == 5 else torch.channels_last) if channels_last else None
-                module.weight.data = module.weight.data.contiguous(memory_format=fmt or torch.contiguous_format)
+                fmt = CHANNELS_LAST if isinstance(module, nn.Conv3d) else torch.channels_last
+                module.weight.data = module.weight.data.contiguous(
+                    memory_format=fmt if channels_last else torch.contiguous_format
+                )
         _rms_norm_silu = torch.compile(rms_norm_silu, dynamic=False) if compile_norms else rms_norm_silu
         return self
 
