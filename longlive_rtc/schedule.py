@@ -6,16 +6,19 @@ block that has not started yet. Each entry therefore records the block start whe
 (``frame``), fixed when it is scheduled; every entry becomes due exactly once, at that block.
 
 The schedule is shared by the event loop (commands) and the engine's worker thread (block starts), so
-every method takes an internal lock.
+every method takes an internal lock. Entries are indexed by timestamp and by block start, so that a
+command or a block start costs O(log n) (a sorted insert at worst), never a scan of the schedule; the
+sorted snapshot is cached until the next change.
 """
 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass
 
 FRAMES_PER_BLOCK = 3
-MAX_SCHEDULED_PROMPTS = 10_000
+MAX_SCHEDULED_PROMPTS = 1000
 
 
 def block_start_at_or_after(frame: int, frames_per_block: int = FRAMES_PER_BLOCK) -> int:
@@ -43,41 +46,81 @@ class PromptSchedule:
     """Prompts keyed by timestamp; thread-safe."""
 
     def __init__(self, frames_per_block: int = FRAMES_PER_BLOCK, max_prompts: int = MAX_SCHEDULED_PROMPTS) -> None:
+        if max_prompts < 1:
+            raise ValueError("max_prompts must be at least 1")
         self._frames_per_block = frames_per_block
         self._max_prompts = max_prompts
         self._entries: dict[int, ScheduledPrompt] = {}
+        self._timestamps: list[int] = []  # sorted keys of _entries
+        self._by_frame: dict[int, set[int]] = {}  # block start -> timestamps of the entries applying there
+        self._frames: list[int] = []  # sorted keys of _by_frame
+        self._sorted: list[ScheduledPrompt] | None = None  # snapshot cache, dropped on every change
+        self._version = 0
         self._next_block_start = 0  # first block that has not been committed to generation yet
         self._lock = threading.Lock()
+
+    @property
+    def max_prompts(self) -> int:
+        return self._max_prompts
+
+    @property
+    def version(self) -> int:
+        """Increases on every change of the entries (not on block starts): a key for derived caches."""
+        with self._lock:
+            return self._version
 
     def put(self, timestamp: int, prompt: str) -> ScheduledPrompt:
         """Schedule ``prompt`` at ``timestamp``, overwriting any prompt at the same timestamp."""
         with self._lock:
-            if timestamp not in self._entries and len(self._entries) >= self._max_prompts:
-                raise ScheduleFull(f"the schedule holds the maximum of {self._max_prompts} prompts")
+            old = self._entries.get(timestamp)
+            if old is None:
+                if len(self._entries) >= self._max_prompts:
+                    raise ScheduleFull(f"the schedule holds the maximum of {self._max_prompts} prompts")
+                insort(self._timestamps, timestamp)
+            else:
+                self._unindex(old)
             frame = max(block_start_at_or_after(timestamp, self._frames_per_block), self._next_block_start)
             entry = ScheduledPrompt(timestamp, prompt, frame)
             self._entries[timestamp] = entry
+            self._index(entry)
+            self._changed()
             return entry
 
     def remove(self, timestamp: int) -> bool:
         """Delete the prompt at ``timestamp``; False when there is none."""
         with self._lock:
-            return self._entries.pop(timestamp, None) is not None
+            return self._remove(timestamp)
+
+    def discard(self, entry: ScheduledPrompt) -> bool:
+        """Delete ``entry`` if its timestamp still holds the same prompt (not one put there since)."""
+        with self._lock:
+            current = self._entries.get(entry.timestamp)
+            if current is None or current.prompt != entry.prompt:
+                return False
+            return self._remove(entry.timestamp)
 
     def clear(self) -> None:
         """Remove every prompt and rewind to frame 0 (a reset)."""
         with self._lock:
             self._entries.clear()
+            self._timestamps.clear()
+            self._by_frame.clear()
+            self._frames.clear()
             self._next_block_start = 0
+            self._changed()
 
     def rewind(self) -> None:
         """Rewind to frame 0 keeping the prompts (a new start); each applies at its own block again."""
         with self._lock:
             self._next_block_start = 0
-            self._entries = {
-                t: ScheduledPrompt(t, e.prompt, block_start_at_or_after(t, self._frames_per_block))
-                for t, e in self._entries.items()
-            }
+            self._by_frame.clear()
+            self._frames.clear()
+            for t, e in self._entries.items():
+                entry = ScheduledPrompt(t, e.prompt, block_start_at_or_after(t, self._frames_per_block))
+                self._entries[t] = entry
+                self._by_frame.setdefault(entry.frame, set()).add(t)
+            self._frames = sorted(self._by_frame)
+            self._changed()
 
     def has_initial_prompt(self) -> bool:
         """True when a prompt applies to block 0."""
@@ -90,21 +133,55 @@ class PromptSchedule:
         When several prompts fall on the same block, the one with the latest timestamp wins.
         """
         with self._lock:
-            due = [e for e in self._entries.values() if e.frame == block_start]
             self._next_block_start = block_start + self._frames_per_block
-            return max(due, key=lambda e: e.timestamp) if due else None
+            return self._latest_at(block_start)
 
     def prompt_for_block(self, block_start: int) -> ScheduledPrompt | None:
         """The prompt in effect for the block starting at ``block_start`` (latest entry applied by then)."""
         with self._lock:
-            applied = [e for e in self._entries.values() if e.frame <= block_start]
-            return max(applied, key=lambda e: (e.frame, e.timestamp)) if applied else None
+            i = bisect_right(self._frames, block_start)
+            return self._latest_at(self._frames[i - 1]) if i else None
 
     def snapshot(self) -> list[ScheduledPrompt]:
-        """Entries sorted by timestamp, for ``state`` events and export."""
+        """Entries sorted by timestamp, for ``state`` events and export (cached until the next change)."""
         with self._lock:
-            return sorted(self._entries.values(), key=lambda e: e.timestamp)
+            if self._sorted is None:
+                self._sorted = [self._entries[t] for t in self._timestamps]
+            return list(self._sorted)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    # --- internals, under the lock ---------------------------------------------------------------------
+
+    def _latest_at(self, frame: int) -> ScheduledPrompt | None:
+        stamps = self._by_frame.get(frame)
+        return self._entries[max(stamps)] if stamps else None
+
+    def _remove(self, timestamp: int) -> bool:
+        entry = self._entries.pop(timestamp, None)
+        if entry is None:
+            return False
+        del self._timestamps[bisect_left(self._timestamps, timestamp)]
+        self._unindex(entry)
+        self._changed()
+        return True
+
+    def _index(self, entry: ScheduledPrompt) -> None:
+        stamps = self._by_frame.get(entry.frame)
+        if stamps is None:
+            stamps = self._by_frame[entry.frame] = set()
+            insort(self._frames, entry.frame)
+        stamps.add(entry.timestamp)
+
+    def _unindex(self, entry: ScheduledPrompt) -> None:
+        stamps = self._by_frame[entry.frame]
+        stamps.discard(entry.timestamp)
+        if not stamps:
+            del self._by_frame[entry.frame]
+            del self._frames[bisect_left(self._frames, entry.frame)]
+
+    def _changed(self) -> None:
+        self._sorted = None
+        self._version += 1

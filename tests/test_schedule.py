@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from longlive_rtc.schedule import PromptSchedule, ScheduleFull, block_start_at_or_after
 
@@ -106,3 +110,93 @@ def test_capacity_limit() -> None:
     schedule.put(2, "overwrite still fine")
     with pytest.raises(ScheduleFull):
         schedule.put(3, "one too many")
+
+
+def test_snapshot_is_cached_until_a_change_and_callers_get_a_copy() -> None:
+    schedule = PromptSchedule()
+    schedule.put(6, "b")
+    schedule.put(0, "a")
+    version = schedule.version
+    first = schedule.snapshot()
+    first.clear()  # a caller's copy: the schedule is unaffected
+    assert [e.timestamp for e in schedule.snapshot()] == [0, 6]
+    schedule.take_due(0)  # a block start is no change of the entries
+    assert schedule.version == version
+    schedule.put(3, "c")
+    assert schedule.version > version
+    assert [e.timestamp for e in schedule.snapshot()] == [0, 3, 6]
+
+
+def test_discard_removes_only_the_same_prompt() -> None:
+    schedule = PromptSchedule()
+    entry = schedule.put(3, "bad")
+    schedule.put(3, "replaced meanwhile")
+    assert schedule.discard(entry) is False and len(schedule) == 1
+    assert schedule.discard(schedule.put(3, "bad")) is True
+    assert schedule.snapshot() == [] and schedule.take_due(3) is None
+
+
+class NaiveSchedule:
+    """The schedule's rules, by scanning every entry (the reference for the indexed one)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[str, int]] = {}
+        self.next_block = 0
+
+    def put(self, t: int, prompt: str) -> None:
+        self.entries[t] = (prompt, max(block_start_at_or_after(t), self.next_block))
+
+    def take_due(self, start: int) -> str | None:
+        self.next_block = start + 3
+        due = [(t, p) for t, (p, f) in self.entries.items() if f == start]
+        return max(due)[1] if due else None
+
+    def prompt_for_block(self, start: int) -> str | None:
+        applied = [(f, t, p) for t, (p, f) in self.entries.items() if f <= start]
+        return max(applied)[2] if applied else None
+
+    def rewind(self) -> None:
+        self.next_block = 0
+        self.entries = {t: (p, block_start_at_or_after(t)) for t, (p, _) in self.entries.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put", "remove", "take", "rewind", "for"]), st.integers(0, 40)),
+        max_size=60,
+    )
+)
+def test_the_index_agrees_with_a_scan(ops: list[tuple[str, int]]) -> None:
+    schedule, naive, block = PromptSchedule(), NaiveSchedule(), 0
+    for i, (op, t) in enumerate(ops):
+        if op == "put":
+            schedule.put(t, f"p{i}")
+            naive.put(t, f"p{i}")
+        elif op == "remove":
+            assert schedule.remove(t) == (naive.entries.pop(t, None) is not None)
+        elif op == "take":
+            entry = schedule.take_due(block)
+            assert (entry.prompt if entry else None) == naive.take_due(block)
+            block += 3
+        elif op == "rewind":
+            schedule.rewind()
+            naive.rewind()
+            block = 0
+        else:
+            entry = schedule.prompt_for_block(3 * (t // 3))
+            assert (entry.prompt if entry else None) == naive.prompt_for_block(3 * (t // 3))
+        assert [(e.timestamp, e.prompt, e.frame) for e in schedule.snapshot()] == sorted(
+            (t, p, f) for t, (p, f) in naive.entries.items()
+        )
+
+
+def test_block_starts_do_not_scan_a_full_schedule() -> None:
+    schedule = PromptSchedule()
+    for t in range(1000):
+        schedule.put(3 * t, f"prompt {t}")
+    began = time.perf_counter()
+    for start in range(0, 3 * 20_000, 3):
+        schedule.take_due(start)
+        schedule.prompt_for_block(start)
+    assert time.perf_counter() - began < 1.0  # a scan per call took ~3 s; the index takes ~20 ms
