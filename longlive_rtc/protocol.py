@@ -3,14 +3,26 @@
 Every message is a JSON object ``{"type": str, "data": {...}, "id"?: str | int}``. Parsing never raises:
 :func:`parse_command` returns either a :class:`Command` or an ``error`` :class:`Event` carrying one of
 the stable :class:`ErrorCode` strings, echoing the client's ``id`` when one could be read.
+
+This module is the one boundary where client text is checked: bytes must be UTF-8, no accepted string
+holds a lone surrogate, prompts are cleaned (surrounding whitespace) and hold no C0 control character
+but tab, newline and carriage return. Whatever is accepted can therefore be encoded as UTF-8 again, and
+:meth:`Event.to_json` never raises.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
+
+from .schedule import MAX_SCHEDULED_PROMPTS
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024
 MAX_PROMPT_CHARS = 2000
@@ -18,6 +30,16 @@ MAX_TIMESTAMP = 10**7
 MAX_SEED = 2**32 - 1
 MAX_ID_CHARS = 128
 MAX_ID_INT = 2**53 - 1  # exactly representable in every JSON client
+COMMAND_BURST = 50  # commands one connection may send at once ...
+COMMAND_RATE = 20.0  # ... and a second in the long run (a token bucket)
+EXCERPT_CHARS = 80  # client text quoted back in error messages is cut to this
+TEXT_RULES = (
+    "Surrounding whitespace is stripped (the length counts what is left); valid Unicode only, no control "
+    "characters but tab, newline and carriage return."
+)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but \t \n \r
 
 
 class ErrorCode(StrEnum):
@@ -47,10 +69,15 @@ class IntField:
 
 @dataclass(frozen=True)
 class StrField:
-    """A string data field with a length range in characters."""
+    """A string data field with a length range in characters.
+
+    ``text`` fields (prompts) are cleaned: surrounding whitespace is stripped before the length check and
+    C0 control characters other than tab, newline and carriage return are rejected.
+    """
 
     min_chars: int
     max_chars: int
+    text: bool = False
 
 
 FieldSpec = IntField | StrField
@@ -59,11 +86,12 @@ TIMESTAMP = IntField(0, MAX_TIMESTAMP)
 
 #: Commands a client may send: type -> {field name: spec}. Every listed field is required.
 COMMANDS: dict[str, dict[str, FieldSpec]] = {
-    "schedule_prompt": {"new_prompt": StrField(1, MAX_PROMPT_CHARS), "timestamp": TIMESTAMP},
+    "schedule_prompt": {"new_prompt": StrField(1, MAX_PROMPT_CHARS, text=True), "timestamp": TIMESTAMP},
     "remove_prompt": {"timestamp": TIMESTAMP},
     "start": {},
     "pause": {},
     "resume": {},
+    "stop": {},
     "reset": {},
     "set_seed": {"seed": IntField(0, MAX_SEED)},
     "get_state": {},
@@ -75,7 +103,9 @@ COMMAND_DESCRIPTIONS: dict[str, str] = {
     "start": "Begin generating; needs a prompt at frame 0.",
     "pause": "Stop generating; the stream keeps showing the last frame.",
     "resume": "Continue generating from the same frame.",
-    "reset": "Stop, clear every prompt, frame counter back to 0, generator state dropped.",
+    "stop": "End generation: frame counter back to 0, generator state dropped; the schedule and seed stay, "
+    "so the next `start` replays them from frame 0.",
+    "reset": "End generation and clear every prompt: frame counter back to 0, generator state dropped.",
     "set_seed": "Seed used by the next `start`.",
     "get_state": "Answer with a `state` event.",
 }
@@ -94,7 +124,7 @@ class Command:
 
 @dataclass(frozen=True)
 class Event:
-    """A server-to-client message."""
+    """A server-to-client message; immutable once sent (its JSON text is computed once and cached)."""
 
     type: str
     data: dict[str, Any]
@@ -107,17 +137,109 @@ class Event:
         return message
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        """The compact JSON text (valid UTF-8 when encoded); serialised on the first call only, never raises."""
+        return self._json
+
+    @property
+    def encoded_size(self) -> int:
+        """Bytes of :meth:`to_json` in UTF-8 (cached)."""
+        return self._size
+
+    def fit_json(self, limit: int) -> str:
+        """JSON text of at most ``limit`` UTF-8 bytes: a ``state`` too large gets its ``scheduled`` list cut
+        (flagged ``scheduled_truncated``). Computed once per limit; other events are returned unchanged."""
+        fitted = self._fitted
+        if limit not in fitted:
+            fitted[limit] = _fit(self, limit)
+        return fitted[limit]
+
+    @cached_property
+    def _json(self) -> str:
+        return encode_json(self.to_dict(), self.type)
+
+    @cached_property
+    def _size(self) -> int:
+        text = self.to_json()
+        return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+    @cached_property
+    def _fitted(self) -> dict[int, str]:
+        return {}
+
+
+def encode_json(message: dict[str, Any], what: str = "message") -> str:
+    """Compact JSON text that always encodes to UTF-8; never raises.
+
+    Lone surrogates (which validation keeps out) become U+FFFD; values JSON cannot hold are written as
+    strings; a message that cannot be serialised at all becomes an ``error`` event saying so.
+    """
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+    except (TypeError, ValueError, RecursionError) as exc:
+        log.error("cannot serialise a %s event: %s", what, exc)
+        failure = {"code": str(ErrorCode.GENERATOR_FAILED), "message": f"the server could not encode a {what} event"}
+        return json.dumps({"type": "error", "data": failure}, separators=(",", ":"))
+    if not text.isascii() and _SURROGATE.search(text):
+        log.warning("a %s event held a lone surrogate; replaced by U+FFFD", what)
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _jsonable(value: Any) -> Any:
+    """``json.dumps`` fallback: numpy scalars as numbers, sets and tuples as lists, anything else as text."""
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return str(value)
+
+
+def _fit(event: Event, limit: int) -> str:
+    text = event.to_json()
+    if event.encoded_size <= limit or event.type != "state" or not isinstance(event.data.get("scheduled"), list):
+        return text
+    scheduled = event.data["scheduled"]
+
+    def cut(count: int) -> Event:
+        return Event("state", {**event.data, "scheduled": scheduled[:count], "scheduled_truncated": True}, event.id)
+
+    low, high = 0, len(scheduled)
+    while low < high:  # the most entries that still fit
+        middle = (low + high + 1) // 2
+        if cut(middle).encoded_size <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return cut(low).to_json()
+
+
+def shorten(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut), lone surrogates escaped."""
+    return _safe(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """Client text quoted in a message: cut to ``limit`` characters, quoted, non-printables escaped."""
+    return repr(shorten(text, limit))
 
 
 def ack(command: str, message_id: MessageId | None = None) -> Event:
     return Event("ack", {"command": command}, message_id)
 
 
-def error(code: ErrorCode, message: str, command: str | None = None, message_id: MessageId | None = None) -> Event:
+def error(
+    code: ErrorCode,
+    message: str,
+    command: str | None = None,
+    message_id: MessageId | None = None,
+    *,
+    retry_after: float | None = None,
+) -> Event:
     data: dict[str, Any] = {"code": str(code), "message": message}
     if command is not None:
         data["command"] = command
+    if retry_after is not None:
+        data["retry_after"] = round(retry_after, 3)
     return Event("error", data, message_id)
 
 
@@ -146,29 +268,56 @@ class ProtocolError(Exception):
 
 
 def parse_command(raw: str | bytes) -> Command | Event:
-    """Parse and validate one client message; returns the command or an ``error`` event."""
-    message_id: MessageId | None = None
+    """Parse and validate one client message (JSON text, or UTF-8 bytes); the command or an ``error`` event."""
     try:
         message = _decode(raw)
+    except ProtocolError as exc:
+        return exc.to_event()
+    return validate_command(message)
+
+
+def validate_command(message: Any) -> Command | Event:
+    """Validate one decoded message (a dict, e.g. an HTTP route's JSON body); the command or an ``error``."""
+    message_id: MessageId | None = None
+    try:
+        if not isinstance(message, dict):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message is a JSON object with 'type' and 'data'")
         message_id = _read_id(message)
         return _validate(message, message_id)
     except ProtocolError as exc:
         return exc.to_event(message_id)
 
 
-def _decode(raw: str | bytes) -> dict[str, Any]:
+def _decode(raw: str | bytes) -> Any:
     if not isinstance(raw, str | bytes):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message is a JSON text")
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
     if size > MAX_MESSAGE_BYTES:
         raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(ErrorCode.BAD_JSON, f"not UTF-8 text: invalid byte at offset {exc.start}") from None
     try:
-        message = json.loads(raw)
+        return json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
-    if not isinstance(message, dict):
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message is a JSON object with 'type' and 'data'")
-    return message
+        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {_safe(str(exc))}") from None
+
+
+def _safe(text: str) -> str:
+    """Text that encodes to UTF-8: lone surrogates escaped."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _names(keys: list[Any]) -> str:
+    """Unknown keys, quoted and cut (they are client text), at most ten of them."""
+    shown = ", ".join(excerpt(str(key), 40) for key in keys[:10])
+    return shown + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
 
 
 def _read_id(message: dict[str, Any]) -> MessageId | None:
@@ -177,6 +326,8 @@ def _read_id(message: dict[str, Any]) -> MessageId | None:
         return None
     value = message["id"]
     if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+        if _has_surrogate(value):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "'id' holds a lone surrogate: it is not valid Unicode text")
         return value
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_ID_INT:
         return value
@@ -188,13 +339,12 @@ def _read_id(message: dict[str, Any]) -> MessageId | None:
 def _validate(message: dict[str, Any], message_id: MessageId | None) -> Command:
     unknown = sorted(set(message) - {"type", "data", "id"})
     if unknown:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown top-level keys: {', '.join(map(str, unknown))}")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown top-level keys: {_names(unknown)}")
     kind = message.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "'type' is required and must be a string")
     if kind not in COMMANDS:
-        shown = kind if len(kind) <= 64 else kind[:64] + "..."
-        raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {shown!r}")
+        raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {excerpt(kind, 64)}")
     data = message.get("data", {})
     if data is None:
         data = {}
@@ -203,27 +353,55 @@ def _validate(message: dict[str, Any], message_id: MessageId | None) -> Command:
     specs = COMMANDS[kind]
     extra = sorted(set(data) - set(specs))
     if extra:
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"unknown fields for {kind}: {', '.join(extra)}", kind)
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"unknown fields for {kind}: {_names(extra)}", kind)
+    checked: dict[str, Any] = {}
     for name, spec in specs.items():
         if name not in data:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' is required", kind)
-        _check_field(kind, name, spec, data[name])
-    return Command(kind, dict(data), message_id)
+        checked[name] = _check_field(kind, name, spec, data[name])
+    return Command(kind, checked, message_id)
 
 
-def _check_field(kind: str, name: str, spec: FieldSpec, value: Any) -> None:
+def _check_field(kind: str, name: str, spec: FieldSpec, value: Any) -> Any:
+    """The field's value as the command carries it (text fields cleaned), or raise ``invalid_field``."""
     if isinstance(spec, IntField):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be an integer", kind)
         if not spec.minimum <= value <= spec.maximum:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be in {spec.minimum}..{spec.maximum}", kind)
-        return
+        return value
     if not isinstance(value, str):
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be a string", kind)
+    if spec.text:
+        value = clean_text(value, name, kind)
+    elif _has_surrogate(value):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' holds a lone surrogate: it is not valid Unicode", kind)
     if not spec.min_chars <= len(value) <= spec.max_chars:
+        cleaned = " once surrounding whitespace is stripped" if spec.text else ""
         raise ProtocolError(
-            ErrorCode.INVALID_FIELD, f"'{name}' must have {spec.min_chars}..{spec.max_chars} characters", kind
+            ErrorCode.INVALID_FIELD, f"'{name}' must have {spec.min_chars}..{spec.max_chars} characters{cleaned}", kind
         )
+    return value
+
+
+def clean_text(value: str, name: str = "new_prompt", command: str | None = "schedule_prompt") -> str:
+    """A prompt as it is stored: surrounding whitespace stripped; ``invalid_field`` for a lone surrogate or a
+    C0 control character other than tab, newline and carriage return."""
+    if _has_surrogate(value):
+        index = _SURROGATE.search(value).start()  # type: ignore[union-attr]
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"'{name}' holds a lone surrogate (U+{ord(value[index]):04X} at index {index}): it is not valid Unicode",
+            command,
+        )
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"'{name}' holds the control character U+{ord(control.group()):04X} at index {control.start()}",
+            command,
+        )
+    return value.strip()
 
 
 # --- JSON Schema -----------------------------------------------------------------------------------------
@@ -244,6 +422,11 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
             "code": {"enum": [str(code) for code in ErrorCode]},
             "message": {"type": "string"},
             "command": {"type": "string"},
+            "retry_after": {
+                "type": "number",
+                "minimum": 0,
+                "description": "on limit_exceeded from the command rate: seconds until a command is accepted",
+            },
         },
         ["code", "message"],
     ),
@@ -266,7 +449,7 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
         ["timestamp", "frame", "prompt"],
     ),
     "state": (
-        "On connect, on every change and on get_state.",
+        "On connect, on every change (once per burst of commands) and on get_state.",
         {
             "status": {"enum": ["idle", "running", "paused"]},
             "current_start_frame": {"type": "integer", "minimum": 0},
@@ -304,7 +487,10 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
 def _field_schema(spec: FieldSpec) -> dict[str, Any]:
     if isinstance(spec, IntField):
         return {"type": "integer", "minimum": spec.minimum, "maximum": spec.maximum}
-    return {"type": "string", "minLength": spec.min_chars, "maxLength": spec.max_chars}
+    schema: dict[str, Any] = {"type": "string", "minLength": spec.min_chars, "maxLength": spec.max_chars}
+    if spec.text:
+        schema["description"] = TEXT_RULES
+    return schema
 
 
 def _message_schema(kind: str, description: str, data: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -391,7 +577,15 @@ def render_markdown() -> str:
             "|---|---|---|",
             *rows,
             "",
-            "Viewers may only send `get_state`; any other command is answered `forbidden`.",
+            "Viewers may only send `get_state`; any other command is answered `forbidden`. A prompt the",
+            "generator cannot encode is refused (`invalid_field`) when scheduled; one that fails later, on the",
+            "generator, is removed from the schedule and reported (`generator_failed`, naming it and its frame).",
+            "",
+            f"Limits: a connection may send {COMMAND_BURST} commands at once and {COMMAND_RATE:g} a second in the",
+            "long run (HTTP requests are limited per client address); a session schedules at most",
+            f"{MAX_SCHEDULED_PROMPTS} prompts. Beyond either, the answer is `limit_exceeded`. Every message gets",
+            "exactly one `ack` or `error` at once; the `state` broadcast that changes cause comes once per",
+            "burst of commands.",
             "",
             "## Server to client",
             "",
@@ -414,4 +608,5 @@ def render_markdown() -> str:
 def _describe(spec: FieldSpec) -> str:
     if isinstance(spec, IntField):
         return f"int {spec.minimum}..{spec.maximum}"
-    return f"string of {spec.min_chars}..{spec.max_chars} chars"
+    cleaned = " (trimmed; no control characters but tab, newline, CR)" if spec.text else ""
+    return f"string of {spec.min_chars}..{spec.max_chars} chars{cleaned}"

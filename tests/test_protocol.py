@@ -21,6 +21,7 @@ VALID = [
     {"type": "start", "data": {}},
     {"type": "pause", "data": {}},
     {"type": "resume", "data": {}},
+    {"type": "stop", "data": {}},
     {"type": "reset", "data": {}},
     {"type": "set_seed", "data": {"seed": 0}},
     {"type": "set_seed", "data": {"seed": 2**32 - 1}},
@@ -155,16 +156,21 @@ def test_docs_embed_the_current_schema() -> None:
     assert json.loads(block) == protocol.json_schema(), "regenerate with: longlive-rtc schema --markdown"
 
 
+#: Text with lone surrogates and control characters mixed in (json.dumps escapes them as \\udXXX, \\u0000).
+hostile_text = st.text(
+    st.characters(categories=["Cs", "Cc"]) | st.sampled_from(" \t\n\u00e9\u2028\ufeff") | st.characters(),
+    max_size=30,
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30) | hostile_text,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=20,
 )
 message_like = st.fixed_dictionaries(
-    {"type": st.sampled_from([*protocol.COMMANDS, "x", ""]) | st.text(max_size=10)},
+    {"type": st.sampled_from([*protocol.COMMANDS, "x", ""]) | st.text(max_size=10) | hostile_text},
     optional={
         "data": st.dictionaries(
-            st.sampled_from(["new_prompt", "timestamp", "seed", "other"]) | st.text(max_size=8),
+            st.sampled_from(["new_prompt", "timestamp", "seed", "other"]) | st.text(max_size=8) | hostile_text,
             json_values,
             max_size=3,
         )
@@ -180,6 +186,10 @@ def _checked(result: Command | Event) -> None:
         assert result.type == "error"
         assert result.data["code"] in {str(c) for c in ErrorCode}
         json.dumps(result.to_dict())
+        result.to_json().encode("utf-8")  # what a data channel does with it
+    else:  # anything accepted can be sent back (echoed id, prompts in state events)
+        protocol.ack(result.type, result.id).to_json().encode("utf-8")
+        Event("state", dict(result.data)).to_json().encode("utf-8")
 
 
 @settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -189,6 +199,147 @@ def test_fuzz_structured_messages(message: dict) -> None:
 
 
 @settings(max_examples=1500, deadline=None)
-@given(st.text(max_size=200) | st.binary(max_size=200))
+@given(st.text(max_size=200) | st.binary(max_size=200) | hostile_text)
 def test_fuzz_arbitrary_text(raw: str | bytes) -> None:
     _checked(parse_command(raw))
+
+
+@settings(max_examples=500, deadline=None)
+@given(hostile_text, st.integers(0, 10**7))
+def test_fuzz_hostile_prompts_are_cleaned_or_refused(prompt: str, timestamp: int) -> None:
+    message = {"type": "schedule_prompt", "data": {"new_prompt": prompt, "timestamp": timestamp}}
+    result = parse_command(json.dumps(message))
+    _checked(result)
+    if isinstance(result, Command):
+        stored = result.data["new_prompt"]
+        assert stored == json.loads(json.dumps(prompt)).strip() and stored  # (escaped pairs join up)
+        assert not any(ord(c) < 32 and c not in "\t\n\r" for c in stored)
+    else:
+        assert result.data["code"] == "invalid_field"
+
+
+# --- hostile text at the boundary ------------------------------------------------------------------------
+
+
+def schedule_text(prompt_json: str) -> str:
+    """A schedule_prompt message as JSON text with the prompt given as raw JSON (so escapes stay escapes)."""
+    return '{"type":"schedule_prompt","data":{"new_prompt":' + prompt_json + ',"timestamp":0}}'
+
+
+def test_invalid_utf8_bytes_are_bad_json() -> None:
+    result = parse_command(b"\xff\xfe{")
+    assert isinstance(result, Event) and result.data["code"] == "bad_json" and result.id is None
+    result.to_json().encode("utf-8")
+    assert code_of('{"type": "start"}'.encode("utf-16")) == "bad_json"  # JSON text is UTF-8
+    ok = parse_command('{"type":"schedule_prompt","data":{"new_prompt":"café ☕","timestamp":0}}'.encode())
+    assert isinstance(ok, Command) and ok.data["new_prompt"] == "café ☕"
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "a\\udc00b", "\\ud83d", "\\ude00\\ud83d"])
+def test_lone_surrogates_in_a_prompt_are_invalid_field(escape: str) -> None:
+    result = parse_command(schedule_text(f'"{escape}"'))
+    assert isinstance(result, Event) and result.data["code"] == "invalid_field"
+    assert result.data["command"] == "schedule_prompt" and "surrogate" in result.data["message"]
+    result.to_json().encode("utf-8")
+
+
+def test_an_escaped_surrogate_pair_is_one_character() -> None:
+    result = parse_command(schedule_text('"\\ud83d\\ude00"'))
+    assert isinstance(result, Command) and result.data["new_prompt"] == "\U0001f600"
+
+
+def test_a_lone_surrogate_id_is_refused_without_echo() -> None:
+    result = parse_command('{"type":"start","id":"\\ud800"}')
+    assert isinstance(result, Event) and result.data["code"] == "bad_message" and result.id is None
+    assert "id" not in json.loads(result.to_json())
+    result.to_json().encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ('{"type":"\\ud800"}', "unknown_command"),
+        ('{"type":"start","\\ud800":1}', "bad_message"),
+        ('{"type":"start","data":{"\\udbff":1}}', "invalid_field"),
+        ('{"type":"set_seed","data":{"seed":1,"\\udbff":"\\udbff"}}', "invalid_field"),
+    ],
+)
+def test_lone_surrogates_elsewhere_are_refused_and_the_error_encodes(raw: str, code: str) -> None:
+    result = parse_command(raw)
+    assert isinstance(result, Event) and result.data["code"] == code
+    text = result.to_json()
+    text.encode("utf-8")
+    assert "\\ud" in text  # named, escaped
+
+
+@pytest.mark.parametrize("char", ["\\u0000", "\\u0001", "\\u0008", "\\u000b", "\\u000c", "\\u001b", "\\u001f"])
+def test_control_characters_in_a_prompt_are_invalid_field(char: str) -> None:
+    result = parse_command(schedule_text(f'"a fox{char} at dawn"'))
+    assert isinstance(result, Event) and result.data["code"] == "invalid_field"
+    assert "control character" in result.data["message"]
+
+
+def test_prompts_are_stripped_and_keep_tabs_and_newlines() -> None:
+    result = parse_command(schedule_text('"  \\t a fox\\n\\tat dawn\\r\\n  "'))
+    assert isinstance(result, Command) and result.data["new_prompt"] == "a fox\n\tat dawn"
+    for blank in ['" "', '"\\n\\t\\r"', '"\\u3000\\u00a0"']:
+        assert code_of(schedule_text(blank)) == "invalid_field"
+    padded = parse_command(schedule_text(json.dumps(" " * 100 + "x" * 2000 + " " * 100)))
+    assert isinstance(padded, Command) and len(padded.data["new_prompt"]) == 2000  # the cleaned length counts
+
+
+def test_validate_command_takes_a_decoded_message() -> None:
+    ok = protocol.validate_command({"type": "schedule_prompt", "data": {"new_prompt": " p ", "timestamp": 3}, "id": 9})
+    assert isinstance(ok, Command) and ok.data == {"new_prompt": "p", "timestamp": 3} and ok.id == 9
+    bad = protocol.validate_command({"type": "schedule_prompt", "data": {"new_prompt": "\ud800", "timestamp": 3}})
+    assert isinstance(bad, Event) and bad.data["code"] == "invalid_field"
+    for not_a_message in [[], "start", None, 3]:
+        result = protocol.validate_command(not_a_message)
+        assert isinstance(result, Event) and result.data["code"] == "bad_message"
+
+
+def test_error_messages_quote_client_text_cut_and_escaped() -> None:
+    result = parse_command(json.dumps({"type": "x" * 5000}))
+    assert isinstance(result, Event) and len(result.data["message"]) < 100
+    result = parse_command(json.dumps({"type": "start", **{f"k{i}\n": i for i in range(50)}}))
+    assert isinstance(result, Event) and "and 40 more" in result.data["message"]
+    assert len(result.data["message"]) < 400
+
+
+# --- event encoding --------------------------------------------------------------------------------------
+
+
+def test_to_json_is_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = protocol.encode_json
+    monkeypatch.setattr(protocol, "encode_json", lambda *a: calls.append(a) or real(*a))
+    event = Event("state", {"scheduled": [{"timestamp": 0, "prompt": "é"}]})
+    texts = {id(event.to_json()) for _ in range(10)}
+    assert len(texts) == 1 and len(calls) == 1
+    assert event.encoded_size == len(event.to_json().encode("utf-8"))
+
+
+def test_to_json_never_raises() -> None:
+    hostile = Event("error", {"code": "generator_failed", "message": "bad \ud800 text"}, "\udfff")
+    text = hostile.to_json()
+    text.encode("utf-8")
+    assert json.loads(text)["data"]["message"] == "bad \ufffd text"
+    odd = Event("progress", {"values": {1, 2}, "object": object(), "number": __import__("numpy").int64(3)})
+    assert json.loads(odd.to_json())["data"]["number"] == 3
+    circular: dict = {}
+    circular["self"] = circular
+    broken = json.loads(Event("state", circular).to_json())
+    assert broken["type"] == "error" and broken["data"]["code"] == "generator_failed"
+
+
+def test_fit_json_cuts_a_large_state_once_and_leaves_the_rest() -> None:
+    scheduled = [{"timestamp": t, "prompt": "é" * 1000, "frame": t} for t in range(300)]
+    event = Event("state", {"status": "idle", "scheduled": scheduled})
+    fitted = event.fit_json(100_000)
+    assert len(fitted.encode("utf-8")) <= 100_000
+    data = json.loads(fitted)["data"]
+    assert data["scheduled_truncated"] is True and 0 < len(data["scheduled"]) < 300
+    assert event.fit_json(100_000) is fitted  # cached
+    small = protocol.progress(3, 9, 0.5)
+    assert small.fit_json(100) == small.to_json()
+    assert event.fit_json(10**9) == event.to_json()
