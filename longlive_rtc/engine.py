@@ -4,6 +4,10 @@ Commands arrive from the event loop (``start``, ``pause``, ``resume``, ``reset``
 back through a callback that the engine invokes on the loop with ``call_soon_threadsafe``. The generator
 is only ever touched by the worker thread. Each ``start`` opens a new *run*; events carry the run number
 so that a late event from before a reset can be recognised and dropped.
+
+A prompt that cannot be encoded (when it is prepared, or when its block comes) is removed from the
+schedule and reported with :class:`PromptFailed`; the stream goes on with the prompt in effect, except
+when it was the prompt of block 0, which ends the run.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .cards import render_card
 from .frame_buffer import BufferedFrame, FrameBuffer
 from .generators.base import Generator
 from .schedule import PromptSchedule, ScheduledPrompt
-from .stream import Block, BlockStream, PromptCache
+from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEncodingError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,17 @@ class GenerationFailed:
     message: str
 
 
-EngineEvent = BlockDone | PromptApplied | GenerationFailed
+@dataclass(frozen=True)
+class PromptFailed:
+    """A scheduled prompt could not be encoded; it was removed from the schedule."""
+
+    run: int
+    entry: ScheduledPrompt
+    message: str  # the encoder's error
+    ended_run: bool  # True when it was block 0's prompt: the run ``run`` is over
+
+
+EngineEvent = BlockDone | PromptApplied | GenerationFailed | PromptFailed
 
 
 class Playout(enum.Enum):
@@ -81,10 +95,12 @@ class Engine:
         loop: asyncio.AbstractEventLoop | None = None,
         buffer_blocks: int = 1,
         idle_text: str = "Schedule a prompt at frame 0 and press Start",
+        prompt_cache_size: int = PROMPT_CACHE_SIZE,
     ) -> None:
         self.generator = generator
         self.geometry = generator.geometry
-        self._stream = BlockStream(generator, schedule, PromptCache(generator))
+        self._schedule = schedule
+        self._stream = BlockStream(generator, schedule, PromptCache(generator, prompt_cache_size))
         self._on_event = on_event
         self._loop = loop or asyncio.get_running_loop()
         self.buffer = FrameBuffer(capacity=buffer_blocks * self.geometry.video_frames_in_block(3))
@@ -100,7 +116,7 @@ class Engine:
         self._reset_pending = False
         self._closed = False
         self._playing = False  # a frame was shown since start/resume: underruns count as stalls now
-        self._to_prepare: deque[str] = deque()
+        self._to_prepare: deque[ScheduledPrompt] = deque()
         self._thread = threading.Thread(target=self._work, name="longlive-engine", daemon=True)
         self._thread.start()
 
@@ -136,10 +152,10 @@ class Engine:
             self.buffer.clear()
             self._cond.notify_all()
 
-    def prepare(self, prompt: str) -> None:
-        """Encode ``prompt`` ahead of its switch (on the worker, between blocks)."""
+    def prepare(self, entry: ScheduledPrompt) -> None:
+        """Encode ``entry``'s prompt ahead of its switch (on the worker, between blocks)."""
         with self._cond:
-            self._to_prepare.append(prompt)
+            self._to_prepare.append(entry)
             self._cond.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -186,7 +202,7 @@ class Engine:
                     self._cond.wait()
                 if self._closed:
                     break
-                prompts = list(self._to_prepare)
+                entries = list(self._to_prepare)
                 self._to_prepare.clear()
                 reset, self._reset_pending = self._reset_pending, False
                 begin, self._begin_pending = self._begin_pending, False
@@ -195,8 +211,8 @@ class Engine:
             try:
                 if reset:
                     self._stream.reset()
-                for prompt in prompts:
-                    self._stream.cache.get(prompt)
+                for entry in entries:
+                    self._prepare(entry, run)
                 if begin:
                     self._stream.begin(seed)
                 if generate:
@@ -212,9 +228,30 @@ class Engine:
         except Exception:
             log.exception("generator reset failed while closing")
 
+    def _prepare(self, entry: ScheduledPrompt, run: int) -> None:
+        try:
+            self._stream.cache.get(entry.prompt)
+        except Exception as exc:  # the prompt is dropped, the stream goes on
+            self._prompt_failed(run, entry, exc, ends_run=False)
+
+    def _prompt_failed(self, run: int, entry: ScheduledPrompt, cause: BaseException, ends_run: bool) -> None:
+        """Remove an entry that cannot be encoded and report it (ending the run when it was block 0's)."""
+        log.warning("the prompt at frame %d cannot be encoded", entry.timestamp, exc_info=cause)
+        removed = self._schedule.discard(entry)
+        with self._cond:
+            ended = ends_run and run == self._run
+            if ended:
+                self._running = False
+        if removed or ended:
+            self._emit(PromptFailed(run, entry, f"{type(cause).__name__}: {cause}", ended))
+
     def _generate_block(self, run: int) -> None:
         started = time.perf_counter()
-        block = self._stream.step()
+        try:
+            block = self._stream.step()
+        except PromptEncodingError as exc:  # nothing reached the generator: retry the block without it
+            self._prompt_failed(run, exc.entry, exc.cause, ends_run=self._stream.next_frame == 0)
+            return
         self.blocks_generated += 1
         log.debug("block %d generated in %.1f ms", block.start_frame, 1e3 * (time.perf_counter() - started))
         if run != self.current_run:

@@ -3,6 +3,12 @@
 All session state lives on the event loop; the engine's worker thread reports back through
 ``call_soon_threadsafe``. Members are controllers (may send commands) and viewers (receive video and
 events; their commands other than ``get_state`` are answered ``forbidden``).
+
+Costs are bounded: every message gets exactly one ``ack`` or ``error`` at once, but the ``state``
+broadcast that changes cause is coalesced (one per event-loop turn, however many commands came in it);
+each member has a token bucket of commands (``limit_exceeded`` when empty); callers that are no member
+(HTTP routes: signaling limits those per address) are not limited here; the schedule holds at most
+``max_prompts`` prompts.
 """
 
 from __future__ import annotations
@@ -11,15 +17,16 @@ import asyncio
 import enum
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol
-from .engine import BlockDone, Engine, EngineEvent, GenerationFailed, PromptApplied
-from .generators.base import Generator
-from .protocol import Command, ErrorCode, Event, ProtocolError
-from .schedule import PromptSchedule, ScheduleFull
+from .engine import BlockDone, Engine, EngineEvent, GenerationFailed, PromptApplied, PromptFailed
+from .generators.base import Generator, check_prompt
+from .protocol import COMMAND_BURST, COMMAND_RATE, Command, ErrorCode, Event, ProtocolError
+from .schedule import MAX_SCHEDULED_PROMPTS, PromptSchedule, ScheduleFull
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,30 @@ class Status(enum.StrEnum):
 _member_ids = itertools.count(1)
 
 
+class TokenBucket:
+    """``burst`` tokens at most, refilled at ``rate`` a second; one command spends one."""
+
+    def __init__(self, burst: int, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if burst < 1 or rate <= 0:
+            raise ValueError("a command limit needs burst >= 1 and rate > 0")
+        self.burst, self.rate, self._clock = burst, rate, clock
+        self._tokens, self._at = float(burst), clock()
+
+    def take(self) -> bool:
+        """Spend one token; False (nothing spent) when there is none."""
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def wait(self) -> float:
+        """Seconds until the next token."""
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
+
 @dataclass(eq=False)
 class Member:
     """A subscriber of the session's events."""
@@ -49,10 +80,15 @@ class Member:
     role: Role
     send: EventSink
     id: int = field(default_factory=lambda: next(_member_ids))
+    bucket: TokenBucket | None = None  # its command budget; None: unlimited
 
 
 class Session:
-    """One generation stream shared by its members."""
+    """One generation stream shared by its members.
+
+    ``command_burst`` / ``command_rate`` set each member's token bucket; ``command_rate=None`` lifts the
+    limit.
+    """
 
     def __init__(
         self,
@@ -60,11 +96,17 @@ class Session:
         generator: Generator,
         loop: asyncio.AbstractEventLoop | None = None,
         buffer_blocks: int = 1,
+        *,
+        max_prompts: int = MAX_SCHEDULED_PROMPTS,
+        command_burst: int = COMMAND_BURST,
+        command_rate: float | None = COMMAND_RATE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = session_id
         self.geometry = generator.geometry
-        self.schedule = PromptSchedule(self.geometry.frames_per_block)
-        self.engine = Engine(generator, self.schedule, self._on_engine_event, loop, buffer_blocks)
+        self.schedule = PromptSchedule(self.geometry.frames_per_block, max_prompts)
+        self._loop = loop or asyncio.get_running_loop()
+        self.engine = Engine(generator, self.schedule, self._on_engine_event, self._loop, buffer_blocks)
         self.status = Status.IDLE
         self.seed = 0
         self.current_start_frame = 0
@@ -72,22 +114,30 @@ class Session:
         self.active_prompt: str | None = None
         self.members: list[Member] = []
         self._run = 0
+        self._limit = (command_burst, command_rate, clock)
+        self._state_pending: asyncio.Handle | None = None
+        self._scheduled: tuple[int, list[dict[str, Any]]] = (-1, [])  # (schedule version, its entries as dicts)
         self._handlers: dict[str, Callable[[Command], None]] = {
             "schedule_prompt": self._schedule_prompt,
             "remove_prompt": self._remove_prompt,
             "start": self._start,
             "pause": self._pause,
             "resume": self._resume,
+            "stop": self._stop,
             "reset": self._reset,
             "set_seed": self._set_seed,
             "get_state": lambda command: None,
         }
 
+    def _new_bucket(self) -> TokenBucket | None:
+        burst, rate, clock = self._limit
+        return None if rate is None else TokenBucket(burst, rate, clock)
+
     # --- members -----------------------------------------------------------------------------------
 
     def join(self, role: Role, send: EventSink) -> Member:
         """Add a member; it receives the current ``state`` at once."""
-        member = Member(role, send)
+        member = Member(role, send, bucket=self._new_bucket())
         self.members.append(member)
         self._deliver(member, self.state_event())
         return member
@@ -101,16 +151,26 @@ class Session:
 
     # --- commands ----------------------------------------------------------------------------------
 
-    def handle(self, raw: str | bytes, role: Role, reply: EventSink) -> None:
-        """Parse and run one client message; answers go to ``reply``, changes to every member."""
+    def handle(self, raw: str | bytes, role: Role, reply: EventSink, *, member: Member | None = None) -> None:
+        """Parse and run one client message; answers go to ``reply``, changes to every member.
+
+        ``member`` is whose command budget it spends (malformed messages spend one too); when None, the
+        member whose ``send`` is ``reply``, if any (a data-channel peer); other callers are not limited.
+        """
+        member = member or self._member_of(reply)
         parsed = protocol.parse_command(raw)
         if isinstance(parsed, Event):
-            reply(parsed)
+            reply(parsed if self._take_token(member) else self._limited(None, parsed.id, member))
             return
-        self.execute(parsed, role, reply)
+        self.execute(parsed, role, reply, member=member)
 
-    def execute(self, command: Command, role: Role, reply: EventSink) -> None:
-        """Run a validated command: ack or error to ``reply``; a ``state`` broadcast if anything changed."""
+    def execute(self, command: Command, role: Role, reply: EventSink, *, member: Member | None = None) -> None:
+        """Run a validated command: one ack or error to ``reply`` (``get_state`` adds the ``state``); a
+        change schedules one coalesced ``state`` broadcast."""
+        member = member or self._member_of(reply)
+        if not self._take_token(member):
+            reply(self._limited(command.type, command.id, member))
+            return
         if role is Role.VIEWER and command.type not in READ_ONLY_COMMANDS:
             reply(protocol.error(ErrorCode.FORBIDDEN, "viewers cannot send commands", command.type, command.id))
             return
@@ -121,21 +181,42 @@ class Session:
             return
         except Exception as exc:  # a bug must not take the server down; say what happened
             log.exception("command %s failed", command.type)
-            reply(protocol.error(ErrorCode.GENERATOR_FAILED, f"{type(exc).__name__}: {exc}", command.type, command.id))
+            failure = protocol.shorten(f"{type(exc).__name__}: {exc}", 500)
+            reply(protocol.error(ErrorCode.GENERATOR_FAILED, failure, command.type, command.id))
             return
         reply(protocol.ack(command.type, command.id))
         if command.type in READ_ONLY_COMMANDS:
             reply(self.state_event())
         else:
-            self.broadcast(self.state_event())
+            self.state_changed()
+
+    def _member_of(self, reply: EventSink) -> Member | None:
+        return next((m for m in self.members if m.send == reply), None)
+
+    def _take_token(self, member: Member | None) -> bool:
+        return member is None or member.bucket is None or member.bucket.take()
+
+    def _limited(self, kind: str | None, message_id: protocol.MessageId | None, member: Member | None) -> Event:
+        bucket = member.bucket if member is not None else None
+        assert bucket is not None
+        wait = bucket.wait()
+        limits = f"{bucket.burst} at once and {bucket.rate:g} a second at most"
+        message = f"too many commands: {limits}; retry in {wait:.2f} s"
+        return protocol.error(ErrorCode.LIMIT_EXCEEDED, message, kind, message_id, retry_after=wait)
 
     def _schedule_prompt(self, command: Command) -> None:
         prompt, timestamp = command.data["new_prompt"], command.data["timestamp"]
         try:
-            self.schedule.put(timestamp, prompt)
+            check_prompt(self.engine.generator, prompt)
+        except ValueError as exc:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, f"the {self.engine.generator.name} generator cannot encode 'new_prompt': {exc}"
+            ) from None
+        try:
+            entry = self.schedule.put(timestamp, prompt)
         except ScheduleFull as exc:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
-        self.engine.prepare(prompt)
+        self.engine.prepare(entry)
 
     def _remove_prompt(self, command: Command) -> None:
         timestamp = command.data["timestamp"]
@@ -167,9 +248,19 @@ class Session:
         self.engine.resume()
         self.status = Status.RUNNING
 
+    def _stop(self, command: Command) -> None:
+        if self.status is Status.IDLE:
+            raise ProtocolError(ErrorCode.NOT_RUNNING, "cannot stop: the stream is idle")
+        self.engine.reset()
+        self.schedule.rewind()
+        self._to_frame_zero()
+
     def _reset(self, command: Command) -> None:
         self.engine.reset()
         self.schedule.clear()
+        self._to_frame_zero()
+
+    def _to_frame_zero(self) -> None:
         self.status = Status.IDLE
         self.current_start_frame = self.video_frame = 0
         self.active_prompt = None
@@ -180,6 +271,9 @@ class Session:
     # --- engine events (on the loop) ---------------------------------------------------------------
 
     def _on_engine_event(self, event: EngineEvent) -> None:
+        if isinstance(event, PromptFailed):  # the schedule changed, whichever run it came from
+            self._prompt_failed(event)
+            return
         if event.run != self._run or self.status is Status.IDLE:
             return  # from a run that was reset or failed meanwhile
         if isinstance(event, BlockDone):
@@ -191,8 +285,20 @@ class Session:
             self.broadcast(protocol.prompt_applied(event.entry.timestamp, event.frame, event.entry.prompt))
         elif isinstance(event, GenerationFailed):
             self.status = Status.IDLE
-            self.broadcast(protocol.error(ErrorCode.GENERATOR_FAILED, event.message))
-            self.broadcast(self.state_event())
+            self.broadcast(protocol.error(ErrorCode.GENERATOR_FAILED, protocol.shorten(event.message, 500)))
+            self.state_changed()
+
+    def _prompt_failed(self, event: PromptFailed) -> None:
+        entry = event.entry
+        if event.ended_run and event.run == self._run and self.status is not Status.IDLE:
+            self.status = Status.IDLE
+        what = "the stream stopped" if event.ended_run else "it was removed from the schedule"
+        message = (
+            f"could not encode the prompt {protocol.excerpt(entry.prompt)} scheduled at frame {entry.timestamp} "
+            f"({what}): {protocol.shorten(event.message, 300)}"
+        )
+        self.broadcast(protocol.error(ErrorCode.GENERATOR_FAILED, message))
+        self.state_changed()
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -202,7 +308,7 @@ class Session:
             "status": str(self.status),
             "current_start_frame": self.current_start_frame,
             "video_frame": self.video_frame,
-            "scheduled": [entry.to_dict() for entry in self.schedule.snapshot()],
+            "scheduled": self._scheduled_dicts(),
             "active_prompt": self.active_prompt,
             "seed": self.seed,
             "geometry": self.geometry.to_dict(),
@@ -212,8 +318,28 @@ class Session:
             "viewers": self.count(Role.VIEWER),
         }
 
+    def _scheduled_dicts(self) -> list[dict[str, Any]]:
+        """The schedule as ``state`` lists it, rebuilt only when the schedule changed."""
+        version = self.schedule.version  # read first: a change racing with us only costs a rebuild
+        if self._scheduled[0] != version:
+            self._scheduled = (version, [entry.to_dict() for entry in self.schedule.snapshot()])
+        return list(self._scheduled[1])
+
     def state_event(self) -> Event:
         return Event("state", self.state_data())
+
+    def state_changed(self) -> None:
+        """Schedule one ``state`` broadcast for the end of this event-loop turn (coalesces a burst)."""
+        if self._state_pending is not None:
+            return
+        try:
+            self._state_pending = self._loop.call_soon(self._broadcast_state)
+        except RuntimeError:  # the loop is closed: nobody can receive it later
+            self._broadcast_state()
+
+    def _broadcast_state(self) -> None:
+        self._state_pending = None
+        self.broadcast(self.state_event())
 
     def broadcast(self, event: Event) -> None:
         for member in list(self.members):
@@ -226,5 +352,8 @@ class Session:
             log.exception("could not deliver %s to member %d", event.type, member.id)
 
     def close(self) -> None:
+        if self._state_pending is not None:
+            self._state_pending.cancel()
+            self._state_pending = None
         self.engine.close()
         self.members.clear()

@@ -17,6 +17,15 @@ class NoInitialPrompt(Exception):
     """The schedule has no prompt for block 0."""
 
 
+class PromptEncodingError(Exception):
+    """A scheduled prompt could not be encoded when its block came; nothing reached the generator."""
+
+    def __init__(self, entry: ScheduledPrompt, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.entry = entry
+        self.cause = cause
+
+
 class PromptCache:
     """LRU of prompt embeddings, so each scheduled prompt is encoded once, before it applies."""
 
@@ -82,15 +91,20 @@ class BlockStream:
         self.schedule.rewind()
 
     def step(self) -> Block:
-        """Apply the prompt due at this block start (if any) and generate the block."""
+        """Apply the prompt due at this block start (if any) and generate the block.
+
+        Raises :class:`PromptEncodingError` before touching the generator when the due prompt cannot be
+        encoded: the stream stays where it was, and once the entry is gone from the schedule the same
+        block can be stepped again (on the prompt already in effect).
+        """
         start = self._next_frame
         entry = self.schedule.take_due(start)
         if start == 0:
             if entry is None:
                 raise NoInitialPrompt("no prompt is scheduled at frame 0")
-            self.generator.begin(self._seed, self.cache.get(entry.prompt))
+            self.generator.begin(self._seed, self._encode(entry))
         elif entry is not None and entry.prompt != self._active_prompt:
-            self.generator.switch_prompt(self.cache.get(entry.prompt))
+            self.generator.switch_prompt(self._encode(entry))
         if entry is not None:
             self._active_prompt = entry.prompt
         frames = self.generator.next_block()
@@ -98,6 +112,12 @@ class BlockStream:
         self._next_frame = block.end_frame
         self._next_video_frame += len(frames)
         return block
+
+    def _encode(self, entry: ScheduledPrompt) -> PromptEmbedding:
+        try:
+            return self.cache.get(entry.prompt)
+        except Exception as exc:
+            raise PromptEncodingError(entry, exc) from exc
 
     def reset(self) -> None:
         self.generator.reset()

@@ -13,6 +13,7 @@ from longlive_rtc.engine import Playout
 from longlive_rtc.generators import SyntheticGenerator
 from longlive_rtc.generators.stamp import read_stamp
 from longlive_rtc.protocol import Event
+from longlive_rtc.schedule import MAX_SCHEDULED_PROMPTS
 from longlive_rtc.session import Role, Session, Status
 
 from .support import SMALL, EventLog
@@ -78,6 +79,11 @@ class FailingSynthetic(SyntheticGenerator):
         return super().next_block()
 
 
+async def settle() -> None:
+    """Let the loop run the coalesced ``state`` broadcast that commands scheduled."""
+    await asyncio.sleep(0)
+
+
 async def drain(session: Session, frames: int, timeout: float = 10.0) -> list:
     """Play frames out of the engine as fast as they come."""
     out, deadline = [], time.monotonic() + timeout
@@ -105,6 +111,7 @@ async def test_join_sends_state_and_commands_ack_with_id(session: Session) -> No
     assert client.log.events[0].data["status"] == "idle"
     reply = client.send("set_seed", message_id="m-1", seed=7)
     assert reply.to_dict() == {"type": "ack", "data": {"command": "set_seed"}, "id": "m-1"}
+    await settle()
     assert client.log.events[-1].type == "state" and client.log.events[-1].data["seed"] == 7
     replies: list[Event] = []
     session.handle(cmd("get_state", 5), Role.CONTROLLER, replies.append)
@@ -142,17 +149,26 @@ async def test_viewer_commands_are_forbidden(session: Session) -> None:
     assert viewer.refused("reset") == "forbidden"
     assert viewer.send("get_state").type == "ack"
     controller.ok("schedule_prompt", new_prompt="x", timestamp=0)
+    await settle()
     assert viewer.log.events[-1].type == "state"  # viewers still receive every change
     assert viewer.log.events[-1].data["scheduled"][0]["prompt"] == "x"
 
 
-async def test_schedule_limit_is_limit_exceeded(session: Session) -> None:
-    client = Client(session)
-    session.schedule._max_prompts = 5
-    for t in range(5):
-        client.ok("schedule_prompt", new_prompt=f"p{t}", timestamp=t)
-    assert client.refused("schedule_prompt", new_prompt="too many", timestamp=50) == "limit_exceeded"
-    assert len(session.schedule) == 5
+async def test_schedule_limit_is_limit_exceeded(small_generator: SyntheticGenerator) -> None:
+    session = Session("lim", small_generator, max_prompts=5)
+    try:
+        client = Client(session)
+        for t in range(5):
+            client.ok("schedule_prompt", new_prompt=f"p{t}", timestamp=t)
+        assert client.refused("schedule_prompt", new_prompt="too many", timestamp=50) == "limit_exceeded"
+        client.ok("schedule_prompt", new_prompt="overwriting is fine", timestamp=4)
+        assert len(session.schedule) == 5
+    finally:
+        session.close()
+
+
+def test_the_default_prompt_limit_is_a_thousand() -> None:
+    assert MAX_SCHEDULED_PROMPTS == 1000
 
 
 async def test_progress_sequence_and_prompt_applied(session: Session) -> None:
@@ -278,7 +294,7 @@ async def test_generator_failure_is_reported_and_the_session_survives() -> None:
         failure = await client.log.wait_for(lambda e: e.type == "error")
         assert failure.data["code"] == "generator_failed" and "out of memory" in failure.data["message"]
         assert session.status is Status.IDLE
-        assert client.log.events[-1].type == "state" and client.log.events[-1].data["status"] == "idle"
+        await client.log.wait_for(lambda e: e.type == "state" and e.data["status"] == "idle")
         client.ok("start")  # the same session can run again
         frames = await drain(session, 21)
         assert [f.index for f in frames] == list(range(21))
@@ -322,5 +338,195 @@ async def test_prompts_are_encoded_when_scheduled() -> None:
                 break
             await asyncio.sleep(0.01)
         assert generator.encoded == ["ahead of time"]
+    finally:
+        session.close()
+
+
+# --- stop ----------------------------------------------------------------------------------------------
+
+
+async def test_stop_keeps_the_schedule_and_seed_and_rewinds(session: Session) -> None:
+    client = Client(session)
+    assert client.refused("stop") == "not_running"
+    client.ok("schedule_prompt", new_prompt="first", timestamp=0)
+    client.ok("schedule_prompt", new_prompt="second", timestamp=4)
+    client.ok("set_seed", seed=99)
+    client.ok("start")
+    await drain(session, 9 + 12 * 3)
+    await client.log.wait_for(lambda e: e.type == "prompt_applied" and e.data["prompt"] == "second")
+    client.ok("stop")
+    assert session.status is Status.IDLE and session.current_start_frame == session.video_frame == 0
+    assert session.active_prompt is None and session.seed == 99
+    kept = [(e.timestamp, e.prompt, e.frame) for e in session.schedule.snapshot()]
+    assert kept == [(0, "first", 0), (4, "second", 6)]
+    assert session.engine.next_frame().kind is Playout.IDLE
+    await settle()
+    state = client.log.events[-1]
+    assert state.type == "state" and state.data["status"] == "idle" and len(state.data["scheduled"]) == 2
+    assert client.refused("stop") == "not_running"
+
+
+async def test_stop_then_start_replays_the_same_stream(session: Session) -> None:
+    client = Client(session)
+    client.ok("schedule_prompt", new_prompt="a red fox", timestamp=0)
+    client.ok("schedule_prompt", new_prompt="a blue sea", timestamp=4)
+    client.ok("schedule_prompt", new_prompt="a green forest", timestamp=9)
+
+    async def one_run() -> tuple[list, list[np.ndarray]]:
+        mark = client.log.mark()
+        client.ok("start")
+        frames = await drain(session, 9 + 12 * 4)
+        await client.log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] >= 15, since=mark)
+        applied = [
+            (e.data["timestamp"], e.data["frame"], e.data["prompt"])
+            for e in client.log.events[mark:]
+            if e.type == "prompt_applied"
+        ]
+        return applied, [f.image.copy() for f in frames]
+
+    applied, frames = await one_run()
+    client.ok("stop")
+    again, frames_again = await one_run()
+    assert applied == again == [(0, 0, "a red fox"), (4, 6, "a blue sea"), (9, 9, "a green forest")]
+    assert len(frames) == len(frames_again)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, frames_again, strict=True))
+
+
+async def test_stop_while_paused(session: Session) -> None:
+    client = Client(session)
+    client.ok("schedule_prompt", new_prompt="x", timestamp=0)
+    client.ok("start")
+    client.ok("pause")
+    client.ok("stop")
+    assert session.status is Status.IDLE and len(session.schedule) == 1
+    assert client.refused("resume") == "not_running"
+    client.ok("start")
+    assert session.status is Status.RUNNING
+
+
+# --- bounded costs -------------------------------------------------------------------------------------
+
+
+class Counting:
+    """A member's send that encodes every event, as a data channel does, and counts them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        event.to_json().encode("utf-8")
+        self.events.append(event)
+
+    def of(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e.type == kind]
+
+
+async def test_a_burst_of_commands_costs_one_state_broadcast(session: Session) -> None:
+    members = [Counting() for _ in range(3)]
+    for send in members:
+        session.join(Role.VIEWER, send)
+    controller = Client(session)
+    joined = controller.log.mark()
+    replies: list[Event] = []
+    for t in range(40):
+        session.handle(cmd("schedule_prompt", t, new_prompt=f"p{t}", timestamp=t), Role.CONTROLLER, replies.append)
+    assert [r.type for r in replies] == ["ack"] * 40 and [r.id for r in replies] == list(range(40))  # at once
+    assert all(len(m.of("state")) == 1 for m in members)  # the join's only
+    await settle()
+    assert all(len(m.of("state")) == 2 for m in members)
+    states = controller.log.of("state")
+    assert len(controller.log.events[joined:]) == 1 and len(states[-1].data["scheduled"]) == 40
+    assert len({id(m.of("state")[-1]) for m in members}) == 1  # one event (one serialisation) for everyone
+    answers: list[Event] = []
+    session.handle(cmd("get_state", "q"), Role.VIEWER, answers.append)
+    assert [a.type for a in answers] == ["ack", "state"]  # get_state is answered directly
+    await settle()
+    assert all(len(m.of("state")) == 2 for m in members)  # and broadcasts nothing
+
+
+async def test_a_broadcast_serialises_each_event_once(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    from longlive_rtc import protocol
+
+    encoded: list[str] = []
+    real = protocol.encode_json
+
+    def counting(message: dict, what: str = "message") -> str:
+        encoded.append(what)
+        return real(message, what)
+
+    monkeypatch.setattr(protocol, "encode_json", counting)
+    for _ in range(10):
+        session.join(Role.VIEWER, Counting())
+    client = Client(session)
+    encoded.clear()
+    client.ok("set_seed", seed=3)
+    await settle()
+    assert encoded == ["state"]  # ten members encode the broadcast: one serialisation
+
+
+async def test_the_state_after_a_burst_is_the_latest(session: Session) -> None:
+    client = Client(session)
+    for seed in range(5):
+        client.ok("set_seed", seed=seed)
+    await settle()
+    assert [e.data["seed"] for e in client.log.of("state")] == [0, 4]
+
+
+async def test_each_member_has_a_command_budget(small_generator: SyntheticGenerator) -> None:
+    now = [0.0]
+    session = Session("rl", small_generator, command_burst=5, command_rate=2.0, clock=lambda: now[0])
+    try:
+        alice, bob = Client(session), Client(session, Role.VIEWER)
+
+        def send(client: Client, raw: str) -> list[Event]:
+            replies: list[Event] = []
+            session.handle(raw, client.role, replies.append, member=client.member)
+            assert len(replies) in (1, 2) and replies[0].type in {"ack", "error"}
+            return replies
+
+        for i in range(5):
+            assert send(alice, cmd("set_seed", i, seed=i))[0].type == "ack"
+        limited = send(alice, cmd("set_seed", "over", seed=9))
+        assert limited[0].data["code"] == "limit_exceeded" and limited[0].id == "over"
+        assert limited[0].data["command"] == "set_seed" and session.seed == 4
+        assert limited[0].data["retry_after"] == pytest.approx(0.5)
+        assert send(alice, cmd("get_state"))[0].data["code"] == "limit_exceeded"  # get_state counts
+        assert send(alice, "{bad json")[0].data["code"] == "limit_exceeded"  # so does garbage
+        assert send(bob, cmd("get_state"))[0].type == "ack"  # another member's budget is its own
+        now[0] += 0.5  # one token back at 2 a second
+        assert send(alice, cmd("set_seed", seed=7))[0].type == "ack"
+        assert send(alice, cmd("set_seed", seed=8))[0].data["code"] == "limit_exceeded"
+        now[0] += 100.0  # refills up to the burst, not beyond
+        assert [send(alice, cmd("get_state"))[0].type for _ in range(6)] == ["ack"] * 5 + ["error"]
+        replies: list[Event] = []
+        for _ in range(20):  # without a member (HTTP): not limited here
+            session.handle(cmd("get_state"), Role.CONTROLLER, replies.append)
+        assert [r.type for r in replies] == ["ack", "state"] * 20
+    finally:
+        session.close()
+
+
+async def test_a_member_is_found_by_its_reply_function(small_generator: SyntheticGenerator) -> None:
+    session = Session("rl2", small_generator, command_burst=3, command_rate=1.0, clock=lambda: 0.0)
+    try:
+        sent: list[Event] = []
+        session.join(Role.CONTROLLER, sent.append)
+        for _ in range(4):
+            session.handle(cmd("get_state"), Role.CONTROLLER, sent.append)  # as a data-channel binding does
+        answers = [e for e in sent if e.type in {"ack", "error"}]
+        assert [a.type for a in answers] == ["ack"] * 3 + ["error"]
+        assert answers[-1].data["code"] == "limit_exceeded"
+    finally:
+        session.close()
+
+
+async def test_the_limit_can_be_lifted(small_generator: SyntheticGenerator) -> None:
+    session = Session("nolimit", small_generator, command_rate=None)
+    try:
+        client = Client(session)
+        for _ in range(200):
+            replies: list[Event] = []
+            session.handle(cmd("get_state"), Role.CONTROLLER, replies.append, member=client.member)
+            assert replies[0].type == "ack"
     finally:
         session.close()

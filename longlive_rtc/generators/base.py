@@ -39,13 +39,22 @@ PromptEmbedding = Any
 class Generator(Protocol):
     """A frame-autoregressive video generator driven block by block.
 
-    Every method is called from one worker thread. ``begin`` starts a fresh stream (dropping any state),
-    ``switch_prompt`` changes the prompt for the blocks that follow, and ``next_block`` returns the
-    block's video frames as uint8 RGB ``[T, H, W, 3]`` (T = 9 for block 0, 12 after).
+    Every method but ``check_prompt`` is called from one worker thread. ``begin`` starts a fresh stream
+    (dropping any state), ``switch_prompt`` changes the prompt for the blocks that follow, and
+    ``next_block`` returns the block's video frames as uint8 RGB ``[T, H, W, 3]`` (T = 9 for block 0,
+    12 after).
     """
 
     geometry: Geometry
     name: str
+
+    def check_prompt(self, prompt: str) -> None:
+        """Raise ``ValueError`` (with a message for the user) if ``encode_prompt`` cannot encode ``prompt``.
+
+        Called on the event loop when a prompt is scheduled, before it is stored: it must be cheap
+        (tokenising, not encoding) and thread-safe with respect to the worker.
+        """
+        ...
 
     def encode_prompt(self, prompt: str) -> PromptEmbedding: ...
 
@@ -58,3 +67,10 @@ class Generator(Protocol):
     def reset(self) -> None:
         """Drop all stream state (KV cache, decoder cache); the next call is ``begin``."""
         ...
+
+
+def check_prompt(generator: Generator, prompt: str) -> None:
+    """``generator.check_prompt(prompt)``; generators without one accept every prompt."""
+    check = getattr(generator, "check_prompt", None)
+    if check is not None:
+        check(prompt)

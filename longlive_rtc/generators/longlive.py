@@ -56,6 +56,24 @@ class LongLiveGenerator:
         shape = (most, self.geometry.height, self.geometry.width, 3)
         self._host = torch.empty(shape, dtype=torch.uint8, pin_memory=cuda)
 
+    def check_prompt(self, prompt: str) -> None:
+        """UTF-8 text that the umT5 tokenizer turns into at least one token once cleaned (as ``encode_prompt``
+        cleans it: ftfy, HTML entities, whitespace). Tokenising costs well under a millisecond; encoding
+        is left to the worker."""
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"the prompt is not valid Unicode text ({exc.reason} at index {exc.start})") from None
+        tokenizer = getattr(self._encode, "tokenizer", None)  # a TextEncoder; the random stand-in has none
+        if tokenizer is None:
+            return
+        try:
+            _, mask = tokenizer([prompt])
+        except Exception as exc:  # the tokenizer (Rust) or ftfy refusing the text
+            raise ValueError(f"the umT5 tokenizer cannot encode the prompt: {type(exc).__name__}: {exc}") from None
+        if int(mask.sum()) <= 1:  # the end-of-text token only
+            raise ValueError("nothing is left of the prompt once cleaned (whitespace and HTML entities only)")
+
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         return self._encode(prompt)
 

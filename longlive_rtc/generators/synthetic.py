@@ -97,6 +97,15 @@ class SyntheticGenerator:
         self._video_frame = 0
         self._prompt_number = 0
 
+    def check_prompt(self, prompt: str) -> None:
+        """Any non-empty text that encodes to UTF-8 (the digest is of its UTF-8 bytes)."""
+        if not prompt.strip():
+            raise ValueError("the prompt is empty")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"the prompt is not valid Unicode text ({exc.reason} at index {exc.start})") from None
+
     def encode_prompt(self, prompt: str) -> SyntheticPrompt:
         return SyntheticPrompt(prompt, hashlib.blake2b(prompt.encode("utf-8"), digest_size=16).digest())
 
