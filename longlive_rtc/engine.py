@@ -218,11 +218,15 @@ class Engine:
                 if generate:
                     self._generate_block(run)
             except Exception as exc:  # a generator failure ends the run, never the server
-                log.exception("generator failed")
                 with self._cond:
-                    if run == self._run:
+                    current = run == self._run
+                    if current:
                         self._running = False
-                self._emit(GenerationFailed(run, f"{type(exc).__name__}: {exc}"))
+                if current:
+                    log.exception("generator failed")
+                    self._emit(GenerationFailed(run, f"{type(exc).__name__}: {exc}"))
+                else:  # the run was stopped meanwhile (e.g. its schedule rewound under it)
+                    log.debug("a stopped run failed: %s: %s", type(exc).__name__, exc)
         try:
             self._stream.reset()
         except Exception:

@@ -56,6 +56,7 @@ class PromptSchedule:
         self._frames: list[int] = []  # sorted keys of _by_frame
         self._sorted: list[ScheduledPrompt] | None = None  # snapshot cache, dropped on every change
         self._version = 0
+        self._epoch = 0  # counts rewinds and clears: a run's block starts carry the epoch it began in
         self._next_block_start = 0  # first block that has not been committed to generation yet
         self._lock = threading.Lock()
 
@@ -107,12 +108,17 @@ class PromptSchedule:
             self._by_frame.clear()
             self._frames.clear()
             self._next_block_start = 0
+            self._epoch += 1
             self._changed()
 
-    def rewind(self) -> None:
-        """Rewind to frame 0 keeping the prompts (a new start); each applies at its own block again."""
+    def rewind(self) -> int:
+        """Rewind to frame 0 keeping the prompts (a new start); each applies at its own block again.
+
+        Returns the new epoch: block starts committed with an older one (a run stopped meanwhile) are ignored.
+        """
         with self._lock:
             self._next_block_start = 0
+            self._epoch += 1
             self._by_frame.clear()
             self._frames.clear()
             for t, e in self._entries.items():
@@ -121,18 +127,22 @@ class PromptSchedule:
                 self._by_frame.setdefault(entry.frame, set()).add(t)
             self._frames = sorted(self._by_frame)
             self._changed()
+            return self._epoch
 
     def has_initial_prompt(self) -> bool:
         """True when a prompt applies to block 0."""
         with self._lock:
             return 0 in self._entries
 
-    def take_due(self, block_start: int) -> ScheduledPrompt | None:
+    def take_due(self, block_start: int, epoch: int | None = None) -> ScheduledPrompt | None:
         """Commit the block starting at ``block_start``; return the prompt that switches in there, if any.
 
-        When several prompts fall on the same block, the one with the latest timestamp wins.
+        When several prompts fall on the same block, the one with the latest timestamp wins. With an
+        ``epoch`` (from :meth:`rewind`) older than the schedule's, nothing is committed and None returned.
         """
         with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                return None
             self._next_block_start = block_start + self._frames_per_block
             return self._latest_at(block_start)
 

@@ -71,6 +71,7 @@ class BlockStream:
         self.schedule = schedule
         self.cache = cache or PromptCache(generator)
         self._seed = 0
+        self._epoch: int | None = None
         self._next_frame = 0
         self._next_video_frame = 0
         self._active_prompt: str | None = None
@@ -88,7 +89,7 @@ class BlockStream:
         self._seed = seed
         self._next_frame = self._next_video_frame = 0
         self._active_prompt = None
-        self.schedule.rewind()
+        self._epoch = self.schedule.rewind()
 
     def step(self) -> Block:
         """Apply the prompt due at this block start (if any) and generate the block.
@@ -98,7 +99,7 @@ class BlockStream:
         block can be stepped again (on the prompt already in effect).
         """
         start = self._next_frame
-        entry = self.schedule.take_due(start)
+        entry = self.schedule.take_due(start, self._epoch)
         if start == 0:
             if entry is None:
                 raise NoInitialPrompt("no prompt is scheduled at frame 0")

@@ -200,3 +200,15 @@ def test_block_starts_do_not_scan_a_full_schedule() -> None:
         schedule.take_due(start)
         schedule.prompt_for_block(start)
     assert time.perf_counter() - began < 1.0  # a scan per call took ~3 s; the index takes ~20 ms
+
+
+def test_block_starts_of_a_stopped_run_are_ignored() -> None:
+    schedule = PromptSchedule()
+    schedule.put(0, "a")
+    epoch = schedule.rewind()  # a run begins
+    assert schedule.take_due(0, epoch).prompt == "a"
+    schedule.rewind()  # stop: the worker may still be inside a block of the old run
+    assert schedule.take_due(3, epoch) is None  # not committed: late puts are not pushed past block 3
+    assert schedule.put(2, "b").frame == 3
+    schedule.clear()
+    assert schedule.take_due(0, epoch) is None
