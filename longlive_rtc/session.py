@@ -160,7 +160,7 @@ class Session:
         member = member or self._member_of(reply)
         parsed = protocol.parse_command(raw)
         if isinstance(parsed, Event):
-            reply(parsed if self._take_token(member) else self._limited(None, parsed.id, member))
+            reply(parsed if self._take_token(member) else self._limited(member, None, parsed.id))
             return
         self.execute(parsed, role, reply, member=member)
 
@@ -169,7 +169,7 @@ class Session:
         change schedules one coalesced ``state`` broadcast."""
         member = member or self._member_of(reply)
         if not self._take_token(member):
-            reply(self._limited(command.type, command.id, member))
+            reply(self._limited(member, command.type, command.id))
             return
         if role is Role.VIEWER and command.type not in READ_ONLY_COMMANDS:
             reply(protocol.error(ErrorCode.FORBIDDEN, "viewers cannot send commands", command.type, command.id))
@@ -196,9 +196,10 @@ class Session:
     def _take_token(self, member: Member | None) -> bool:
         return member is None or member.bucket is None or member.bucket.take()
 
-    def _limited(self, kind: str | None, message_id: protocol.MessageId | None, member: Member | None) -> Event:
-        bucket = member.bucket if member is not None else None
-        assert bucket is not None
+    def _limited(self, member: Member | None, kind: str | None, message_id: protocol.MessageId | None) -> Event:
+        """The ``limit_exceeded`` answer to a member whose budget is spent."""
+        assert member is not None and member.bucket is not None
+        bucket = member.bucket
         wait = bucket.wait()
         limits = f"{bucket.burst} at once and {bucket.rate:g} a second at most"
         message = f"too many commands: {limits}; retry in {wait:.2f} s"
