@@ -125,38 +125,68 @@ def local_address() -> str:
             return "127.0.0.1"
 
 
+def serve_banner(args: argparse.Namespace, config, auth) -> str:
+    """What ``serve`` prints: generator, slots, access mode and the URL to open.
+
+    A generated API key is printed in the URL (as Jupyter does); one the operator set is not repeated.
+    """
+    host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    shown = local_address() if args.host in ("0.0.0.0", "::") else host
+    api_key = auth.api_key if auth.enabled else None
+    key = "" if not api_key else "?token=<your API key>" if args.api_key else f"?token={api_key}"
+    lines = [f"longlive-rtc: {args.generator} generator, codec {config.codec}, {config.max_sessions} session slot(s)"]
+    if args.generator == "synthetic":
+        lines.append("  (synthetic generator: procedural video, no GPU or model weights used)")
+    if api_key:
+        lines.append("  access: token (the API key below creates and lists sessions; keep it secret)")
+    else:
+        lines.append("  access: NONE (--auth none): anyone who can reach this port controls every stream")
+    lines.append(f"  open http://{shown}:{args.port}/{key} in a browser (or http://{host}:{args.port}/{key} here)")
+    return "\n".join(lines)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from signaling.app import create_app
+    from signaling.auth import Auth
+    from signaling.limits import RateLimiter
 
     from .rtc.hub import Hub, HubConfig
 
     ice_urls = list(args.ice_server or [])
     if not ice_urls and os.environ.get(ENV_PREFIX + "ICE_SERVERS"):
         ice_urls = [u.strip() for u in os.environ[ENV_PREFIX + "ICE_SERVERS"].split(",") if u.strip()]
+    cors = list(args.cors_origin or [])
+    if not cors and os.environ.get(ENV_PREFIX + "CORS_ORIGINS"):
+        cors = [u.strip() for u in os.environ[ENV_PREFIX + "CORS_ORIGINS"].split(",") if u.strip()]
     config = HubConfig(
         codec=args.codec,
         ice_servers=parse_ice_servers(ice_urls, args.ice_username, args.ice_credential),
         max_sessions=int(args.max_sessions or default_max_sessions(args.generator)),
-        grace_seconds=float(args.grace),
+        max_peers_per_session=int(args.max_peers_per_session),
+        max_peers=int(args.max_peers),
+        session_idle=float(args.session_idle),
         buffer_blocks=int(args.buffer_blocks),
     )
+    if args.auth not in ("token", "none"):
+        raise SystemExit("error: --auth must be 'token' or 'none'")
+    auth = Auth(args.auth, args.api_key or None, token_ttl=float(args.token_ttl))
+    limiter = RateLimiter(per_minute=float(args.rate_limit), burst=int(args.rate_burst))
     pool = [build_generator(args)]  # fail fast, before listening, if the generator cannot be built
 
     def generator_factory():
         return pool.pop() if pool else build_generator(args)
 
     hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
-    app = create_app(hub)
-    host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-    shown = local_address() if args.host in ("0.0.0.0", "::") else host
-    print(f"longlive-rtc: {args.generator} generator, codec {config.codec}, {config.max_sessions} session slot(s)")
-    if args.generator == "synthetic":
-        print("  (synthetic generator: procedural video, no GPU or model weights used)")
-    print(f"  open http://{shown}:{args.port}/ in a browser (or http://{host}:{args.port}/ on this machine)")
-    web.run_app(app, host=args.host, port=int(args.port), print=None)
+    app = create_app(hub, auth, cors_origins=cors, limiter=limiter)
+    print(serve_banner(args, config, auth), flush=True)
+    web.run_app(app, host=args.host, port=int(args.port), print=None, handler_args=HTTP_LIMITS)
     return 0
+
+
+#: aiohttp's per-connection limits: idle keep-alive, and the largest request line and header field.
+HTTP_LIMITS = {"keepalive_timeout": 15.0, "max_line_size": 8190, "max_field_size": 8190}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -207,7 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="generation slots (default: 1 for longlive, CPU cores for synthetic)",
     )
-    add_option(serve, "grace", 30.0, type=float, help="seconds a session outlives its last controller")
+    add_option(
+        serve, "session-idle", 600.0, type=float, help="seconds a session with no peer that is not running lives on"
+    )
+    add_option(serve, "max-peers", 64, type=int, help="peers of all sessions together")
+    add_option(serve, "max-peers-per-session", 16, type=int, help="peers of one session")
+    add_option(serve, "auth", "token", choices=["token", "none"], help="access control ('none': a trusted LAN)")
+    add_option(serve, "api-key", None, help="API key (default: a new one, printed in the startup URL)")
+    add_option(serve, "token-ttl", 0.0, type=float, help="seconds a session token stays valid (0: no expiry)")
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        help="origin allowed to call the API from its pages, repeatable [env LONGLIVE_RTC_CORS_ORIGINS, comma-list]",
+    )
+    add_option(serve, "rate-limit", 60.0, type=float, help="sessions/offers per minute per client address")
+    add_option(serve, "rate-burst", 30, type=int, help="sessions/offers at once per client address")
     add_option(serve, "buffer-blocks", 1, type=int, help="blocks buffered ahead of playback")
     add_generator_options(serve)
     serve.set_defaults(func=cmd_serve)

@@ -28,7 +28,9 @@ def load_schedule_file(path: Path) -> list[tuple[int, str]]:
     return parse_schedule_entries(entries, str(path))
 
 
-def parse_schedule_entries(entries: object, where: str = "schedule") -> list[tuple[int, str]]:
+def parse_schedule_entries(
+    entries: object, where: str = "schedule", require_initial: bool = True
+) -> list[tuple[int, str]]:
     """Validate a decoded schedule with the same rules as ``schedule_prompt``."""
     if not isinstance(entries, list):
         raise ScheduleFileError(f'{where}: expected a JSON array of {{"timestamp": int, "prompt": str}}')
@@ -44,7 +46,7 @@ def parse_schedule_entries(entries: object, where: str = "schedule") -> list[tup
         if isinstance(parsed, protocol.Event):
             raise ScheduleFileError(f"{where}[{i}]: {parsed.data['message'].replace('new_prompt', 'prompt')}")
         out.append((parsed.data["timestamp"], parsed.data["new_prompt"]))
-    if not any(t == 0 for t, _ in out):
+    if require_initial and not any(t == 0 for t, _ in out):
         raise ScheduleFileError(f"{where}: needs a prompt at timestamp 0")
     return out
 

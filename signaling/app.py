@@ -1,53 +1,103 @@
-"""The aiohttp application: app factory, JSON errors and CORS."""
+"""The aiohttp application: app factory, JSON errors, CORS and the cross-site guard."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from longlive_rtc.rtc.hub import Hub, HubError
-from longlive_rtc.rtc.peer import OfferError
+from longlive_rtc.protocol import COMMAND_BURST, COMMAND_RATE
+from longlive_rtc.rtc.hub import Hub
 
-from .routes import HUB_KEY, STATIC_KEY, hub_error, json_error, routes
+from .access import Access
+from .auth import Auth
+from .limits import RateLimiter
+from .routes import (
+    ACCESS_KEY,
+    COMMAND_LIMITER_KEY,
+    HUB_KEY,
+    LIMITER_KEY,
+    REFUSALS,
+    STATIC_KEY,
+    json_error,
+    refusal,
+    routes,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+CORS_ORIGINS_KEY = web.AppKey("cors_origins", frozenset)
 CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, DELETE, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-    "Access-Control-Expose-Headers": "Location, Link, Retry-After, ETag",
+    "Access-Control-Expose-Headers": "Location, Link, Retry-After, ETag, WWW-Authenticate",
+    "Access-Control-Max-Age": "600",
 }
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     """Every failure answers JSON ``{"error": {...}}``; nothing escapes to take the server down."""
     try:
-        response = await handler(request)
-    except (HubError, OfferError) as exc:
-        response = hub_error(exc)
+        return await handler(request)
+    except REFUSALS as exc:
+        return refusal(exc)
     except web.HTTPRequestEntityTooLarge:
-        response = json_error(413, f"request body over the limit of {MAX_BODY_BYTES} bytes")
+        return json_error(413, f"request body over the limit of {MAX_BODY_BYTES} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = json_error(exc.status, exc.reason, {k: v for k, v in exc.headers.items() if k == "Allow"})
+        return json_error(exc.status, exc.reason, {k: v for k, v in exc.headers.items() if k == "Allow"})
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        response = json_error(500, "internal server error")
-    response.headers.update(CORS_HEADERS)
+        return json_error(500, "internal server error")
+
+
+def _same_origin(request: web.Request, origin: str) -> bool:
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+@web.middleware
+async def cross_origin(request: web.Request, handler) -> web.StreamResponse:
+    """CORS for the origins named with ``--cors-origin`` only; unsafe requests from any other site refused."""
+    origin = request.headers.get("Origin")
+    allowed = origin is not None and origin in request.app[CORS_ORIGINS_KEY]
+    foreign = origin is not None and not allowed and not _same_origin(request, origin)
+    if foreign and (request.method == "OPTIONS" or request.method in UNSAFE_METHODS):
+        return json_error(403, "cross-origin requests are refused (the operator can allow origins: --cors-origin)")
+    if allowed and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204)
+    else:
+        response = await handler(request)
+    if allowed:
+        response.headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin", **CORS_HEADERS})
     return response
 
 
-def create_app(hub: Hub, static_dir: Path = STATIC_DIR) -> web.Application:
-    """The signaling server over ``hub``; closes every session and peer on shutdown."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[errors_as_json])
+def create_app(
+    hub: Hub,
+    auth: Auth | None = None,
+    cors_origins: Iterable[str] = (),
+    limiter: RateLimiter | None = None,
+    static_dir: Path = STATIC_DIR,
+) -> web.Application:
+    """The signaling server over ``hub``; closes every session and peer on shutdown.
+
+    ``auth`` defaults to token mode with a fresh API key (``app[ACCESS_KEY].auth.api_key``).
+    """
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[cross_origin, errors_as_json])
     app[HUB_KEY] = hub
+    app[ACCESS_KEY] = Access(auth or Auth(), hub)
+    app[LIMITER_KEY] = limiter or RateLimiter(per_minute=60, burst=30)
+    # HTTP commands get the data channel's budget, per address (a data-channel member has its own bucket)
+    app[COMMAND_LIMITER_KEY] = RateLimiter(per_minute=COMMAND_RATE * 60, burst=COMMAND_BURST)
+    app[CORS_ORIGINS_KEY] = frozenset(origin.rstrip("/") for origin in cors_origins)
     app[STATIC_KEY] = static_dir
     app.add_routes(routes)
     if static_dir.is_dir():

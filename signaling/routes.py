@@ -1,18 +1,28 @@
-"""HTTP routes: offer/answer, WHEP, sessions and commands, ICE servers, health, metrics, pages."""
+"""HTTP routes: sessions as resources, offer/answer, WHEP, commands, ICE servers, health, metrics, pages."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from longlive_rtc import protocol
 from longlive_rtc.protocol import ErrorCode, Event
-from longlive_rtc.rtc.hub import Hub, HubError, OverCapacity
+from longlive_rtc.render import ScheduleFileError, parse_schedule_entries
+from longlive_rtc.rtc.hub import Hub, HubError, LiveSession, OverCapacity
 from longlive_rtc.rtc.peer import OfferError, ice_servers_json
 from longlive_rtc.session import Role
 
+from .access import FORBIDDEN_COMMAND, Access
+from .auth import AccessDenied, SessionTokens
+from .limits import RateLimited, RateLimiter
+
 HUB_KEY = web.AppKey("hub", Hub)
+ACCESS_KEY = web.AppKey("access", Access)
+LIMITER_KEY = web.AppKey("limiter", RateLimiter)
+COMMAND_LIMITER_KEY = web.AppKey("command_limiter", RateLimiter)
 STATIC_KEY = web.AppKey("static_dir", Path)
 
 routes = web.RouteTableDef()
@@ -25,24 +35,37 @@ ERROR_STATUS = {
     ErrorCode.FORBIDDEN: 403, ErrorCode.BUSY: 503, ErrorCode.GENERATOR_FAILED: 500,
 }  # fmt: skip
 
+CREATE_FIELDS = frozenset({"id", "seed", "schedule", "start", "codec"})
+
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": {"status": status, "message": message}}, status=status, headers=headers)
 
 
-def hub_error(exc: HubError | OfferError) -> web.Response:
-    """The JSON answer to a refused request (OfferError: malformed SDP -> 400)."""
-    if isinstance(exc, OverCapacity):
-        return json_error(503, str(exc), {"Retry-After": str(exc.retry_after)})
+def refusal(exc: Exception) -> web.Response:
+    """The JSON answer to a refused request (hub, offer, access or rate limit)."""
+    if isinstance(exc, OverCapacity | RateLimited):
+        return json_error(
+            503 if isinstance(exc, OverCapacity) else 429, str(exc), {"Retry-After": str(exc.retry_after)}
+        )
+    if isinstance(exc, AccessDenied):
+        headers = {"WWW-Authenticate": 'Bearer realm="longlive-rtc"'} if exc.status == 401 else None
+        return json_error(exc.status, exc.message, headers)
     return json_error(exc.status if isinstance(exc, HubError) else 400, str(exc))
 
 
-async def _json_body(request: web.Request) -> dict:
+REFUSALS = (HubError, OfferError, AccessDenied, RateLimited)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; ``application/json`` is required (a cross-site form cannot send it)."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="send the body as Content-Type: application/json")
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except ValueError as exc:
-        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {type(exc).__name__}") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason="body must be a JSON object")
     return body
@@ -51,18 +74,175 @@ async def _json_body(request: web.Request) -> dict:
 def _role(value: object) -> Role | None:
     if value is None:
         return None
-    try:
+    if isinstance(value, str) and value in ("controller", "viewer"):
         return Role(value)
-    except ValueError:
-        raise web.HTTPBadRequest(reason="'role' must be 'controller' or 'viewer'") from None
+    raise web.HTTPBadRequest(reason="'role' must be 'controller' or 'viewer'")
+
+
+def _limit(request: web.Request, what: str, key: web.AppKey[RateLimiter] = LIMITER_KEY) -> None:
+    request.app[key].take(request.remote or "unknown", what)
+
+
+def session_urls(request: web.Request, session_id: str, tokens: SessionTokens | None, *, controller: bool) -> dict:
+    """Ready-to-open links: the director (controller token) and the viewer, OBS and WHEP ones (viewer token)."""
+    origin = f"{request.scheme}://{request.host}"
+    viewer = f"?token={tokens.viewer}" if tokens else ""
+    urls = {
+        "viewer": f"{origin}/view/{session_id}{viewer}",
+        "obs": f"{origin}/obs/{session_id}{viewer}",
+        "whep": f"{origin}/whep/{session_id}{viewer}",
+    }
+    if controller:
+        urls["director"] = f"{origin}/?session={session_id}" + (f"&token={tokens.controller}" if tokens else "")
+    return urls
+
+
+def _described(request: web.Request, live: LiveSession, *, controller: bool, with_tokens: bool = False) -> dict:
+    tokens = request.app[ACCESS_KEY].tokens(live.id)
+    shown = tokens if controller else (SessionTokens("", tokens.viewer) if tokens else None)
+    body: dict[str, Any] = {
+        **live.summary(),
+        "state": live.session.state_data(),
+        "urls": session_urls(request, live.id, shown, controller=controller),
+    }
+    if with_tokens:
+        body["tokens"] = {"controller": tokens.controller, "viewer": tokens.viewer} if tokens else None
+    return body
+
+
+def _run_commands(live: LiveSession, messages: list[dict[str, Any]]) -> Event | None:
+    """Run messages as a controller would; the first ``error`` answered, or None when all were acked."""
+    for message in messages:
+        replies: list[Event] = []
+        checked = protocol.validate_command(message)
+        if isinstance(checked, Event):
+            return checked
+        live.session.execute(checked, Role.CONTROLLER, replies.append)
+        if replies and replies[0].type == "error":
+            return replies[0]
+    return None
+
+
+# --- sessions as resources -------------------------------------------------------------------------------
+
+
+@routes.post("/sessions")
+async def create_session(request: web.Request) -> web.Response:
+    """``{id?, seed?, schedule?, start?, codec?}`` -> 201 with the session, its tokens and ready URLs."""
+    request.app[ACCESS_KEY].admin(request)
+    _limit(request, "sessions created")
+    body = await _json_body(request)
+    unknown = sorted(set(body) - CREATE_FIELDS)
+    if unknown:
+        return json_error(400, f"unknown fields: {', '.join(map(str, unknown))[:200]}")
+    start = body.get("start", False)
+    if not isinstance(start, bool):
+        return json_error(400, "'start' must be true or false")
+    seed = body.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= protocol.MAX_SEED:
+        return json_error(400, f"'seed' must be an integer in 0..{protocol.MAX_SEED}")
+    try:
+        entries = parse_schedule_entries(body.get("schedule", []), "schedule", require_initial=start)
+    except ScheduleFileError as exc:
+        return json_error(400, str(exc))
+    session_id = body.get("id")
+    if session_id is not None and not isinstance(session_id, str):
+        return json_error(400, "'id' must be a string")
+    hub = request.app[HUB_KEY]
+    live = hub.create_session(session_id, body.get("codec"))
+    request.app[ACCESS_KEY].register(live.id)
+    messages = [{"type": "set_seed", "data": {"seed": seed}}]
+    messages += [{"type": "schedule_prompt", "data": {"new_prompt": p, "timestamp": t}} for t, p in entries]
+    failed = _run_commands(live, messages + ([{"type": "start"}] if start else []))
+    if failed is not None:
+        await hub.free_session(live.id)
+        return json_error(400, f"the session was not created: {failed.data['message']}")
+    location = f"/sessions/{live.id}"
+    described = _described(request, live, controller=True, with_tokens=True)
+    return web.json_response(described, status=201, headers={"Location": location})
+
+
+@routes.get("/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    request.app[ACCESS_KEY].admin(request)
+    hub = request.app[HUB_KEY]
+    return web.json_response(
+        {"sessions": [live.summary() for live in hub.sessions.values()], "capacity": hub.config.max_sessions}
+    )
+
+
+@routes.get("/sessions/{session}")
+async def get_session(request: web.Request) -> web.Response:
+    """The session's summary, state and links (a viewer's token sees only the viewer links)."""
+    session_id = request.match_info["session"]
+    grant = request.app[ACCESS_KEY].session(request, session_id)
+    live = request.app[HUB_KEY].get(session_id)
+    return web.json_response(_described(request, live, controller=grant.may_command))
+
+
+@routes.delete("/sessions/{session}")
+async def delete_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["session"]
+    request.app[ACCESS_KEY].session(request, session_id, control=True)
+    hub = request.app[HUB_KEY]
+    hub.get(session_id)
+    await hub.free_session(session_id)
+    return web.Response(status=204)
+
+
+@routes.post("/sessions/{session}/tokens")
+async def rotate_tokens(request: web.Request) -> web.Response:
+    """New controller and viewer tokens; the old ones stop working at once."""
+    session_id = request.match_info["session"]
+    access = request.app[ACCESS_KEY]
+    access.session(request, session_id, control=True)
+    live = request.app[HUB_KEY].get(session_id)
+    if not access.auth.enabled:
+        return json_error(409, "this server runs with --auth none: sessions have no tokens")
+    access.rotate(session_id)
+    return web.json_response(_described(request, live, controller=True, with_tokens=True))
+
+
+@routes.post("/sessions/{session}/commands")
+async def command(request: web.Request) -> web.Response:
+    """The data-channel commands over HTTP (a JSON object); answers the list of reply events."""
+    session_id = request.match_info["session"]
+    grant = request.app[ACCESS_KEY].session(request, session_id)
+    live = request.app[HUB_KEY].get(session_id)
+    _limit(request, "commands", COMMAND_LIMITER_KEY)
+    if request.content_type != "application/json":
+        return json_error(415, "send the command as Content-Type: application/json")
+    replies: list[Event] = []
+    live.session.handle(await request.read(), grant.role if not grant.admin else Role.CONTROLLER, replies.append)
+    first = replies[0]
+    status = 200 if first.type == "ack" else ERROR_STATUS[ErrorCode(first.data["code"])]
+    return web.json_response([event.to_dict() for event in replies], status=status)
+
+
+@routes.delete("/sessions/{session}/peers/{peer}")
+@routes.delete("/whep/{session}/{peer}")
+async def delete_peer(request: web.Request) -> web.Response:
+    """Leave: the peer is closed at once (a page calls this when its tab closes)."""
+    session_id = request.match_info["session"]
+    request.app[ACCESS_KEY].session(request, session_id)
+    peer = request.app[HUB_KEY].peer(session_id, request.match_info["peer"])
+    await peer.close()
+    return web.Response(status=204)
+
+
+# --- WebRTC -------------------------------------------------------------------------------------------------
 
 
 @routes.post("/offer")
 async def offer(request: web.Request) -> web.Response:
     """``{sdp, type, session?, role?, codec?, create?}`` -> ``{sdp, type, session, peer}``.
 
-    ``create: true`` lets a controller recreate a session that is gone (a server restart) under its id.
+    Without ``session`` (the API key only) the offer creates a session, which holds its slot once the
+    peer connects. ``create: true`` lets a controller recreate its session, gone after a server restart,
+    under its id with its tokens.
     """
+    access, hub = request.app[ACCESS_KEY], request.app[HUB_KEY]
+    _limit(request, "offers")
     body = await _json_body(request)
     session_id = body.get("session")
     if session_id is not None and not isinstance(session_id, str):
@@ -70,29 +250,37 @@ async def offer(request: web.Request) -> web.Response:
     create = body.get("create", False)
     if not isinstance(create, bool):
         return json_error(400, "'create' must be true or false")
-    peer, answer = await request.app[HUB_KEY].connect(
-        body.get("sdp"), body.get("type", "offer"), session_id, _role(body.get("role")), body.get("codec"), create
-    )
-    return web.json_response({"sdp": answer, "type": "answer", "session": peer.session_id, "peer": peer.id})
+    grant = access.admin(request) if session_id is None else access.session(request, session_id)
+    role = _role(body.get("role")) or (Role.CONTROLLER if grant.may_command else Role.VIEWER)
+    if role is Role.CONTROLLER and not grant.may_command:
+        raise AccessDenied(403, FORBIDDEN_COMMAND)
+    existed = session_id in hub.sessions
+    peer, answer = await hub.connect(body.get("sdp"), body.get("type", "offer"), session_id, role, body.get("codec"),
+                                     create)  # fmt: skip
+    reply: dict[str, Any] = {"sdp": answer, "type": "answer", "session": peer.session_id, "peer": peer.id}
+    if not existed:
+        access.register(peer.session_id, grant.generation)
+        tokens = access.tokens(peer.session_id)
+        reply["tokens"] = {"controller": tokens.controller, "viewer": tokens.viewer} if tokens else None
+    return web.json_response(reply)
 
 
 @routes.post("/whep/{session}")
 async def whep(request: web.Request) -> web.Response:
-    """WHEP: an SDP offer in, 201 with the answer and the peer's resource ``Location``."""
+    """WHEP: an SDP offer in (Bearer token or ``?token=``), 201 with the answer and the peer's ``Location``."""
+    session_id = request.match_info["session"]
+    request.app[ACCESS_KEY].session(request, session_id)
+    _limit(request, "offers")
     if request.content_type != "application/sdp":
         return json_error(415, "WHEP expects Content-Type: application/sdp")
-    sdp = (await request.read()).decode("utf-8", "replace")
-    session_id = request.match_info["session"]
+    raw = await request.read()
+    try:
+        sdp = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return json_error(400, "malformed SDP: not UTF-8 text")
     peer, answer = await request.app[HUB_KEY].connect(sdp, "offer", session_id, Role.VIEWER)
     location = f"/whep/{session_id}/{peer.id}"
     return web.Response(status=201, text=answer, content_type="application/sdp", headers={"Location": location})
-
-
-@routes.delete("/whep/{session}/{peer}")
-async def whep_delete(request: web.Request) -> web.Response:
-    peer = request.app[HUB_KEY].peer(request.match_info["session"], request.match_info["peer"])
-    await peer.close()
-    return web.Response(status=204)
 
 
 @routes.patch("/whep/{session}/{peer}")
@@ -110,34 +298,14 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
 
 
-@routes.get("/sessions")
-async def sessions(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    return web.json_response(
-        {"sessions": [live.summary() for live in hub.sessions.values()], "capacity": hub.config.max_sessions}
-    )
-
-
-@routes.get("/sessions/{session}")
-async def session_state(request: web.Request) -> web.Response:
-    live = request.app[HUB_KEY].get(request.match_info["session"])
-    return web.json_response(live.session.state_data())
-
-
-@routes.post("/sessions/{session}/commands")
-async def command(request: web.Request) -> web.Response:
-    """The data-channel commands over HTTP, as a controller; answers the list of reply events."""
-    live = request.app[HUB_KEY].get(request.match_info["session"])
-    replies: list[Event] = []
-    live.session.handle(await request.read(), Role.CONTROLLER, replies.append)
-    first = replies[0]
-    status = 200 if first.type == "ack" else ERROR_STATUS[ErrorCode(first.data["code"])]
-    return web.json_response([event.to_dict() for event in replies], status=status)
-
-
 @routes.get("/ice-servers")
 async def ice_servers(request: web.Request) -> web.Response:
+    """STUN/TURN servers for a page's RTCPeerConnection (TURN credentials: for token holders only)."""
+    request.app[ACCESS_KEY].any_session(request)
     return web.json_response({"iceServers": ice_servers_json(request.app[HUB_KEY].config.ice_servers)})
+
+
+# --- operations ---------------------------------------------------------------------------------------------
 
 
 @routes.get("/health")
@@ -150,7 +318,8 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format."""
+    """Prometheus text format (the API key: session ids are not for everyone)."""
+    request.app[ACCESS_KEY].admin(request)
     hub = request.app[HUB_KEY]
     lives = list(hub.sessions.values())
     lines = [
@@ -173,7 +342,7 @@ def _page(name: str):
         path = request.app[STATIC_KEY] / name
         if not path.is_file():
             return json_error(404, f"page {name} is not installed")
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"})
 
     return handler
 

@@ -20,6 +20,8 @@ from longlive_rtc.generators import Geometry, SyntheticGenerator
 from longlive_rtc.generators.stamp import read_stamp
 from longlive_rtc.rtc.hub import Hub, HubConfig
 from signaling.app import create_app
+from signaling.auth import Auth
+from signaling.limits import RateLimiter
 
 
 def loopback_only() -> bool:
@@ -48,15 +50,28 @@ class Received:
 
 
 class Server:
-    """The real signaling app on a real port, with a counting synthetic generator."""
+    """The real signaling app on a real port, with a counting synthetic generator.
 
-    def __init__(self, config: HubConfig | None = None, geometry: Geometry | None = None, port: int = 0) -> None:
+    ``auth`` defaults to ``--auth none`` (the tests of streaming); the access tests pass token mode.
+    """
+
+    def __init__(
+        self, config: HubConfig | None = None, geometry: Geometry | None = None, port: int = 0,
+        auth: Auth | None = None, limiter: RateLimiter | None = None, cors_origins: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.geometry = geometry or Geometry()
         self.port = port  # 0: any free port
         self.generators: list[SyntheticGenerator] = []
         self.hub = Hub(self._make_generator, config or HubConfig(max_sessions=4))
+        self.auth = auth or Auth("none")
+        self.limiter = limiter or RateLimiter(per_minute=6000, burst=1000)
+        self.cors_origins = cors_origins
         self.runner: web.AppRunner | None = None
         self.url = ""
+
+    @property
+    def api_key(self) -> str:
+        return self.auth.api_key
 
     def _make_generator(self) -> SyntheticGenerator:
         generator = CountingSynthetic(self.geometry)
@@ -64,7 +79,7 @@ class Server:
         return generator
 
     async def __aenter__(self) -> Server:
-        self.runner = web.AppRunner(create_app(self.hub))
+        self.runner = web.AppRunner(create_app(self.hub, self.auth, self.cors_origins, self.limiter))
         await self.runner.setup()
         site = web.TCPSite(self.runner, "0.0.0.0", self.port)
         await site.start()
@@ -100,7 +115,8 @@ class Client:
     _reader: asyncio.Task | None = None
 
     async def connect(self, server_url: str, *, session: str | None = None, role: str | None = None,
-                      whep: bool = False, data_channel: bool = True, create: bool = False) -> None:  # fmt: skip
+                      whep: bool = False, data_channel: bool = True, create: bool = False,
+                      token: str | None = None) -> None:  # fmt: skip
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
         if self.codec:
             mime = {"vp8": "video/VP8", "h264": "video/H264"}[self.codec]
@@ -118,7 +134,8 @@ class Client:
             self._reader = asyncio.ensure_future(self._read(track))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        async with aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        async with aiohttp.ClientSession(headers=auth) as http:
             if whep:
                 async with http.post(f"{server_url}/whep/{session}", data=self.pc.localDescription.sdp,
                                      headers={"Content-Type": "application/sdp"}) as r:  # fmt: skip
@@ -138,6 +155,8 @@ class Client:
                     assert r.status == 200, await r.text()
                     reply = await r.json()
                     answer, self.session = reply["sdp"], reply["session"]
+                    self.peer_id = reply["peer"]
+                    self.tokens = reply.get("tokens")
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         video = next(m for m in SessionDescription.parse(answer).media if m.kind == "video")
         self.codec_used = video.rtp.codecs[0].mimeType

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +15,7 @@ from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.contrib.media import MediaRelay
 
 from ..generators.base import Generator
-from ..session import Role, Session
+from ..session import Role, Session, Status
 from .codecs import CODECS, configure_h264_rate
 from .peer import Peer, check_offer
 from .track import DEFAULT_FPS, PacedVideoTrack
@@ -52,9 +54,10 @@ class HubConfig:
     ice_servers: list[RTCIceServer] = field(default_factory=list)
     max_sessions: int = 1
     max_peers_per_session: int = 16
-    grace_seconds: float = 30.0
+    max_peers: int = 64  # peers of every session together
+    session_idle: float = 600.0  # a session with no peer that is not running is freed after this long
     buffer_blocks: int = 1
-    connect_timeout: float = 30.0  # a peer not connected by then (client gone after its offer) is closed
+    connect_timeout: float = 15.0  # a peer not connected by then (client gone after its offer) is closed
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -62,33 +65,52 @@ class HubConfig:
 
 
 class LiveSession:
-    """A session on the wire: the session, its paced track, the relay fanning it out, its peers."""
+    """A session on the wire: the session, its paced track, the relay fanning it out, its peers.
 
-    def __init__(self, session: Session, fps: int) -> None:
+    A *provisional* session was created by an offer and holds its generation slot only until a peer
+    connects: a new session may take the slot of one whose peer never connected.
+    """
+
+    def __init__(self, session: Session, fps: int, codec: str, provisional: bool = False) -> None:
         self.session = session
         self.track = PacedVideoTrack(session.engine, fps)
         self.relay = MediaRelay()
+        self.codec = codec
+        self.provisional = provisional
         self.peers: dict[str, Peer] = {}
-        self.expiry: asyncio.TimerHandle | None = None
+        self.created = time.monotonic()
+        self.idle_since: float | None = None  # since when it has had no peer and not been running
 
     @property
     def id(self) -> str:
         return self.session.id
+
+    @property
+    def running(self) -> bool:
+        return self.session.status is Status.RUNNING
+
+    def count(self, role: Role) -> int:
+        return sum(1 for p in self.peers.values() if p.role is role)
 
     def summary(self) -> dict[str, object]:
         return {
             "session": self.id,
             "status": str(self.session.status),
             "current_start_frame": self.session.current_start_frame,
-            "controllers": sum(1 for p in self.peers.values() if p.role is Role.CONTROLLER),
-            "viewers": sum(1 for p in self.peers.values() if p.role is Role.VIEWER),
+            "controllers": self.count(Role.CONTROLLER),
+            "viewers": self.count(Role.VIEWER),
+            "codec": self.codec,
             "frames_sent": self.track.frames_sent,
             "stalls": self.session.engine.stalls,
         }
 
 
 class Hub:
-    """Creates, joins and frees sessions; one generator per session, capped by ``max_sessions``."""
+    """Creates, joins and frees sessions; one generator per session, capped by ``max_sessions``.
+
+    Sessions live by themselves: peers join and leave them. A session is freed when it is deleted, or
+    when it has had no peer and not been running for ``session_idle`` seconds.
+    """
 
     def __init__(
         self,
@@ -101,6 +123,8 @@ class Hub:
         self._generator_factory = generator_factory
         self._release = release
         self.sessions: dict[str, LiveSession] = {}
+        self.on_freed: list[Callable[[str], None]] = []  # called with the id of every freed session
+        self._reaper: asyncio.Task | None = None
         configure_h264_rate(self.config.fps)
 
     # --- sessions ------------------------------------------------------------------------------------
@@ -111,92 +135,154 @@ class Hub:
             raise UnknownSession(f"no session {session_id!r}")
         return live
 
-    def create_session(self, session_id: str | None = None) -> LiveSession:
-        """A new session, under ``session_id`` when given (a controller recreating its session after a
-        server restart, so that shared viewer and OBS links work again)."""
+    def check_session_id(self, session_id: str) -> None:
+        if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
+            raise HubError("a session id is 4..64 characters of A-Z, a-z, 0-9, '-' and '_'")
+
+    def check_codec(self, codec: object) -> str:
+        codec = codec if codec is not None else self.config.codec
+        if not isinstance(codec, str) or codec not in CODECS:
+            raise HubError(f"'codec' must be one of {', '.join(CODECS)}")
+        return codec
+
+    def create_session(
+        self, session_id: str | None = None, codec: str | None = None, provisional: bool = False
+    ) -> LiveSession:
+        """A new session, under ``session_id`` when given (a name such as ``my-show``, or a controller
+        recreating its session after a server restart, so that shared links work again)."""
         if session_id is not None:
-            if not SESSION_ID.fullmatch(session_id):
-                raise HubError("a session id is 4..64 characters of A-Z, a-z, 0-9, '-' and '_'")
+            self.check_session_id(session_id)
             if session_id in self.sessions:
                 raise SessionExists(f"session {session_id!r} already exists")
-        if len(self.sessions) >= self.config.max_sessions:
+        codec = self.check_codec(codec)
+        if len(self.sessions) >= self.config.max_sessions and not self._yield_provisional_slot():
             raise OverCapacity(
                 f"all {self.config.max_sessions} generation slots are busy; try again later",
-                retry_after=max(1, int(self.config.grace_seconds)),
+                retry_after=max(1, int(self.config.connect_timeout)),
             )
         session_id = session_id or secrets.token_urlsafe(8)
         session = Session(session_id, self._generator_factory(), buffer_blocks=self.config.buffer_blocks)
-        live = LiveSession(session, self.config.fps)
+        live = LiveSession(session, self.config.fps, codec, provisional)
         self.sessions[session_id] = live
+        self._start_reaper()
         log.info("session %s created (%d/%d)", session_id, len(self.sessions), self.config.max_sessions)
+        return live
+
+    def _yield_provisional_slot(self) -> bool:
+        """Free the oldest session whose creating peer never connected; False when there is none."""
+        waiting = [live for live in self.sessions.values() if live.provisional and not live.running]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda live: live.created)
+        log.info("session %s never connected; its slot goes to a new session", oldest.id)
+        self._detach(oldest.id)
+        return True
+
+    def _detach(self, session_id: str) -> LiveSession | None:
+        """Take a session off the hub at once (its slot is free) and close it in the background."""
+        live = self.sessions.pop(session_id, None)
+        if live is not None:
+            for listener in self.on_freed:
+                listener(session_id)
+            asyncio.ensure_future(self._close_session(live))
         return live
 
     async def free_session(self, session_id: str) -> None:
         live = self.sessions.pop(session_id, None)
         if live is None:
             return
-        if live.expiry:
-            live.expiry.cancel()
+        for listener in self.on_freed:
+            listener(session_id)
+        await self._close_session(live)
+
+    async def _close_session(self, live: LiveSession) -> None:
         await asyncio.gather(*(peer.close() for peer in list(live.peers.values())), return_exceptions=True)
         live.track.stop()
         await asyncio.to_thread(live.session.close)
         if self._release is not None:
             self._release(live.session.engine.generator)
-        log.info("session %s freed", session_id)
+        log.info("session %s freed", live.id)
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.ensure_future(self._reap_idle_sessions())
+
+    async def _reap_idle_sessions(self) -> None:
+        """Free sessions that have had no peer and not been running for ``session_idle`` seconds."""
+        period = min(5.0, max(0.05, self.config.session_idle / 4))
+        while self.sessions:
+            now = time.monotonic()
+            for live in list(self.sessions.values()):
+                if live.peers or live.running:
+                    live.idle_since = None
+                elif live.idle_since is None:
+                    live.idle_since = now
+                elif now - live.idle_since >= self.config.session_idle:
+                    log.info("session %s idle for %.0f s; freeing it", live.id, now - live.idle_since)
+                    await self.free_session(live.id)
+            await asyncio.sleep(period)
 
     # --- peers ---------------------------------------------------------------------------------------
 
     async def connect(
         self, sdp: object, kind: object = "offer", session_id: str | None = None, role: Role | None = None,
-        codec: str | None = None, create: bool = False,
+        codec: object = None, create: bool = False,
     ) -> tuple[Peer, str]:  # fmt: skip
-        """Answer an offer: a new session with the caller as controller, or a join of an existing one.
+        """Answer an offer: a new (provisional) session with the caller as controller, or a join.
 
         With ``create``, a controller naming an unknown session gets it created under that id.
         Returns the peer and its answer SDP.
         """
+        role = role or Role.CONTROLLER
         recreate = create and session_id is not None and session_id not in self.sessions
-        if recreate and role is Role.VIEWER:
-            raise HubError("only a controller can create a session")
+        if (session_id is None or recreate) and role is Role.VIEWER:
+            raise HubError(
+                "a viewer needs a session to join" if session_id is None else "only a controller can create a session"
+            )
         if session_id is not None and not recreate:
             self.get(session_id)  # an unknown session is a 404 whatever the offer
         offer = check_offer(sdp, kind)
-        codec = codec or self.config.codec
-        if codec not in CODECS:
-            raise HubError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+        if codec is not None:
+            codec = self.check_codec(codec)
+        if self.peer_count >= self.config.max_peers:
+            raise OverCapacity(f"too many viewers: the server has its maximum of {self.config.max_peers} peers", 10)
         created = session_id is None or recreate
         if created:
-            if role is Role.VIEWER:
-                raise HubError("a viewer needs a session to join")
-            live = self.create_session(session_id)
+            live = self.create_session(session_id, codec, provisional=True)
         else:
             live = self.get(session_id)
             if len(live.peers) >= self.config.max_peers_per_session:
-                raise OverCapacity(f"session {session_id} has its maximum of peers", retry_after=5)
-        role = role or Role.CONTROLLER
-        peer = Peer(live.id, role, RTCConfiguration(iceServers=self.config.ice_servers), self._forget)
+                raise OverCapacity(
+                    f"too many viewers: session {session_id} has its maximum of "
+                    f"{self.config.max_peers_per_session} peers", retry_after=10,
+                )  # fmt: skip
+        peer = Peer(live.id, role, RTCConfiguration(iceServers=self.config.ice_servers), self._forget, self._connected)
         live.peers[peer.id] = peer
-        if role is Role.CONTROLLER and live.expiry:
-            live.expiry.cancel()
-            live.expiry = None
         peer.bind_channels(live.session.join, live.session.handle)
         try:
-            answer = await peer.answer(offer, live.relay.subscribe(live.track, buffered=False), codec)
+            answer = await peer.answer(offer, live.relay.subscribe(live.track, buffered=False), codec or live.codec)
         except Exception as exc:
+            log.info("could not answer an offer for session %s: %s: %s", live.id, type(exc).__name__, exc)
             await peer.close()
             if created:
                 await self.free_session(live.id)
-            raise HubError(f"could not answer the offer: {exc}") from exc
+            raise HubError(f"could not answer the offer: {type(exc).__name__}") from None
         asyncio.get_running_loop().call_later(self.config.connect_timeout, self._close_if_unconnected, peer)
         return peer, answer.sdp
 
+    def _connected(self, peer: Peer) -> None:
+        live = self.sessions.get(peer.session_id)
+        if live is not None:
+            live.provisional = False
+
     def _close_if_unconnected(self, peer: Peer) -> None:
-        if peer.pc.connectionState != "connected":
-            log.info("peer %s did not connect within %.0f s; closing it", peer.id, self.config.connect_timeout)
+        if not peer.ever_connected:
+            log.info("peer %s did not connect within %.0f s; closing it", peer.id[:6], self.config.connect_timeout)
             asyncio.ensure_future(peer.close())
 
     def peer(self, session_id: str, peer_id: str) -> Peer:
-        peer = self.get(session_id).peers.get(peer_id)
+        live = self.get(session_id)
+        peer = next((p for key, p in live.peers.items() if hmac.compare_digest(key, peer_id)), None)
         if peer is None:
             raise UnknownSession(f"no peer {peer_id!r} in session {session_id!r}")
         return peer
@@ -207,17 +293,15 @@ class Hub:
             return
         if peer.member is not None:
             live.session.leave(peer.member)
-        controllers = sum(1 for p in live.peers.values() if p.role is Role.CONTROLLER)
-        if controllers == 0 and live.expiry is None:
-            log.info("session %s has no controller; freeing it in %.0f s", live.id, self.config.grace_seconds)
-            loop = asyncio.get_running_loop()
-            live.expiry = loop.call_later(
-                self.config.grace_seconds, lambda: asyncio.ensure_future(self.free_session(live.id))
-            )
+        if live.provisional and not live.peers and not live.running:
+            log.info("session %s: its creating peer never connected; freeing it", live.id)
+            self._detach(live.id)
 
     @property
     def peer_count(self) -> int:
         return sum(len(live.peers) for live in self.sessions.values())
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         await asyncio.gather(*(self.free_session(sid) for sid in list(self.sessions)), return_exceptions=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import re
+import secrets
 from collections.abc import Callable
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 #: Chromium and aiortc accept 256 KiB data-channel messages; keep state events well under that.
 MAX_EVENT_BYTES = 200_000
+#: Bytes queued on a data channel the client does not read; past this the peer is dropped.
+MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 
-_peer_ids = itertools.count(1)
 SDP_LINE = re.compile(r"^[a-z]=\S")
 
 
@@ -48,23 +49,6 @@ def check_offer(sdp: object, kind: object = "offer") -> str:
     return sdp
 
 
-def fit_event(event: Event, limit: int = MAX_EVENT_BYTES) -> str:
-    """Encode an event; a ``state`` too large for one message gets its schedule list truncated (flagged)."""
-    text = event.to_json()
-    if len(text.encode()) <= limit or event.type != "state":
-        return text
-    scheduled = event.data["scheduled"]
-    low, high = 0, len(scheduled)
-    while low < high:  # the most entries that still fit
-        middle = (low + high + 1) // 2
-        candidate = Event("state", {**event.data, "scheduled": scheduled[:middle], "scheduled_truncated": True})
-        if len(candidate.to_json().encode()) <= limit:
-            low = middle
-        else:
-            high = middle - 1
-    return Event("state", {**event.data, "scheduled": scheduled[:low], "scheduled_truncated": True}).to_json()
-
-
 class Peer:
     """A client connection to a session, as controller or viewer."""
 
@@ -74,15 +58,18 @@ class Peer:
         role: Role,
         configuration: RTCConfiguration,
         on_closed: Callable[[Peer], None],
+        on_connected: Callable[[Peer], None] | None = None,
     ) -> None:
-        self.id = f"p{next(_peer_ids)}"
+        self.id = secrets.token_urlsafe(16)  # 128 random bits: the WHEP resource URL is a capability
         self.session_id = session_id
         self.role = role
         self.pc = RTCPeerConnection(configuration)
         self.member: Member | None = None
         self.channel: RTCDataChannel | None = None
         self._on_closed = on_closed
+        self._on_connected = on_connected
         self._closed = False
+        self.ever_connected = False
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     async def answer(self, offer_sdp: str, track, codec: str) -> RTCSessionDescription:
@@ -100,13 +87,13 @@ class Peer:
         @self.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if self.channel is not None:
-                log.info("peer %s opened a second data channel %r; using the first", self.id, channel.label)
+                log.info("peer %s opened a second data channel; using the first", self.id[:6])
                 return
             self.channel = channel
 
             @channel.on("message")
             def on_message(message: str | bytes) -> None:
-                handle(message, self.role, self.send)
+                handle(message, self.role, self.send, member=self.member)
 
             @channel.on("close")
             def on_close() -> None:
@@ -115,9 +102,18 @@ class Peer:
             self.member = join(self.role, self.send)
 
     def send(self, event: Event) -> None:
+        """Queue an event on the data channel; a client that stopped reading is dropped, never buffered for."""
         channel = self.channel
-        if channel is not None and channel.readyState == "open":
-            channel.send(fit_event(event))
+        if channel is None or channel.readyState != "open" or self._closed:
+            return
+        if channel.bufferedAmount > MAX_BUFFERED_BYTES:
+            log.warning(
+                "peer %s of %s stopped reading its data channel (%d bytes queued); dropping it",
+                self.id[:6], self.session_id, channel.bufferedAmount,
+            )  # fmt: skip
+            asyncio.ensure_future(self.close())
+            return
+        channel.send(event.fit_json(MAX_EVENT_BYTES))
 
     async def close(self) -> None:
         if self._closed:
@@ -130,7 +126,11 @@ class Peer:
 
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
-        log.info("peer %s (%s of %s): %s", self.id, self.role, self.session_id, state)
+        log.info("peer %s (%s of %s): %s", self.id[:6], self.role, self.session_id, state)
+        if state == "connected" and not self.ever_connected:
+            self.ever_connected = True
+            if self._on_connected is not None:
+                self._on_connected(self)
         if state in ("failed", "closed"):
             await self.close()
 
