@@ -17,7 +17,6 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY longlive_rtc ./longlive_rtc
 COPY signaling ./signaling
-COPY static ./static
 # torch's Linux wheels bring their CUDA libraries; the `gpu` extra (flash-attn) is optional:
 #   docker build --build-arg EXTRAS=gpu .
 ARG EXTRAS=""

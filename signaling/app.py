@@ -30,7 +30,7 @@ from .routes import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"  # shipped in the wheel as package data
 CORS_ORIGINS_KEY = web.AppKey("cors_origins", frozenset)
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, DELETE, PATCH, OPTIONS",
