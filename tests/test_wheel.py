@@ -1,0 +1,94 @@
+"""The built wheel: it carries every page, and a server started from the installed wheel serves them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STATIC = ROOT / "signaling" / "static"
+SOURCES = ("pyproject.toml", "README.md", "longlive_rtc", "signaling")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from a copy of the sources (the checkout gets no build/ or egg-info)."""
+    tree = tmp_path_factory.mktemp("tree")
+    for name in SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, tree / name)
+    out = tmp_path_factory.mktemp("dist")
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), "."]
+    subprocess.run(command, cwd=tree, check=True, capture_output=True, timeout=240)
+    (built,) = out.glob("longlive_rtc-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel's contents unpacked, as ``pip install`` lays them out in site-packages."""
+    target = tmp_path_factory.mktemp("site")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(target)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+def test_the_wheel_carries_every_page_script_and_stylesheet(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    pages = {f"signaling/{p.relative_to(STATIC.parent).as_posix()}" for p in STATIC.rglob("*") if p.is_file()}
+    assert {"signaling/static/index.html", "signaling/static/view.html", "signaling/static/obs.html"} <= pages
+    assert any(p.endswith(".js") for p in pages) and any(p.endswith(".css") for p in pages)
+    assert sorted(pages - names) == [], "pages missing from the wheel (package-data in pyproject.toml)"
+    assert "longlive_rtc/cli.py" in names and not any(n.startswith(("tests/", "static/")) for n in names)
+
+
+def test_a_server_started_from_the_installed_wheel_serves_the_director(installed: Path, tmp_path: Path) -> None:
+    port = free_port()
+    code = (
+        "import signaling, sys; from longlive_rtc.cli import main; "
+        f"assert signaling.__file__.startswith({str(installed)!r}), signaling.__file__; "
+        f"sys.exit(main(['serve', '--host', '127.0.0.1', '--port', '{port}', '--auth', 'none', '--max-sessions', '1']))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"server exited: {server.stderr.read()}"
+            try:
+                status, html = get(f"http://127.0.0.1:{port}/")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "server did not answer within 60 s"
+                time.sleep(0.2)
+        assert status == 200 and "<title>LongLive RTC · Director</title>" in html
+        assert get(f"http://127.0.0.1:{port}/static/js/director.js")[0] == 200
+        assert get(f"http://127.0.0.1:{port}/static/css/director.css")[0] == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
