@@ -148,7 +148,7 @@ def serve_banner(args: argparse.Namespace, config, auth) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from signaling.app import create_app
+    from signaling.app import HTTP_LIMITS, create_app
     from signaling.auth import Auth
     from signaling.limits import RateLimiter
 
@@ -183,10 +183,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(serve_banner(args, config, auth), flush=True)
     web.run_app(app, host=args.host, port=int(args.port), print=None, handler_args=HTTP_LIMITS)
     return 0
-
-
-#: aiohttp's per-connection limits: idle keep-alive, and the largest request line and header field.
-HTTP_LIMITS = {"keepalive_timeout": 15.0, "max_line_size": 8190, "max_field_size": 8190}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

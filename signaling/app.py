@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,6 +31,12 @@ from .routes import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
+#: Seconds a request's body may take to arrive once its headers are in (a client stalled half-way is cut off).
+BODY_TIMEOUT = 10.0
+#: aiohttp's per-connection limits (``handler_args``): a connection that has not finished its request line
+#: and headers within ``keepalive_timeout`` (or sits idle that long between requests) is closed; the
+#: request line, each header field and the number of headers are capped.
+HTTP_LIMITS = {"keepalive_timeout": 15.0, "max_line_size": 8190, "max_field_size": 8190, "max_headers": 100}
 STATIC_DIR = Path(__file__).resolve().parent / "static"  # shipped in the wheel as package data
 CORS_ORIGINS_KEY = web.AppKey("cors_origins", frozenset)
 CORS_HEADERS = {
@@ -48,6 +55,9 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except REFUSALS as exc:
         return refusal(exc)
+    except ConnectionResetError:  # the client left before its body arrived: nobody to answer
+        log.info("client gone during %s %s", request.method, request.path)
+        return web.Response(status=400)
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, f"request body over the limit of {MAX_BODY_BYTES} bytes")
     except web.HTTPException as exc:
@@ -57,6 +67,20 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal server error")
+
+
+@web.middleware
+async def body_in_time(request: web.Request, handler) -> web.StreamResponse:
+    """Read the whole body (at most ``MAX_BODY_BYTES``) within ``BODY_TIMEOUT`` before the route runs."""
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                await request.read()  # cached: the route's own read() returns it
+        except TimeoutError:
+            response = json_error(408, f"the request body did not arrive within {BODY_TIMEOUT:g} s")
+            response.force_close()
+            return response
+    return await handler(request)
 
 
 def _same_origin(request: web.Request, origin: str) -> bool:
@@ -91,7 +115,7 @@ def create_app(
 
     ``auth`` defaults to token mode with a fresh API key (``app[ACCESS_KEY].auth.api_key``).
     """
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[cross_origin, errors_as_json])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[cross_origin, errors_as_json, body_in_time])
     app[HUB_KEY] = hub
     app[ACCESS_KEY] = Access(auth or Auth(), hub)
     app[LIMITER_KEY] = limiter or RateLimiter(per_minute=60, burst=30)

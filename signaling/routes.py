@@ -12,7 +12,8 @@ from longlive_rtc import protocol
 from longlive_rtc.protocol import ErrorCode, Event
 from longlive_rtc.render import ScheduleFileError, parse_schedule_entries
 from longlive_rtc.rtc.hub import Hub, HubError, LiveSession, OverCapacity
-from longlive_rtc.rtc.peer import OfferError, ice_servers_json
+from longlive_rtc.rtc.peer import ice_servers_json
+from longlive_rtc.rtc.sdp import OfferError
 from longlive_rtc.session import Role
 
 from .access import FORBIDDEN_COMMAND, Access

@@ -19,7 +19,7 @@ from aiortc.sdp import SessionDescription
 from longlive_rtc.generators import Geometry, SyntheticGenerator
 from longlive_rtc.generators.stamp import read_stamp
 from longlive_rtc.rtc.hub import Hub, HubConfig
-from signaling.app import create_app
+from signaling.app import HTTP_LIMITS, create_app
 from signaling.auth import Auth
 from signaling.limits import RateLimiter
 
@@ -58,6 +58,7 @@ class Server:
     def __init__(
         self, config: HubConfig | None = None, geometry: Geometry | None = None, port: int = 0,
         auth: Auth | None = None, limiter: RateLimiter | None = None, cors_origins: tuple[str, ...] = (),
+        http_limits: dict[str, float] | None = None,
     ) -> None:  # fmt: skip
         self.geometry = geometry or Geometry()
         self.port = port  # 0: any free port
@@ -66,6 +67,7 @@ class Server:
         self.auth = auth or Auth("none")
         self.limiter = limiter or RateLimiter(per_minute=6000, burst=1000)
         self.cors_origins = cors_origins
+        self.http_limits = {**HTTP_LIMITS, **(http_limits or {})}  # what ``serve`` gives aiohttp
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -79,7 +81,8 @@ class Server:
         return generator
 
     async def __aenter__(self) -> Server:
-        self.runner = web.AppRunner(create_app(self.hub, self.auth, self.cors_origins, self.limiter))
+        app = create_app(self.hub, self.auth, self.cors_origins, self.limiter)
+        self.runner = web.AppRunner(app, **self.http_limits)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "0.0.0.0", self.port)
         await site.start()

@@ -17,12 +17,19 @@ from aiortc.contrib.media import MediaRelay
 from ..generators.base import Generator
 from ..session import Role, Session, Status
 from .codecs import CODECS, configure_h264_rate
-from .peer import Peer, check_offer
+from .peer import Peer
+from .sdp import check_offer
 from .track import DEFAULT_FPS, PacedVideoTrack
 
 log = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{4,64}")
+#: Wraps a session's (join, handle) for a peer's data channel (see Hub.connect).
+ChannelAdapter = Callable[[Callable, Callable], tuple[Callable, Callable]]
+
+
+def _direct(join: Callable, handle: Callable) -> tuple[Callable, Callable]:
+    return join, handle
 
 
 class HubError(Exception):
@@ -226,12 +233,13 @@ class Hub:
 
     async def connect(
         self, sdp: object, kind: object = "offer", session_id: str | None = None, role: Role | None = None,
-        codec: object = None, create: bool = False,
+        codec: object = None, create: bool = False, adapt: ChannelAdapter | None = None,
     ) -> tuple[Peer, str]:  # fmt: skip
         """Answer an offer: a new (provisional) session with the caller as controller, or a join.
 
         With ``create``, a controller naming an unknown session gets it created under that id.
-        Returns the peer and its answer SDP.
+        ``adapt`` wraps the session's ``join`` and ``handle`` for a peer whose data channel speaks another
+        envelope (the Reactor SDK's). Returns the peer and its answer SDP.
         """
         role = role or Role.CONTROLLER
         recreate = create and session_id is not None and session_id not in self.sessions
@@ -258,7 +266,7 @@ class Hub:
                 )  # fmt: skip
         peer = Peer(live.id, role, RTCConfiguration(iceServers=self.config.ice_servers), self._forget, self._connected)
         live.peers[peer.id] = peer
-        peer.bind_channels(live.session.join, live.session.handle)
+        peer.bind_channels(*(adapt or _direct)(live.session.join, live.session.handle))
         try:
             answer = await peer.answer(offer, live.relay.subscribe(live.track, buffered=False), codec or live.codec)
         except Exception as exc:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 from collections.abc import Callable
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import SessionDescription
 
 from ..protocol import Event
 from ..session import Member, Role
 from .codecs import prefer_codec
+from .sdp import OfferError, check_offer  # noqa: F401  (re-exported: they lived here)
 
 log = logging.getLogger(__name__)
 
@@ -21,32 +20,6 @@ log = logging.getLogger(__name__)
 MAX_EVENT_BYTES = 200_000
 #: Bytes queued on a data channel the client does not read; past this the peer is dropped.
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024
-
-SDP_LINE = re.compile(r"^[a-z]=\S")
-
-
-class OfferError(ValueError):
-    """An offer that cannot be answered: malformed SDP, wrong type or no video section."""
-
-
-def check_offer(sdp: object, kind: object = "offer") -> str:
-    """Validate an SDP offer well enough to fail early with a clear message; returns the SDP text."""
-    if kind != "offer":
-        raise OfferError(f"expected an SDP of type 'offer', got {kind!r}")
-    if not isinstance(sdp, str) or not sdp.strip():
-        raise OfferError("'sdp' must be a non-empty string")
-    if not sdp.lstrip().startswith("v=0"):
-        raise OfferError("malformed SDP: it must start with 'v=0'")
-    for number, line in enumerate(sdp.strip().splitlines(), start=1):
-        if not SDP_LINE.match(line):
-            raise OfferError(f"malformed SDP: line {number} is not '<letter>=<value>': {line[:60]!r}")
-    try:
-        parsed = SessionDescription.parse(sdp)
-    except Exception as exc:  # aiortc's parser raises whatever the bad line provokes
-        raise OfferError(f"malformed SDP: {type(exc).__name__}: {exc}") from None
-    if not any(m.kind == "video" for m in parsed.media):
-        raise OfferError("the offer has no video section (add a recvonly video transceiver)")
-    return sdp
 
 
 class Peer:
@@ -116,13 +89,30 @@ class Peer:
         channel.send(event.fit_json(MAX_EVENT_BYTES))
 
     async def close(self) -> None:
+        """Close the connection and leave the session; never raises (a half-built connection is torn down)."""
         if self._closed:
             return
         self._closed = True
         try:
             await self.pc.close()
+        except Exception as exc:  # aiortc cannot close a connection whose offer it failed to apply
+            log.info("peer %s: closing failed (%s: %s); stopping its transports", self.id[:6], type(exc).__name__, exc)
+            await self._stop_transports()
         finally:
             self._on_closed(self)
+
+    async def _stop_transports(self) -> None:
+        """Stop every DTLS and ICE transport the connection made (their sockets), each on its own."""
+        dtls = [t.receiver.transport for t in self.pc.getTransceivers()]
+        if self.pc.sctp is not None:
+            dtls.append(self.pc.sctp.transport)
+        for transport in dict.fromkeys(t for t in dtls if t is not None):
+            for part in (transport, transport.transport):
+                try:
+                    await part.stop()
+                except Exception as exc:  # keep going: the next one holds sockets too
+                    log.debug("peer %s: stopping %s failed: %s", self.id[:6], type(part).__name__, exc)
+        self.pc.remove_all_listeners()
 
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
