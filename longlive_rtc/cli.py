@@ -6,6 +6,7 @@ Every flag has an environment-variable equivalent, named in its help text (``LON
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
 import os
@@ -16,6 +17,36 @@ from pathlib import Path
 log = logging.getLogger("longlive_rtc")
 
 ENV_PREFIX = "LONGLIVE_RTC_"
+DESCRIPTION = "Stream LongLive real-time video diffusion over WebRTC, directed by prompts on a frame timeline."
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Libraries whose INFO lines are per request or per ICE check: WARNING unless ``--log-level debug``.
+CHATTY_LOGGERS = ("aioice", "aiortc", "aiohttp.access")
+
+
+def bounded(kind: type, low: float, *, strict: bool = False):
+    """An argparse ``type``: ``kind`` parsed and checked ``>= low`` (``> low`` when ``strict``)."""
+    relation = ">" if strict else ">="
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not (value > low if strict else value >= low) or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {relation} {low:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("longlive-rtc")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def env_default(name: str, default: object) -> object:
@@ -32,8 +63,8 @@ def add_option(parser: argparse.ArgumentParser, flag: str, default: object = Non
 
 def add_generator_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "generator", "synthetic", choices=["synthetic", "longlive"], help="video generator")
-    add_option(parser, "width", 832, type=int, help="frame width")
-    add_option(parser, "height", 480, type=int, help="frame height")
+    add_option(parser, "width", 832, type=bounded(int, 16), help="frame width in pixels")
+    add_option(parser, "height", 480, type=bounded(int, 16), help="frame height in pixels")
     add_option(parser, "weights", "weights", help="LongLive weights directory (see `longlive-rtc download`)")
     add_option(parser, "decoder", "wan", choices=["wan", "tae"], help="latent decoder: Wan VAE or TAEHV (faster)")
     add_option(parser, "t5-device", "cuda", choices=["cuda", "cpu"], help="where the text encoder runs")
@@ -59,6 +90,17 @@ def build_generator(args: argparse.Namespace):
     return build_longlive_generator(args, geometry)
 
 
+def output_problem(out: Path) -> str | None:
+    """Why ``generate`` cannot write ``out`` (checked before any frame is generated), or None."""
+    if out.suffix.lower() != ".mp4":
+        return f"--out {out}: generate writes H.264 MP4 only; give a path ending in .mp4"
+    if not out.parent.is_dir():
+        return f"--out {out}: the directory {out.parent} does not exist (create it first)"
+    if not os.access(out.parent, os.W_OK):
+        return f"--out {out}: the directory {out.parent} is not writable"
+    return None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -69,8 +111,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ScheduleFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.frames < 1:
-        print("error: --frames must be >= 1", file=sys.stderr)
+    problem = output_problem(Path(args.out))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     generator = build_generator(args)
     frames = math.ceil(args.frames / generator.geometry.frames_per_block) * generator.geometry.frames_per_block
@@ -145,6 +188,25 @@ def serve_banner(args: argparse.Namespace, config, auth) -> str:
     return "\n".join(lines)
 
 
+def listen_problem(host: str, port: int) -> str | None:
+    """Why ``serve`` could not listen on ``host:port`` (a trial bind, before any model loads), or None."""
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does
+            try:
+                trial.bind(address)
+            except OSError as exc:
+                hint = "; is another server running? choose another --port" if exc.errno == errno.EADDRINUSE else ""
+                return f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -173,6 +235,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit("error: --auth must be 'token' or 'none'")
     auth = Auth(args.auth, args.api_key or None, token_ttl=float(args.token_ttl))
     limiter = RateLimiter(per_minute=float(args.rate_limit), burst=int(args.rate_burst))
+    problem = listen_problem(args.host, int(args.port))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     pool = [build_generator(args)]  # fail fast, before listening, if the generator cannot be built
 
     def generator_factory():
@@ -181,7 +247,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
     app = create_app(hub, auth, cors_origins=cors, limiter=limiter)
     print(serve_banner(args, config, auth), flush=True)
-    web.run_app(app, host=args.host, port=int(args.port), print=None, handler_args=HTTP_LIMITS)
+    try:
+        web.run_app(app, host=args.host, port=int(args.port), print=None, handler_args=HTTP_LIMITS)
+    except OSError as exc:  # the port was taken between the trial bind and now
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -203,21 +275,51 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="longlive-rtc", description=__doc__.splitlines()[0])
-    add_option(parser, "log-level", "INFO", help="logging level")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="longlive-rtc",
+        description=DESCRIPTION,
+        epilog="Run `longlive-rtc <command> --help` for a command's flags and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    add_option(parser, "log-level", "INFO", type=str.upper, choices=LOG_LEVELS, help="logging level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    generate = commands.add_parser("generate", help="render a prompt schedule offline to an MP4")
-    generate.add_argument("--schedule", required=True, help='JSON array of {"timestamp": int, "prompt": str}')
-    generate.add_argument("--frames", type=int, required=True, help="generation frames (rounded up to blocks)")
-    generate.add_argument("--out", required=True, help="output .mp4 path")
-    add_option(generate, "seed", 0, type=int, help="random seed")
+    def command(name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=summary, description=summary[:1].upper() + summary[1:] + ".",
+            epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        sub.add_argument(  # also accepted after the command; the one before it is the default
+            "--log-level", type=str.upper, choices=LOG_LEVELS, default=argparse.SUPPRESS, help="logging level"
+        )
+        return sub
+
+    generate = command(
+        "generate",
+        "render a prompt schedule offline to an MP4",
+        "  longlive-rtc generate --schedule schedule.json --frames 120 --out video.mp4\n"
+        "  longlive-rtc generate --schedule schedule.json --frames 600 --out video.mp4 --generator longlive\n",
+    )
+    generate.add_argument(
+        "--schedule", required=True, help='JSON array of {"timestamp": int, "prompt": str} (the director\'s export)'
+    )
+    generate.add_argument(
+        "--frames", type=bounded(int, 1), required=True, help="generation frames (rounded up to whole blocks)"
+    )
+    generate.add_argument("--out", required=True, help="output path ending in .mp4 (its directory must exist)")
+    add_option(generate, "seed", 0, type=bounded(int, 0), help="random seed")
     add_generator_options(generate)
     generate.set_defaults(func=cmd_generate)
 
-    serve = commands.add_parser("serve", help="run the WebRTC server")
+    serve = command(
+        "serve",
+        "run the WebRTC server: director, viewer and OBS pages, HTTP API, WHEP",
+        "  longlive-rtc serve                                  # synthetic generator, token access\n"
+        "  longlive-rtc serve --auth none --port 9000          # trusted LAN, no tokens\n"
+        "  longlive-rtc serve --generator longlive --weights weights --decoder tae\n",
+    )
     add_option(serve, "host", "0.0.0.0", help="address to listen on")
-    add_option(serve, "port", 8080, type=int, help="HTTP port")
+    add_option(serve, "port", 8080, type=bounded(int, 1), help="HTTP port")
     add_option(serve, "codec", "vp8", choices=["vp8", "h264"], help="video codec")
     serve.add_argument(
         "--ice-server",
@@ -230,44 +332,70 @@ def build_parser() -> argparse.ArgumentParser:
         serve,
         "max-sessions",
         None,
-        type=int,
+        type=bounded(int, 1),
         help="generation slots (default: 1 for longlive, CPU cores for synthetic)",
     )
     add_option(
-        serve, "session-idle", 600.0, type=float, help="seconds a session with no peer that is not running lives on"
+        serve,
+        "session-idle",
+        600.0,
+        type=bounded(float, 0),
+        help="seconds a session with no peer that is not running lives on",
     )
-    add_option(serve, "max-peers", 64, type=int, help="peers of all sessions together")
-    add_option(serve, "max-peers-per-session", 16, type=int, help="peers of one session")
+    add_option(serve, "max-peers", 64, type=bounded(int, 1), help="peers of all sessions together")
+    add_option(serve, "max-peers-per-session", 16, type=bounded(int, 1), help="peers of one session")
     add_option(serve, "auth", "token", choices=["token", "none"], help="access control ('none': a trusted LAN)")
     add_option(serve, "api-key", None, help="API key (default: a new one, printed in the startup URL)")
-    add_option(serve, "token-ttl", 0.0, type=float, help="seconds a session token stays valid (0: no expiry)")
+    add_option(
+        serve, "token-ttl", 0.0, type=bounded(float, 0), help="seconds a session token stays valid (0: no expiry)"
+    )
     serve.add_argument(
         "--cors-origin",
         action="append",
         help="origin allowed to call the API from its pages, repeatable [env LONGLIVE_RTC_CORS_ORIGINS, comma-list]",
     )
-    add_option(serve, "rate-limit", 60.0, type=float, help="sessions/offers per minute per client address")
-    add_option(serve, "rate-burst", 30, type=int, help="sessions/offers at once per client address")
-    add_option(serve, "buffer-blocks", 1, type=int, help="blocks buffered ahead of playback")
+    add_option(
+        serve,
+        "rate-limit",
+        60.0,
+        type=bounded(float, 0, strict=True),
+        help="sessions/offers per minute per client address",
+    )
+    add_option(serve, "rate-burst", 30, type=bounded(int, 1), help="sessions/offers at once per client address")
+    add_option(serve, "buffer-blocks", 1, type=bounded(int, 1), help="blocks buffered ahead of playback")
     add_generator_options(serve)
     serve.set_defaults(func=cmd_serve)
 
-    bench = commands.add_parser("bench", help="GPU benchmark of the full-size model (random weights)")
-    bench.add_argument("--decoders", nargs="+", default=["wan", "tae"], choices=["wan", "tae"])
-    bench.add_argument("--blocks", type=int, default=12, help="blocks per run")
-    bench.add_argument("--runs", type=int, default=3, help="runs (medians are reported)")
+    bench = command(
+        "bench",
+        "GPU benchmark of the full-size model (random weights, no files needed)",
+        "  longlive-rtc bench\n  longlive-rtc bench --decoders tae --blocks 24 --json bench.json\n",
+    )
+    bench.add_argument(
+        "--decoders", nargs="+", default=["wan", "tae"], choices=["wan", "tae"], help="decoders to measure, in turn"
+    )
+    bench.add_argument("--blocks", type=bounded(int, 1), default=12, help="blocks per run")
+    bench.add_argument("--runs", type=bounded(int, 1), default=3, help="runs (medians are reported)")
     add_option(bench, "compile", "on", choices=["on", "off"], help="torch.compile the DiT blocks")
     bench.add_argument("--no-t5", dest="with_t5", action="store_false", help="leave the umT5 encoder out")
-    bench.add_argument("--json", help="also write the results here")
+    bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=cmd_bench)
 
-    download = commands.add_parser("download", help="fetch the official weights from the Hugging Face Hub")
+    download = command(
+        "download",
+        "fetch the official LongLive weights from the Hugging Face Hub",
+        "  longlive-rtc download --dir weights\n  longlive-rtc download --dir weights --no-tae\n",
+    )
     add_option(download, "dir", "weights", help="destination directory")
     download.add_argument("--no-tae", action="store_true", help="skip the TAEHV decoder weights")
     download.add_argument("--force", action="store_true", help="download again even when present")
     download.set_defaults(func=cmd_download)
 
-    schema = commands.add_parser("schema", help="print the data-channel protocol's JSON Schema")
+    schema = command(
+        "schema",
+        "print the data-channel protocol's JSON Schema",
+        "  longlive-rtc schema > protocol.schema.json\n  longlive-rtc schema --markdown > docs/protocol.md\n",
+    )
     schema.add_argument("--markdown", action="store_true", help="print docs/protocol.md instead")
     schema.set_defaults(func=cmd_schema)
     return parser
@@ -275,7 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = str(args.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = logging.DEBUG if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level))
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
     return int(args.func(args) or 0)
 
 

@@ -1,12 +1,19 @@
-"""The command line: flags with environment equivalents, ICE server parsing, schema, weights errors."""
+"""The command line: flags with environment equivalents, validation, one-line errors, help, logging, schema."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from longlive_rtc.cli import build_parser, main, parse_ice_servers
+from longlive_rtc.cli import CHATTY_LOGGERS, build_parser, main, parse_ice_servers
 from longlive_rtc.protocol import json_schema
 
 
@@ -42,3 +49,126 @@ def test_longlive_without_weights_names_the_missing_files(tmp_path, capsys: pyte
         main(argv)
     message = str(exit_info.value)
     assert "longlive_base.pt" in message and "longlive-rtc download --dir" in message
+
+
+def run_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``longlive-rtc ARGV`` in a child process, as a user types it."""
+    command = [sys.executable, "-m", "longlive_rtc.cli", *argv]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        line = one_error_line(run_cli("serve", "--host", "127.0.0.1", "--port", port, "--auth", "none", cwd=tmp_path))
+    assert f"127.0.0.1:{port}" in line and "in use" in line and "--port" in line
+
+
+@pytest.mark.parametrize(
+    ("out", "expected"),
+    [("missing/dir/x.mp4", "does not exist"), ("x.webm", "ending in .mp4"), ("x", "ending in .mp4")],
+)
+def test_generate_refuses_an_output_it_cannot_write_in_one_line(tmp_path: Path, out: str, expected: str) -> None:
+    (tmp_path / "s.json").write_text('[{"timestamp": 0, "prompt": "x"}]')
+    line = one_error_line(run_cli("generate", "--schedule", "s.json", "--frames", "3", "--out", out, cwd=tmp_path))
+    assert out in line and expected in line
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.json"]  # nothing written, no directory made
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--max-sessions", "0"],
+        ["serve", "--session-idle", "-1"],
+        ["serve", "--max-peers", "0"],
+        ["serve", "--max-peers-per-session", "0"],
+        ["serve", "--rate-limit", "0"],
+        ["serve", "--rate-limit", "nan"],
+        ["serve", "--rate-burst", "0"],
+        ["serve", "--token-ttl", "-5"],
+        ["serve", "--buffer-blocks", "0"],
+        ["serve", "--port", "0"],
+        ["serve", "--max-peers", "many"],
+        ["generate", "--schedule", "s.json", "--out", "x.mp4", "--frames", "0"],
+        ["generate", "--schedule", "s.json", "--out", "x.mp4", "--frames", "3", "--seed", "-1"],
+        ["bench", "--runs", "0"],
+    ],
+)
+def test_out_of_range_flags_are_argparse_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    flag = next(a for a in reversed(argv) if a.startswith("--"))
+    assert exit_info.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
+
+
+def test_an_out_of_range_environment_value_is_refused_like_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LONGLIVE_RTC_MAX_SESSIONS", "0")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve"])
+    assert "--max-sessions: '0' must be >= 1" in capsys.readouterr().err
+    monkeypatch.setenv("LONGLIVE_RTC_MAX_SESSIONS", "3")
+    assert build_parser().parse_args(["serve"]).max_sessions == 3
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"longlive-rtc {version('longlive-rtc')}"
+
+
+def test_log_level_is_accepted_before_and_after_the_command() -> None:
+    parse = build_parser().parse_args
+    assert parse(["schema", "--log-level", "debug"]).log_level == "DEBUG"
+    assert parse(["--log-level", "warning", "schema"]).log_level == "WARNING"
+    assert parse(["--log-level", "warning", "schema", "--log-level", "error"]).log_level == "ERROR"
+    assert parse(["schema"]).log_level == "INFO"
+    with pytest.raises(SystemExit):
+        parse(["schema", "--log-level", "loud"])
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_every_command_has_a_description_examples_and_help_for_every_flag() -> None:
+    commands = subcommands()
+    assert set(commands) == {"serve", "generate", "bench", "download", "schema"}
+    for name, sub in commands.items():
+        assert sub.description and "composition root" not in sub.description, name
+        assert f"longlive-rtc {name}" in sub.epilog.split("examples:", 1)[1], name
+        for action in sub._actions:
+            assert action.help and action.help != argparse.SUPPRESS, f"{name} {action.option_strings} has no help"
+    assert "composition root" not in build_parser().format_help()
+
+
+@pytest.fixture
+def restore_logger_levels() -> Iterator[None]:
+    saved = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logger_levels")
+def test_ice_and_access_loggers_stay_at_warning_unless_debug_is_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["schema"])
+    assert {logging.getLogger(name).level for name in ("aioice", "aiortc")} == {logging.WARNING}
+    main(["schema", "--log-level", "error"])
+    assert logging.getLogger("aioice").level == logging.ERROR
+    main(["schema", "--log-level", "debug"])
+    assert {logging.getLogger(name).level for name in CHATTY_LOGGERS} == {logging.DEBUG}
