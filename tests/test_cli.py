@@ -172,3 +172,15 @@ def test_ice_and_access_loggers_stay_at_warning_unless_debug_is_asked(capsys: py
     assert logging.getLogger("aioice").level == logging.ERROR
     main(["schema", "--log-level", "debug"])
     assert {logging.getLogger(name).level for name in CHATTY_LOGGERS} == {logging.DEBUG}
+
+
+def test_every_serve_flag_but_random_weights_names_its_environment_variable() -> None:
+    serve = subcommands()["serve"]
+    unnamed = set()
+    for action in serve._actions:
+        flag = action.option_strings[-1]
+        expected = "LONGLIVE_RTC_" + flag.removeprefix("--").upper().replace("-", "_")
+        if not any(name in action.help for name in (expected, expected + "S")):
+            unnamed.add(flag)
+    assert unnamed == {"--help", "--log-level", "--random-weights"}  # --log-level's is on the top-level flag
+    assert "[env LONGLIVE_RTC_LOG_LEVEL;" in build_parser().format_help()
