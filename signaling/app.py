@@ -16,6 +16,8 @@ from longlive_rtc.rtc.hub import Hub
 from .access import Access
 from .auth import Auth
 from .limits import RateLimiter
+from .reactor import REQUEST_HEADERS as REACTOR_HEADERS
+from .reactor import add_reactor_routes
 from .routes import (
     ACCESS_KEY,
     COMMAND_LIMITER_KEY,
@@ -40,8 +42,8 @@ HTTP_LIMITS = {"keepalive_timeout": 15.0, "max_line_size": 8190, "max_field_size
 STATIC_DIR = Path(__file__).resolve().parent / "static"  # shipped in the wheel as package data
 CORS_ORIGINS_KEY = web.AppKey("cors_origins", frozenset)
 CORS_HEADERS = {
-    "Access-Control-Allow-Methods": "GET, POST, DELETE, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match, " + ", ".join(REACTOR_HEADERS),
     "Access-Control-Expose-Headers": "Location, Link, Retry-After, ETag, WWW-Authenticate",
     "Access-Control-Max-Age": "600",
 }
@@ -110,10 +112,12 @@ def create_app(
     cors_origins: Iterable[str] = (),
     limiter: RateLimiter | None = None,
     static_dir: Path = STATIC_DIR,
+    reactor_local: bool = False,
 ) -> web.Application:
     """The signaling server over ``hub``; closes every session and peer on shutdown.
 
     ``auth`` defaults to token mode with a fresh API key (``app[ACCESS_KEY].auth.api_key``).
+    ``reactor_local`` mounts the Reactor JS SDK's local-mode API (signaling/reactor.py).
     """
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[cross_origin, errors_as_json, body_in_time])
     app[HUB_KEY] = hub
@@ -124,6 +128,8 @@ def create_app(
     app[CORS_ORIGINS_KEY] = frozenset(origin.rstrip("/") for origin in cors_origins)
     app[STATIC_KEY] = static_dir
     app.add_routes(routes)
+    if reactor_local:
+        add_reactor_routes(app)
     if static_dir.is_dir():
         app.router.add_static("/static/", static_dir, follow_symlinks=False)
 

@@ -1,0 +1,283 @@
+"""The Reactor JS SDK's local-mode API: ``new Reactor({modelName: "longlive", local: true, apiUrl})``.
+
+An adapter over the same hub, sessions and access checks as every other route (no second engine):
+
+- ``POST /start_session`` (``{extra_args?: {seed?, codec?}}``) creates a session and answers its descriptor:
+  ``session_id``, ``model``, ``selected_transport`` (WebRTC 1.0) and ``capabilities`` (the ``main_video``
+  track and the protocol's commands with their field schemas). The SDK's local mode has one session at a
+  time (``stop_session`` names none), so a new start ends the previous Reactor session.
+- ``GET /session``, ``POST /stop_session``: the current Reactor session; stop frees it and its slot.
+- ``GET /sessions/{id}/transport/webrtc/ice_servers``: ``{ice_servers: [{uris, credentials?}]}``.
+- ``POST`` (``PUT`` to reconnect) ``/sessions/{id}/transport/webrtc/sdp_params`` with ``{sdp_offer,
+  track_mapping, client_info?}`` answers 202; ``GET`` on it answers 202 while the answer is pending, then
+  200 ``{sdp_answer}``. A new offer replaces the session's previous Reactor peer.
+
+The SDK sends no credential in local mode, so these routes pass the usual access checks only under
+``--auth none`` (the CLI refuses ``--reactor-local`` otherwise). Versions: ``Reactor-API-Version`` 1 and
+``Reactor-WebRTC-Version`` 1.x; another one is answered 501 (this server is too old for that client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from longlive_rtc import protocol
+from longlive_rtc.protocol import Event
+from longlive_rtc.rtc.hub import Hub, LiveSession
+from longlive_rtc.rtc.peer import Peer
+from longlive_rtc.rtc.reactor_envelope import MODEL_NAME, VIDEO_TRACK, ReactorEnvelope, command_capabilities
+from longlive_rtc.session import Role
+
+from .routes import ACCESS_KEY, HUB_KEY, LIMITER_KEY, REFUSALS, _json_body, json_error, refusal, session_urls
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1"
+WEBRTC_VERSION = "1.0"
+API_VERSION_HEADER = "Reactor-API-Version"
+WEBRTC_VERSION_HEADER = "Reactor-WebRTC-Version"
+#: Headers a page's requests carry (for the CORS preflight).
+REQUEST_HEADERS = ("Reactor-API-Version", "Reactor-API-Accept-Version", "Reactor-WebRTC-Version")
+TRACKS = ({"name": VIDEO_TRACK, "kind": "video", "direction": "recvonly"},)
+EXTRA_ARGS = frozenset({"seed", "codec"})
+#: How long an offer's POST waits for the answer before answering 202 (the SDK then polls with GET).
+ANSWER_WAIT = 2.0
+TRANSPORT = "/sessions/{session}/transport/webrtc"
+
+try:
+    SERVER_VERSION = metadata.version("longlive-rtc")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    SERVER_VERSION = "0+unknown"
+
+
+@dataclass(eq=False)
+class Negotiation:
+    """One SDP offer being answered; a superseded one closes its peer once it has one."""
+
+    task: asyncio.Task[tuple[Peer, str]]
+    superseded: bool = False
+
+    def supersede(self) -> None:
+        self.superseded = True
+        if self.task.done():
+            self._close_peer(self.task)
+        else:
+            self.task.add_done_callback(self._close_peer)
+
+    @staticmethod
+    def _close_peer(task: asyncio.Task[tuple[Peer, str]]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            asyncio.ensure_future(task.result()[0].close())
+
+
+class ReactorLocal:
+    """The one Reactor session (the SDK's local mode knows no other) and its offer being answered."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.session_id: str | None = None
+        self.negotiation: Negotiation | None = None
+        self.envelope = ReactorEnvelope()
+        hub.on_freed.append(self._freed)
+
+    def _freed(self, session_id: str) -> None:
+        if session_id == self.session_id:
+            self.session_id = None
+            self._drop_negotiation()
+
+    def _drop_negotiation(self) -> None:
+        if self.negotiation is not None:
+            self.negotiation.supersede()
+            self.negotiation = None
+
+    async def stop(self) -> str | None:
+        """Free the current Reactor session (its peers close); its id, or None when there was none."""
+        session_id = self.session_id
+        if session_id is not None:
+            await self.hub.free_session(session_id)
+        return session_id
+
+    def negotiate(self, session_id: str, sdp: str) -> Negotiation:
+        """Start answering ``sdp`` for the session as its controller; the previous Reactor peer goes."""
+        self._drop_negotiation()
+        connecting = self.hub.connect(sdp, "offer", session_id, Role.CONTROLLER, adapt=self.envelope.bind)
+        self.negotiation = Negotiation(asyncio.ensure_future(connecting))
+        return self.negotiation
+
+
+REACTOR_KEY = web.AppKey("reactor_local", ReactorLocal)
+
+
+def _check_version(request: web.Request, header: str, supported: str) -> None:
+    """501 for a client speaking another major version than ``supported`` (absent: accepted)."""
+    value = request.headers.get(header)
+    if value is not None and value.strip().split(".")[0] != supported.split(".")[0]:
+        raise web.HTTPNotImplemented(reason=f"{header} {value[:20]!r} is not supported; this server speaks {supported}")
+
+
+def descriptor(request: web.Request, live: LiveSession) -> dict[str, Any]:
+    """The SDK's SessionResponse for ``live``, plus the links our own pages use to watch it."""
+    return {
+        "session_id": live.id,
+        "state": "ACTIVE",
+        "cluster": "local",
+        "model": {"name": MODEL_NAME, "version": SERVER_VERSION},
+        "server_info": {"server_version": f"longlive-rtc {SERVER_VERSION}"},
+        "selected_transport": {"protocol": "webrtc", "version": WEBRTC_VERSION},
+        "capabilities": {
+            "protocol_version": API_VERSION,
+            "tracks": list(TRACKS),
+            "commands": list(command_capabilities()),
+            "emission_fps": request.app[HUB_KEY].config.fps,
+        },
+        "urls": session_urls(request, live.id, request.app[ACCESS_KEY].tokens(live.id), controller=True),
+    }
+
+
+async def _optional_json(request: web.Request) -> dict[str, Any]:
+    """The JSON object body, or ``{}`` for a request without one."""
+    if not request.body_exists or request.content_length == 0:
+        return {}
+    return await _json_body(request)
+
+
+def _extra_args(body: dict[str, Any]) -> dict[str, Any]:
+    extra = body.get("extra_args", {})
+    if not isinstance(extra, dict):
+        raise web.HTTPBadRequest(reason="'extra_args' must be an object")
+    unknown = sorted(map(str, set(extra) - EXTRA_ARGS))
+    if unknown:
+        names = ", ".join(protocol.excerpt(name, 40) for name in unknown[:10])
+        raise web.HTTPBadRequest(reason=f"unknown extra_args: {names} (supported: seed, codec)")
+    return extra
+
+
+async def start_session(request: web.Request) -> web.Response:
+    request.app[ACCESS_KEY].admin(request)
+    _check_version(request, API_VERSION_HEADER, API_VERSION)
+    request.app[LIMITER_KEY].take(request.remote or "unknown", "sessions created")
+    extra = _extra_args(await _optional_json(request))
+    seed = None
+    if "seed" in extra:
+        seed = protocol.validate_command({"type": "set_seed", "data": {"seed": extra["seed"]}})
+        if isinstance(seed, Event):
+            return json_error(400, f"extra_args: {seed.data['message']}")
+    state, hub = request.app[REACTOR_KEY], request.app[HUB_KEY]
+    previous = await state.stop()
+    if previous is not None:
+        log.info("reactor: a new session replaces session %s", previous)
+    live = hub.create_session(None, extra.get("codec"))
+    request.app[ACCESS_KEY].register(live.id)
+    state.session_id = live.id
+    if seed is not None:
+        live.session.execute(seed, Role.CONTROLLER, lambda _event: None)
+    log.info("reactor: session %s started", live.id)
+    return web.json_response(descriptor(request, live), headers={API_VERSION_HEADER: API_VERSION})
+
+
+def _current(request: web.Request) -> LiveSession:
+    session_id = request.app[REACTOR_KEY].session_id
+    if session_id is None:
+        raise web.HTTPConflict(reason="no Reactor session is running (POST /start_session)")
+    return request.app[HUB_KEY].get(session_id)
+
+
+async def get_session(request: web.Request) -> web.Response:
+    request.app[ACCESS_KEY].admin(request)
+    return web.json_response(descriptor(request, _current(request)))
+
+
+async def stop_session(request: web.Request) -> web.Response:
+    request.app[ACCESS_KEY].admin(request)
+    live = _current(request)
+    await request.app[REACTOR_KEY].stop()
+    log.info("reactor: session %s stopped", live.id)
+    return web.json_response({"stopped": live.id})
+
+
+def _transport_session(request: web.Request) -> LiveSession:
+    """The Reactor session a transport request names, checked like any controller's request."""
+    session_id = request.match_info["session"]
+    request.app[ACCESS_KEY].session(request, session_id, control=True)
+    _check_version(request, WEBRTC_VERSION_HEADER, WEBRTC_VERSION)
+    if session_id != request.app[REACTOR_KEY].session_id:
+        raise web.HTTPNotFound(reason=f"no Reactor session {protocol.excerpt(session_id, 64)}")
+    return request.app[HUB_KEY].get(session_id)
+
+
+async def ice_servers(request: web.Request) -> web.Response:
+    _transport_session(request)
+    servers = []
+    for server in request.app[HUB_KEY].config.ice_servers:
+        entry: dict[str, Any] = {"uris": [server.urls] if isinstance(server.urls, str) else list(server.urls)}
+        if server.username and server.credential:
+            entry["credentials"] = {"username": server.username, "password": server.credential}
+        servers.append(entry)
+    return web.json_response({"ice_servers": servers})
+
+
+def _check_track_mapping(mapping: object) -> None:
+    if not isinstance(mapping, list) or not all(isinstance(entry, dict) for entry in mapping):
+        raise web.HTTPBadRequest(reason="'track_mapping' must be a list of {name, kind, direction, mid}")
+    names = {track["name"] for track in TRACKS}
+    unknown = sorted({str(entry.get("name")) for entry in mapping} - names)
+    if unknown:
+        shown = ", ".join(protocol.excerpt(name, 40) for name in unknown[:5])
+        raise web.HTTPBadRequest(reason=f"unknown tracks in 'track_mapping': {shown} (this model has {VIDEO_TRACK})")
+
+
+def _failure(task: asyncio.Task) -> web.Response | None:
+    """The error answer of a finished negotiation that failed; None when it succeeded."""
+    if task.cancelled():
+        return json_error(503, "the offer was dropped (the server is shutting down?); send it again")
+    exc = task.exception()
+    if exc is None:
+        return None
+    if isinstance(exc, REFUSALS):
+        return refusal(exc)
+    log.error("reactor: answering an offer failed: %s: %s", type(exc).__name__, exc)
+    return json_error(500, "internal server error")
+
+
+async def offer(request: web.Request) -> web.Response:
+    """An SDP offer in; 202 at once or when its answer is ready, whichever comes first (GET polls it)."""
+    live = _transport_session(request)
+    request.app[LIMITER_KEY].take(request.remote or "unknown", "offers")
+    body = await _json_body(request)
+    sdp = body.get("sdp_offer")
+    if not isinstance(sdp, str):
+        return json_error(400, "'sdp_offer' must be the SDP text of an offer")
+    _check_track_mapping(body.get("track_mapping", []))
+    negotiation = request.app[REACTOR_KEY].negotiate(live.id, sdp)
+    await asyncio.wait({negotiation.task}, timeout=ANSWER_WAIT)
+    failed = _failure(negotiation.task) if negotiation.task.done() else None
+    return failed or web.json_response({"status": "answered" if negotiation.task.done() else "pending"}, status=202)
+
+
+async def answer(request: web.Request) -> web.Response:
+    """202 while the answer is being made, then 200 ``{sdp_answer}``."""
+    _transport_session(request)
+    negotiation = request.app[REACTOR_KEY].negotiation
+    if negotiation is None:
+        return json_error(404, "no offer for this session: POST sdp_params first")
+    if not negotiation.task.done():
+        return web.json_response({"status": "pending"}, status=202)
+    return _failure(negotiation.task) or web.json_response({"sdp_answer": negotiation.task.result()[1]})
+
+
+def add_reactor_routes(app: web.Application) -> None:
+    """Mount the local-mode API on ``app`` (whose hub and access checks it uses)."""
+    app[REACTOR_KEY] = ReactorLocal(app[HUB_KEY])
+    app.router.add_post("/start_session", start_session)
+    app.router.add_get("/session", get_session)
+    app.router.add_post("/stop_session", stop_session)
+    app.router.add_get(f"{TRANSPORT}/ice_servers", ice_servers)
+    app.router.add_post(f"{TRANSPORT}/sdp_params", offer)
+    app.router.add_put(f"{TRANSPORT}/sdp_params", offer)
+    app.router.add_get(f"{TRANSPORT}/sdp_params", answer)
