@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
@@ -14,6 +15,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from signaling.app import HTTP_LIMITS
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "signaling" / "static"
@@ -89,6 +92,22 @@ def test_a_server_started_from_the_installed_wheel_serves_the_director(installed
         assert status == 200 and "<title>LongLive RTC · Director</title>" in html
         assert get(f"http://127.0.0.1:{port}/static/js/director.js")[0] == 200
         assert get(f"http://127.0.0.1:{port}/static/css/director.css")[0] == 200
+        assert status_with_headers(port, HTTP_LIMITS["max_headers"] + 10) == 400  # serve applies HTTP_LIMITS
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        _, log = server.communicate(timeout=10)
+    assert "Failed to create request handler" not in log and "WARNING" not in log, log
+    assert "GET /static" not in log, "per-request lines at INFO"
+
+
+def status_with_headers(port: int, count: int) -> int:
+    """The status of ``GET /`` sent with ``count`` extra header fields."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.putrequest("GET", "/")
+        for index in range(count):
+            connection.putheader(f"X-Extra-{index}", "1")
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
