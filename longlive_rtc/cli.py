@@ -234,6 +234,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.auth not in ("token", "none"):
         raise SystemExit("error: --auth must be 'token' or 'none'")
     auth = Auth(args.auth, args.api_key or None, token_ttl=float(args.token_ttl))
+    if args.reactor_local and auth.enabled:
+        raise SystemExit("error: --reactor-local needs --auth none (the Reactor SDK's local mode sends no token)")
     limiter = RateLimiter(per_minute=float(args.rate_limit), burst=int(args.rate_burst))
     problem = listen_problem(args.host, int(args.port))
     if problem:
@@ -245,8 +247,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return pool.pop() if pool else build_generator(args)
 
     hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
-    app = create_app(hub, auth, cors_origins=cors, limiter=limiter)
+    app = create_app(hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local)
     print(serve_banner(args, config, auth), flush=True)
+    if args.reactor_local:
+        print(f"  Reactor SDK local mode on: new Reactor({{modelName: 'longlive', local: true}}) (port {args.port})")
     try:
         web.run_app(app, host=args.host, port=int(args.port), print=None, **HTTP_LIMITS)
     except OSError as exc:  # the port was taken between the trial bind and now
@@ -363,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(serve, "rate-burst", 30, type=bounded(int, 1), help="sessions/offers at once per client address")
     add_option(serve, "buffer-blocks", 1, type=bounded(int, 1), help="blocks buffered ahead of playback")
+    serve.add_argument(
+        "--reactor-local",
+        action="store_true",
+        default=os.environ.get(ENV_PREFIX + "REACTOR_LOCAL", "").lower() not in ("", "0", "false", "no"),
+        help="also serve the Reactor JS SDK's local-mode API, unauthenticated: needs --auth none "
+        "(docs/reactor.md) [env LONGLIVE_RTC_REACTOR_LOCAL=1]",
+    )
     add_generator_options(serve)
     serve.set_defaults(func=cmd_serve)
 
