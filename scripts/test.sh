@@ -18,6 +18,19 @@ python3 -m venv .venv
 # constraints.txt pins the CPU build of torch, so no CUDA packages are downloaded.
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 
+if [ -f tests/js/package-lock.json ]; then  # the browser tests' npm packages (e.g. the Reactor JS SDK)
+    if ! command -v npm >/dev/null; then
+        echo "== installing Debian's npm"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends npm >/dev/null
+    fi
+    installed=tests/js/node_modules/.package-lock.json
+    if [ ! -f "$installed" ] || [ tests/js/package-lock.json -nt "$installed" ]; then
+        echo "== installing the locked npm packages of tests/js"
+        (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+fi
+
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== pytest"

@@ -181,21 +181,22 @@ async def start_session(request: web.Request) -> web.Response:
     return web.json_response(descriptor(request, live), headers={API_VERSION_HEADER: API_VERSION})
 
 
-def _current(request: web.Request) -> LiveSession:
+def _current(request: web.Request, missing: type[web.HTTPError]) -> LiveSession:
     session_id = request.app[REACTOR_KEY].session_id
     if session_id is None:
-        raise web.HTTPConflict(reason="no Reactor session is running (POST /start_session)")
+        raise missing(reason="no Reactor session is running (POST /start_session)")
     return request.app[HUB_KEY].get(session_id)
 
 
 async def get_session(request: web.Request) -> web.Response:
     request.app[ACCESS_KEY].admin(request)
-    return web.json_response(descriptor(request, _current(request)))
+    return web.json_response(descriptor(request, _current(request, web.HTTPNotFound)))
 
 
 async def stop_session(request: web.Request) -> web.Response:
+    """200 when the session was freed; 409 when there was none to stop (as the Reactor runtime answers)."""
     request.app[ACCESS_KEY].admin(request)
-    live = _current(request)
+    live = _current(request, web.HTTPConflict)
     await request.app[REACTOR_KEY].stop()
     log.info("reactor: session %s stopped", live.id)
     return web.json_response({"stopped": live.id})
