@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from longlive_rtc.rtc.hub import HubConfig
+from signaling.auth import Auth
 
 from .rtc_client import Server
 
@@ -56,13 +60,17 @@ VIDEO_STATS_JS = """async () => {
 
 
 class ServerThread:
-    """The real signaling app (tests.rtc_client.Server) on its own event loop in a daemon thread."""
+    """The real signaling app (tests.rtc_client.Server) on its own event loop in a daemon thread.
 
-    def __init__(self, port: int = 0) -> None:
+    ``auth`` defaults to ``--auth none``; pass ``Auth("token", api_key=...)`` for token mode. The HTTP
+    helpers below present the API key (an admin's view of every session) unless given another token.
+    """
+
+    def __init__(self, port: int = 0, auth: Auth | None = None, config: HubConfig | None = None) -> None:
         self.port = port
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="server", daemon=True)
-        self.server = Server(port=port)
+        self.server = Server(config or HubConfig(max_sessions=8), port=port, auth=auth)
 
     def start(self) -> ServerThread:
         self.thread.start()
@@ -95,6 +103,14 @@ class ServerThread:
     def hub(self):
         return self.server.hub
 
+    @property
+    def api_key(self) -> str:
+        return self.server.api_key
+
+    @property
+    def token_mode(self) -> bool:
+        return self.server.auth.enabled
+
     def run(self, coroutine, timeout: float = 30.0) -> Any:
         """Run a coroutine on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -115,6 +131,14 @@ class ServerThread:
 
         return self.call(create)
 
+    def free_sessions(self) -> None:
+        """Free every session (between tests: a running session would keep generating for nobody)."""
+
+        async def free() -> None:
+            await asyncio.gather(*(self.hub.free_session(sid) for sid in list(self.hub.sessions)))
+
+        self.run(free())
+
     def drop_peers(self, session_id: str) -> None:
         """Close every peer of a session from the server side, as a network failure would."""
 
@@ -126,17 +150,37 @@ class ServerThread:
 
     # --- HTTP API, as a script would use it ---------------------------------------------------------------
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.load(response)
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        """``(status, decoded JSON or None)`` of one request, errors included (no exception for 4xx/5xx)."""
+        headers = {"Authorization": f"Bearer {token or self.api_key}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.url + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, json.loads(raw) if raw else None
 
-    def command(self, session_id: str, kind: str, **data: Any) -> list[dict]:
-        body = json.dumps({"type": kind, "data": data}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/sessions/{session_id}/commands", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
+    def get(self, path: str, token: str | None = None) -> Any:
+        status, body = self.request("GET", path, token=token)
+        assert status == 200, (path, status, body)
+        return body
+
+    def post_session(self, **fields: Any) -> dict:
+        """``POST /sessions`` with the API key: the new session, its tokens and links."""
+        status, body = self.request("POST", "/sessions", fields)
+        assert status == 201, (status, body)
+        return body
+
+    def command(self, session_id: str, kind: str, token: str | None = None, **data: Any) -> list[dict]:
+        status, body = self.request("POST", f"/sessions/{session_id}/commands", {"type": kind, "data": data}, token)
+        assert status == 200, (kind, status, body)
+        return body
 
 
 @dataclass

@@ -1,17 +1,24 @@
-// One WebRTC connection to a session, kept alive: offer/answer over POST /offer, the video into a
-// <video> element, the data-channel protocol, and reconnection with exponential backoff, forever.
+// One WebRTC connection to a session, kept alive: offer/answer over POST /offer (with the page's token),
+// the video into a <video> element, the data-channel protocol, reconnection with exponential backoff,
+// and leaving at once when the tab closes.
 //
 // Events (EventTarget):
-//   "state"   detail {state, attempt, delay, reason}   state: connecting | connected | retrying | gone | closed
-//   "session" detail {session, peer, created}           after every answer (the session id to share;
-//                                                       created: a gone session was recreated under its id)
+//   "state"   detail {state, attempt, delay, reason}   state: see State below
+//   "session" detail {session, peer, token, created}    after every answer (created: a gone session was
+//                                                       recreated under its id)
 //   "message" detail <protocol event>                   every event from the server (state, progress, ...)
+
+import { BUSY_STATUSES, DENIED_STATUSES, ServerError, api, bearer, serverError, sessionPath } from "./api.js";
+
+export { ServerError } from "./api.js";
 
 export const State = Object.freeze({
   CONNECTING: "connecting",
   CONNECTED: "connected",
-  RETRYING: "retrying",
+  RETRYING: "retrying", // lost, or the server is unreachable: trying again
+  BUSY: "busy", // the server is full or rate-limits us (503/429): trying again after Retry-After
   GONE: "gone", // the server no longer has the session (it restarted, or the session expired)
+  DENIED: "denied", // the token is missing or not valid for this (401/403): not retried
   CLOSED: "closed",
 });
 
@@ -19,20 +26,11 @@ const GATHER_TIMEOUT_MS = 4000;
 const OPEN_TIMEOUT_MS = 15000;
 const DISCONNECTED_GRACE_MS = 3000;
 const REQUEST_TIMEOUT_MS = 10000;
-
-/** The server answered an error; `status` is the HTTP status, `retryAfter` seconds if it said so. */
+const PACED_ATTEMPTS = 40;
 /** What the server accepts as a session id to (re)create (the hub's SESSION_ID). */
 const SESSION_ID = /^[A-Za-z0-9_-]{4,64}$/;
 
-export class ServerError extends Error {
-  constructor(status, message, retryAfter = null) {
-    super(message);
-    this.status = status;
-    this.retryAfter = retryAfter;
-  }
-}
-
-/** A command the server rejected; `data` is the `error` event's data ({code, message, command}). */
+/** A command the server rejected; `data` is the `error` event's data ({code, message, command, ...}). */
 export class CommandError extends Error {
   constructor(data) {
     super(data.message);
@@ -40,22 +38,7 @@ export class CommandError extends Error {
   }
 }
 
-async function getJson(url) {
-  const response = await fetch(url, { cache: "no-store" });
-  if (!response.ok) throw await serverError(response);
-  return response.json();
-}
-
-async function serverError(response) {
-  let message = `${response.status} ${response.statusText}`;
-  try {
-    message = (await response.json()).error?.message ?? message;
-  } catch {
-    // not JSON: keep the status line
-  }
-  const retryAfter = Number.parseFloat(response.headers.get("Retry-After"));
-  return new ServerError(response.status, message, Number.isFinite(retryAfter) ? retryAfter : null);
-}
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function waitForIceGathering(pc, timeoutMs) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -75,35 +58,45 @@ export class StreamConnection extends EventTarget {
   /**
    * @param {object} options
    * @param {HTMLVideoElement} options.video  where the stream plays
-   * @param {string|null} options.session     session to join; null creates one (controllers only)
+   * @param {string|null} options.session     session to join; null: `createSession()` makes one first
+   * @param {string|null} options.token       the session token (or API key); null with --auth none
    * @param {"controller"|"viewer"} options.role
    * @param {string|null} options.codec       "vp8" or "h264"; null lets the server choose
    * @param {{initial: number, max: number}} options.backoff  retry delays in ms
+   * @param {(() => Promise<{session: string, token: string|null}>)|null} options.createSession
+   * @param {boolean} options.recreate        a controller asks the server to recreate a gone session
    */
-  constructor({ video, session = null, role = "controller", codec = null, backoff = {} }) {
+  constructor({
+    video, session = null, token = null, role = "controller", codec = null, backoff = {},
+    createSession = null, recreate = false,
+  }) {
     super();
     this.video = video;
     this.session = session;
+    this.token = token;
     this.role = role;
     this.codec = codec;
     this.backoff = { initial: 500, max: 8000, ...backoff };
+    this.createSession = createSession;
+    this.recreate = recreate;
     this.peerId = null;
     this.pc = null;
     this.channel = null;
     this.state = State.CLOSED;
     this._stopped = true;
+    this._loops = 0; // the running loop's number: a stopped loop that wakes up later just ends
     this._pending = new Map();
     this._nextId = 1;
     this._wake = null;
     this._drop = null;
-    this._create = false;
+    this._iceServers = null;
   }
 
   /** Connect, and keep reconnecting whenever the connection is lost, until stop(). */
   start() {
     if (!this._stopped) return;
     this._stopped = false;
-    this._loop();
+    this._loop(++this._loops);
   }
 
   stop() {
@@ -114,11 +107,29 @@ export class StreamConnection extends EventTarget {
     this._setState(State.CLOSED);
   }
 
-  /** Leave the current session for `session` (null: a new one), reconnecting at once. */
-  switchSession(session) {
+  /**
+   * Leave now (the tab is closing): tell the server to drop this peer at once, with a request that
+   * outlives the page, and close the connection.
+   */
+  leave() {
+    const { session, peerId, token } = this;
+    if (session && peerId && this.pc) {
+      fetch(sessionPath(session, `/peers/${encodeURIComponent(peerId)}`), {
+        method: "DELETE",
+        headers: bearer(token),
+        keepalive: true,
+      }).catch(() => {});
+    }
+    this.stop();
+  }
+
+  /** Leave the current session for `session` (null: a new one from createSession), reconnecting at once. */
+  switchSession(session, token = this.token) {
     this.session = session;
+    this.token = token;
     this._drop?.("switching session");
     this._wake?.();
+    if (this._stopped) this.start();
   }
 
   /** Send a command; resolves with the `ack` data, rejects with a CommandError (or Error when offline). */
@@ -138,32 +149,52 @@ export class StreamConnection extends EventTarget {
     });
   }
 
+  /**
+   * request(), paced by the server: a `limit_exceeded` answer with `retry_after` (the per-connection
+   * command budget) is retried after that long, so that importing or restoring many prompts gets through.
+   */
+  async requestPaced(type, data = {}) {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.request(type, data);
+      } catch (error) {
+        const wait = error instanceof CommandError ? error.data.retry_after : undefined;
+        if (error.data?.code !== "limit_exceeded" || typeof wait !== "number" || attempt >= PACED_ATTEMPTS) {
+          throw error;
+        }
+        await sleep(Math.ceil(wait * 1000) + 20);
+      }
+    }
+  }
+
   // --- the loop ----------------------------------------------------------------------------------
 
-  async _loop() {
+  async _loop(loop) {
     let attempt = 0;
-    while (!this._stopped) {
+    const current = () => !this._stopped && this._loops === loop;
+    while (current()) {
       let reason;
-      let retryAfter = null;
       try {
         this._setState(State.CONNECTING, { attempt });
-        const dropped = await this._connect(attempt > 0);
+        const dropped = await this._connect();
         attempt = 0;
         reason = await dropped;
       } catch (error) {
         reason = error;
-        retryAfter = error instanceof ServerError ? error.retryAfter : null;
       }
+      if (!current()) break;
       this._teardown();
-      if (this._stopped) break;
+      const status = reason instanceof ServerError ? reason.status : null;
+      const message = reason instanceof Error ? reason.message : String(reason);
+      if (DENIED_STATUSES.includes(status)) {
+        this._stopped = true; // a wrong token does not fix itself: say so and wait for the user
+        this._setState(State.DENIED, { status, reason: message });
+        break;
+      }
       attempt += 1;
-      const delay = this._delay(attempt, retryAfter);
-      const gone = reason instanceof ServerError && reason.status === 404;
-      this._setState(gone ? State.GONE : State.RETRYING, {
-        attempt,
-        delay,
-        reason: reason instanceof Error ? reason.message : String(reason),
-      });
+      const delay = this._delay(attempt, reason instanceof ServerError ? reason.retryAfter : null);
+      const state = status === 404 ? State.GONE : BUSY_STATUSES.includes(status) ? State.BUSY : State.RETRYING;
+      this._setState(state, { attempt, delay, status, reason: message });
       await this._sleep(delay);
     }
   }
@@ -189,26 +220,52 @@ export class StreamConnection extends EventTarget {
   }
 
   /**
-   * Is the server up, and does it have our session? (Asked first, so a missing one logs no 404.)
-   * A controller whose session is gone (the server restarted) asks for it to be created again under the
-   * same id, so that the viewer and OBS links it shared keep working; a viewer waits for it.
+   * A viewer first asks whether the server is up and has its session (so a missing session is told
+   * apart from a server that is down, and waited for). A controller needs no such question: its offer
+   * asks the server to recreate a gone session under the same id (`create: true`), so that the viewer
+   * and OBS links it shared keep working.
    */
   async _probe() {
-    const { sessions } = await getJson("/sessions");
-    this._create = false;
-    if (this.session && !sessions.some((entry) => entry.session === this.session)) {
-      if (this.role === "controller" && SESSION_ID.test(this.session)) {
-        this._create = true;
-        return;
+    try {
+      await api(sessionPath(this.session), { token: this.token });
+    } catch (error) {
+      if (error instanceof ServerError && error.status === 404) {
+        throw new ServerError(404, `the server has no session ${this.session}; waiting for it to come back`);
       }
-      throw new ServerError(404, `the server has no session ${this.session}; waiting for it to come back`);
+      throw error;
     }
   }
 
+  /**
+   * STUN/TURN servers, asked once per page: after a server restart the session is not known yet, so its
+   * token would not be accepted there. A controller about to recreate its session goes on without them.
+   */
+  async _ice() {
+    if (this._iceServers === null) {
+      try {
+        const { iceServers = [] } = await api("/ice-servers", { token: this.token });
+        this._iceServers = iceServers;
+      } catch (error) {
+        if (!(this.recreate && error instanceof ServerError && error.status === 401)) throw error;
+        return [];
+      }
+    }
+    return this._iceServers;
+  }
+
   /** One connection attempt; resolves, once the channel is open, to a promise of the drop reason. */
-  async _connect(isRetry) {
-    if (isRetry || this.session) await this._probe();
-    const { iceServers = [] } = await getJson("/ice-servers");
+  async _connect() {
+    if (!this.session) {
+      if (!this.createSession) throw new Error("no session to join");
+      const made = await this.createSession();
+      this.session = made.session;
+      this.token = made.token;
+    } else if (!this.recreate) {
+      await this._probe();
+    } else if (!SESSION_ID.test(this.session)) {
+      throw new ServerError(404, `${this.session} cannot be the id of a session: the server cannot recreate it`);
+    }
+    const iceServers = await this._ice();
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
@@ -238,11 +295,10 @@ export class StreamConnection extends EventTarget {
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     this.session = answer.session;
     this.peerId = answer.peer;
-    const created = this._create;
-    this._create = false;
-    this.dispatchEvent(
-      new CustomEvent("session", { detail: { session: answer.session, peer: answer.peer, created } }),
-    );
+    // the server names the tokens of a session only when this offer created it: recreated after a restart
+    const created = Object.hasOwn(answer, "tokens");
+    const detail = { session: answer.session, peer: answer.peer, token: this.token, created };
+    this.dispatchEvent(new CustomEvent("session", { detail }));
 
     await this._opened(channel, dropped);
     this._setState(State.CONNECTED);
@@ -250,19 +306,18 @@ export class StreamConnection extends EventTarget {
   }
 
   async _postOffer(sdp) {
-    const body = { sdp, type: "offer", role: this.role };
-    if (this.session) body.session = this.session;
-    if (this._create) body.create = true;
+    const body = { sdp, type: "offer", role: this.role, session: this.session };
+    if (this.recreate) body.create = true;
     if (this.codec) body.codec = this.codec;
     const response = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: bearer(this.token, { "Content-Type": "application/json" }),
       body: JSON.stringify(body),
     });
     if (!response.ok) {
       const error = await serverError(response);
       // the session cannot be recreated under its id (taken meanwhile, or not a valid id): it is gone
-      if (this._create && (error.status === 400 || error.status === 409)) throw new ServerError(404, error.message);
+      if (this.recreate && (error.status === 400 || error.status === 409)) throw new ServerError(404, error.message);
       throw error;
     }
     return response.json();

@@ -1,31 +1,59 @@
 // The director page: the stream, its controls, the prompt timeline, stats and share links.
+//
+// Addresses: `/?token=<API key>` (the URL the server prints) creates a session through POST /sessions,
+// keeps the key in this tab's sessionStorage and replaces the address with `/?session=<id>&token=<controller
+// token>`, which a reload (or another director) joins. With `--auth none` no token is needed anywhere.
 
+import { api, ServerError, sessionPath } from "./api.js";
 import { CommandError, StreamConnection } from "./connection.js";
 import { showConnection } from "./connection-badge.js";
 import { $, h } from "./dom.js";
+import { LivePrompt } from "./live-prompt.js";
 import { Notices } from "./notices.js";
 import { ProgressView } from "./progress.js";
 import { describeError } from "./protocol.js";
 import { SessionModel } from "./session-model.js";
 import { formatStats, StatsMonitor } from "./stats.js";
 import { TimelineEditor } from "./timeline.js";
-import { param, rememberSession, shareLinks } from "./urls.js";
+import { param, rememberSession, takeApiKey } from "./urls.js";
 
 const REFRESH_MS = 10000; // get_state now and then, for the viewer count
+const NEEDS_API_KEY =
+  "this server needs its API key to create a session: open the address it printed at startup (…/?token=<API key>)";
+
+const apiKey = takeApiKey();
+let carried = null; // {seed, schedule} a new session starts with (the New session button)
+
+/** POST /sessions with the API key: the new session's id and controller token. */
+async function createSession() {
+  try {
+    const made = await api("/sessions", { method: "POST", token: apiKey, body: carried ?? {} });
+    carried = null;
+    return { session: made.session, token: made.tokens?.controller ?? null };
+  } catch (error) {
+    if (error instanceof ServerError && error.status === 401) {
+      throw new ServerError(401, apiKey ? "the API key of this link is not valid" : NEEDS_API_KEY);
+    }
+    throw error;
+  }
+}
 
 const connection = new StreamConnection({
   video: $("#video"),
   session: param("session"),
+  token: param("session") ? param("token") : null,
   role: "controller",
   codec: param("codec"),
+  createSession,
+  recreate: true,
 });
 const model = new SessionModel().follow(connection);
 const notices = new Notices($("#notices"));
 
-/** Send a command; show the server's error and answer null if it is refused. */
+/** Send a command (paced by the server's budget); show the server's error and answer null if refused. */
 async function send(type, data = {}) {
   try {
-    return await connection.request(type, data);
+    return await connection.requestPaced(type, data);
   } catch (error) {
     notices.error(error instanceof CommandError ? describeError(error.data) : `${type}: ${error.message}`);
     return null;
@@ -36,6 +64,7 @@ showConnection($("#connection"), connection);
 $("#session-id").textContent = connection.session ?? "new";
 new ProgressView($("#progress"), model);
 new TimelineEditor(model, send, notices);
+new LivePrompt(model, send, notices);
 
 // --- transport and seed ---------------------------------------------------------------------------
 
@@ -43,22 +72,32 @@ const transport = {
   start: $("#start"),
   pause: $("#pause"),
   resume: $("#resume"),
+  stop: $("#stop"),
   reset: $("#reset"),
 };
 for (const [command, button] of Object.entries(transport)) {
-  button.addEventListener("click", () => send(command));
+  if (command !== "reset") button.addEventListener("click", () => send(command));
 }
+transport.reset.addEventListener("click", () => {
+  const count = model.scheduled.length;
+  const what = count === 1 ? "the 1 scheduled prompt" : `all ${count} scheduled prompts`;
+  if (confirm(`Reset stops the stream and deletes ${what}. (Stop keeps them.) Reset?`)) send("reset");
+});
 
 function renderControls() {
   const online = connection.state === "connected";
   const status = model.status;
-  transport.start.disabled = !online || status !== "idle";
+  const opening = model.scheduled.some((entry) => entry.timestamp === 0);
+  transport.start.disabled = !online || status !== "idle" || !opening;
+  transport.start.title = opening ? "" : "Schedule a prompt at frame 0 first";
   transport.pause.disabled = !online || status !== "running";
   transport.resume.disabled = !online || status !== "paused";
+  transport.stop.disabled = !online || status === "idle";
   transport.reset.disabled = !online;
   for (const control of document.querySelectorAll("[data-needs-connection]")) control.disabled = !online;
   const seed = $("#seed");
   if (model.state && document.activeElement !== seed) seed.value = String(model.state.seed);
+  $("#stamp-hint").hidden = Boolean(model.state?.generator) && model.state.generator !== "synthetic";
 }
 model.addEventListener("change", renderControls);
 connection.addEventListener("state", renderControls);
@@ -67,26 +106,6 @@ $("#seed-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const seed = Number($("#seed").value);
   if (await send("set_seed", { seed })) notices.info(`Seed ${seed} will be used by the next start.`);
-});
-
-// --- live prompt ----------------------------------------------------------------------------------
-
-const live = $("#live-prompt");
-live.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    $("#live-form").requestSubmit();
-  }
-});
-$("#live-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const prompt = live.value.trim();
-  if (!prompt) return;
-  const frame = model.currentFrame;
-  if (await send("schedule_prompt", { new_prompt: prompt, timestamp: frame })) {
-    live.value = "";
-    notices.info(`Live prompt scheduled at frame ${frame}: it takes over at the next block start.`);
-  }
 });
 
 // --- events the server sends on its own -------------------------------------------------------------
@@ -110,25 +129,35 @@ setInterval(() => {
   if (connection.state === "connected") connection.request("get_state").catch(() => {});
 }, REFRESH_MS);
 
-// --- session, share links, lost sessions --------------------------------------------------------------
+// --- session, share links, refusals, lost sessions --------------------------------------------------
 
-let restore = null; // {scheduled, seed} carried into a new session
+let restore = null; // {scheduled, seed} put back into a session the server recreated after a restart
+
+/** The session's ready links (its viewer token in them) from GET /sessions/{id}. */
+async function showShareLinks(session, token) {
+  let urls = {};
+  try {
+    ({ urls } = await api(sessionPath(session), { token }));
+  } catch {
+    return; // offline again: the next answer brings them
+  }
+  for (const name of ["viewer", "obs", "whep"]) $(`#${name}-link`).value = urls[name] ?? "";
+  $("#open-viewer").href = urls.viewer ?? "";
+  $("#open-obs").href = urls.obs ?? "";
+}
 
 connection.addEventListener("session", ({ detail }) => {
   if (detail.created && (model.scheduled.length || model.state)) {
     restore = { scheduled: model.scheduled, seed: model.state?.seed ?? 0 }; // the server restarted: put it back
   }
-  rememberSession(detail.session);
-  const links = shareLinks(detail.session);
+  rememberSession(detail.session, detail.token);
   $("#session-id").textContent = detail.session;
-  $("#viewer-link").value = links.viewer;
-  $("#obs-link").value = links.obs;
-  $("#open-viewer").href = links.viewer;
-  $("#open-obs").href = links.obs;
+  showShareLinks(detail.session, detail.token);
 });
 
 connection.addEventListener("state", async ({ detail }) => {
   $("#gone-banner").hidden = detail.state !== "gone";
+  showRefusal(detail);
   if (detail.state === "connected" && restore) {
     const { scheduled, seed } = restore;
     restore = null;
@@ -138,9 +167,29 @@ connection.addEventListener("state", async ({ detail }) => {
   }
 });
 
+/** The server's reason, in a banner, while it refuses this page (full, rate-limited, wrong token). */
+function showRefusal({ state, status, reason = "", delay = 0 }) {
+  if (state === "connecting") return; // keep the last reason up until this attempt ends
+  const banner = $("#refused-banner");
+  banner.hidden = state !== "busy" && state !== "denied";
+  if (banner.hidden) return;
+  const busy = state === "busy";
+  $("#refused-title").textContent = busy ? "Waiting for the server:" : "The server refused this page:";
+  $("#refused-message").textContent = busy ? `${reason}. Trying again in ${Math.ceil(delay / 1000)} s.` : `${reason}.`;
+  const link = $("#refused-link");
+  link.hidden = true;
+  if (status === 403 && connection.session && connection.token) {
+    // a viewer's link opened as the director: offer the page it is for
+    link.href = `/view/${encodeURIComponent(connection.session)}?token=${encodeURIComponent(connection.token)}`;
+    link.textContent = "Watch it on the viewer page";
+    link.hidden = false;
+  }
+}
+
 $("#new-session").addEventListener("click", () => {
-  restore = { scheduled: model.scheduled, seed: model.state?.seed ?? 0 };
-  connection.switchSession(null);
+  const schedule = model.scheduled.map(({ timestamp, prompt }) => ({ timestamp, prompt }));
+  carried = { seed: model.state?.seed ?? 0, schedule };
+  connection.switchSession(null, null);
 });
 
 for (const button of document.querySelectorAll("[data-copy]")) {
@@ -157,6 +206,12 @@ async function copy(input) {
   notices.info("Link copied.");
 }
 
-window.longlive = { connection, model };
+// --- leaving --------------------------------------------------------------------------------------
+
+// the tab closes (or navigates away): the server drops this peer at once instead of waiting for ICE
+addEventListener("pagehide", () => connection.leave());
+addEventListener("pageshow", (event) => event.persisted && connection.start());
+
+window.longlive = { connection, model, send };
 renderControls();
 connection.start();

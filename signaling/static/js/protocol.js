@@ -41,12 +41,32 @@ export class Timebase {
     return this.videoFrame(frame) / this.geometry.content_fps;
   }
 
-  /** The generation frame that starts nearest to `seconds` of video. */
+  /** The first generation frame that starts at or after `seconds` of video (never one before it). */
   frameAt(seconds) {
     const video = seconds * this.geometry.content_fps;
-    if (video <= 0.5) return 0;
-    return Math.max(1, Math.round((video - 1) / this.geometry.temporal_stride) + 1);
+    if (video <= 1e-9) return 0;
+    return Math.max(1, Math.ceil((video - 1) / this.geometry.temporal_stride - 1e-9) + 1);
   }
+
+  /**
+   * The first block start at or after `frame` where no prompt is scheduled or applies: a prompt put
+   * there replaces nothing and is not outranked by a planned one.
+   */
+  freeBlockStart(scheduled, frame) {
+    const taken = new Set();
+    for (const entry of scheduled) {
+      taken.add(entry.timestamp);
+      taken.add(entry.frame ?? this.blockStart(entry.timestamp));
+    }
+    let start = this.blockStart(frame);
+    while (taken.has(start)) start += this.framesPerBlock;
+    return start;
+  }
+}
+
+/** A whole frame for a typed frame number: fractions round up (a frame is never moved into the past). */
+export function wholeFrame(value) {
+  return Math.ceil(value - 1e-9);
 }
 
 /** `m:ss.s` for a number of seconds. */

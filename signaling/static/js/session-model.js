@@ -1,4 +1,4 @@
-// What the server has told us about the session: the latest state, progress and active prompt.
+// What the server has told us about the session: the latest state, progress and the prompt on air.
 // Pages render from this model; it emits "change" after every event that altered it.
 
 import { Timebase } from "./protocol.js";
@@ -12,6 +12,9 @@ export class SessionModel extends EventTarget {
     this.videoFrame = 0;
     this.seconds = 0;
     this.activePrompt = null;
+    // the scheduled entry on air, {timestamp, frame, prompt}: set by `prompt_applied`, which the server
+    // sends as the block that switches goes into playback (timestamp null when only the text is known)
+    this.onAir = null;
   }
 
   /** Feed every server event of `connection` into the model. */
@@ -29,6 +32,13 @@ export class SessionModel extends EventTarget {
     return [...(this.state?.scheduled ?? [])].sort((a, b) => a.timestamp - b.timestamp);
   }
 
+  /** True when `entry` (of `scheduled`) is the prompt on air. */
+  isOnAir(entry) {
+    const on = this.onAir;
+    if (!on || this.status === "idle" || on.timestamp === null) return false;
+    return entry.timestamp === on.timestamp && entry.prompt === on.prompt && (entry.frame ?? on.frame) === on.frame;
+  }
+
   apply(event) {
     const { type, data } = event;
     if (type === "state") {
@@ -36,14 +46,28 @@ export class SessionModel extends EventTarget {
       this.timebase = new Timebase(data.geometry);
       this._progress(data.current_start_frame, data.video_frame ?? 0);
       this.activePrompt = data.active_prompt;
+      if (data.status === "idle" || !data.active_prompt) this.onAir = null;
+      else if (this.onAir?.prompt !== data.active_prompt) this.onAir = this._findOnAir(data);
     } else if (type === "progress") {
       this._progress(data.current_start_frame, data.video_frame, data.seconds);
     } else if (type === "prompt_applied") {
       this.activePrompt = data.prompt;
+      this.onAir = { timestamp: data.timestamp, frame: data.frame, prompt: data.prompt };
     } else {
       return;
     }
     this.dispatchEvent(new CustomEvent("change", { detail: event }));
+  }
+
+  /** The entry a `state` says is on air (joining mid-stream): the latest one applied with its text. */
+  _findOnAir(data) {
+    const applied = (data.scheduled ?? [])
+      .filter((entry) => entry.prompt === data.active_prompt && entry.frame < data.current_start_frame)
+      .sort((a, b) => a.frame - b.frame || a.timestamp - b.timestamp);
+    const entry = applied[applied.length - 1];
+    return entry
+      ? { timestamp: entry.timestamp, frame: entry.frame, prompt: entry.prompt }
+      : { timestamp: null, frame: null, prompt: data.active_prompt };
   }
 
   _progress(frame, videoFrame, seconds = null) {

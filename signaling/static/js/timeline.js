@@ -1,8 +1,11 @@
 // The director's prompt timeline: the scheduled prompts with both units, the add/edit form,
 // removal, and the schedule as a JSON file (export and import).
+//
+// The list is updated in place, one element per scheduled timestamp, so that focus, hover and clicks on
+// its buttons survive the progress events that arrive every block.
 
 import { $, h } from "./dom.js";
-import { formatSeconds, parseSchedule, scheduleToJson } from "./protocol.js";
+import { formatSeconds, parseSchedule, scheduleToJson, wholeFrame } from "./protocol.js";
 
 export class TimelineEditor {
   /**
@@ -15,6 +18,7 @@ export class TimelineEditor {
     this.send = send;
     this.notices = notices;
     this.editing = null; // timestamp of the entry being edited
+    this.items = new Map(); // timestamp -> {li, parts, key}
     this.form = $("#schedule-form");
     this.prompt = $("#schedule-prompt");
     this.at = $("#schedule-at");
@@ -41,11 +45,11 @@ export class TimelineEditor {
     this.render();
   }
 
-  /** The frame the form's "at" field means, or null when it is not a valid time. */
+  /** The frame the form's "at" field means (fractions round up), or null when it is not a valid time. */
   targetFrame() {
     const value = Number.parseFloat(this.at.value);
     if (!Number.isFinite(value) || value < 0) return null;
-    return this.unit.value === "seconds" ? this.model.timebase.frameAt(value) : Math.round(value);
+    return this.unit.value === "seconds" ? this.model.timebase.frameAt(value) : wholeFrame(value);
   }
 
   renderPreview() {
@@ -54,58 +58,97 @@ export class TimelineEditor {
       this.preview.textContent = "Enter a frame, or a time in seconds.";
       return;
     }
-    const timebase = this.model.timebase;
+    const { timebase, currentFrame, status } = this.model;
+    const typed = Number.parseFloat(this.at.value);
     const start = timebase.blockStart(frame);
-    const where = `frame ${frame} · ${formatSeconds(timebase.seconds(frame))}`;
-    const applies =
-      start === frame ? "a block start" : `applies at block start ${start} (${formatSeconds(timebase.seconds(start))})`;
-    this.preview.textContent = `= ${where} — ${applies}`;
+    const parts = [`= frame ${frame} · ${formatSeconds(timebase.seconds(frame))}`];
+    if (this.unit.value === "frame" && typed !== frame) parts.push(`(${typed} rounded up)`);
+    let applies = start === frame ? "a block start" : `applies at block start ${start} (${formatSeconds(timebase.seconds(start))})`;
+    if (status !== "idle" && start < currentFrame + timebase.framesPerBlock) {
+      applies = "already generated: it applies at the next block start";
+    }
+    parts.push(`— ${applies}`);
+    const existing = this.model.scheduled.find((entry) => entry.timestamp === frame);
+    if (existing && this.editing !== frame) parts.push(`· replaces the prompt at frame ${frame}`);
+    this.preview.textContent = parts.join(" ");
   }
 
   render() {
     const { model } = this;
-    const timebase = model.timebase;
     const current = model.currentFrame;
     const scheduled = model.scheduled;
-    const activeEntry = [...scheduled].reverse().find((entry) => (entry.frame ?? entry.timestamp) < current);
-    this.list.replaceChildren(
-      ...scheduled.map((entry) => {
-        const start = entry.frame ?? timebase.blockStart(entry.timestamp);
-        const state = entry === activeEntry && model.status !== "idle" ? "active" : start < current ? "past" : "";
-        return h(
-          "li",
-          { class: `entry ${state}`.trim(), dataset: { timestamp: String(entry.timestamp) } },
-          h(
-            "div",
-            { class: "entry-when" },
-            h("span", { class: "entry-frame" }, `frame ${entry.timestamp}`),
-            h("span", { class: "entry-time" }, formatSeconds(timebase.seconds(entry.timestamp))),
-          ),
-          h("p", { class: "entry-prompt" }, entry.prompt),
-          h(
-            "p",
-            { class: "entry-applies" },
-            start === entry.timestamp
-              ? "block start"
-              : `applies at block start ${start} · ${formatSeconds(timebase.seconds(start))}`,
-            state === "active" ? h("span", { class: "entry-tag" }, "on air") : null,
-          ),
-          h(
-            "div",
-            { class: "entry-actions" },
-            h("button", { type: "button", class: "small ghost", "aria-label": `Edit the prompt at frame ${entry.timestamp}`,
-              onclick: () => this.startEditing(entry) }, "Edit"),
-            h("button", { type: "button", class: "small ghost danger", "aria-label": `Remove the prompt at frame ${entry.timestamp}`,
-              onclick: () => this.remove(entry.timestamp) }, "Remove"),
-          ),
-        );
-      }),
-    );
+    const seen = new Set();
+    let previous = null;
+    for (const entry of scheduled) {
+      seen.add(entry.timestamp);
+      let item = this.items.get(entry.timestamp);
+      if (!item) {
+        item = this.createItem(entry.timestamp);
+        this.items.set(entry.timestamp, item);
+      }
+      this.updateItem(item, entry, current);
+      const expected = previous ? previous.nextSibling : this.list.firstChild;
+      if (item.li !== expected) this.list.insertBefore(item.li, expected);
+      previous = item.li;
+    }
+    for (const [timestamp, item] of this.items) {
+      if (!seen.has(timestamp)) {
+        item.li.remove();
+        this.items.delete(timestamp);
+      }
+    }
     this.empty.hidden = scheduled.length > 0;
     if (this.at.value === "" && this.editing === null) {
-      this.at.placeholder = String(scheduled.length ? timebase.blockStart(current + timebase.framesPerBlock) : 0);
+      const from = model.status === "idle" ? 0 : current + model.timebase.framesPerBlock;
+      this.at.placeholder = String(model.timebase.freeBlockStart(scheduled, from));
     }
     this.renderPreview();
+  }
+
+  /** The element of the entry at `timestamp`; its buttons look the entry up when clicked. */
+  createItem(timestamp) {
+    const parts = {
+      frame: h("span", { class: "entry-frame" }, `frame ${timestamp}`),
+      time: h("span", { class: "entry-time" }),
+      prompt: h("p", { class: "entry-prompt" }),
+      applies: h("span", {}),
+      tag: h("span", { class: "entry-tag", hidden: true }, "on air"),
+    };
+    const find = () => this.model.scheduled.find((entry) => entry.timestamp === timestamp);
+    const li = h(
+      "li",
+      { class: "entry", dataset: { timestamp: String(timestamp) } },
+      h("div", { class: "entry-when" }, parts.frame, parts.time),
+      parts.prompt,
+      h("p", { class: "entry-applies" }, parts.applies, parts.tag),
+      h(
+        "div",
+        { class: "entry-actions" },
+        h("button", { type: "button", class: "small ghost", "aria-label": `Edit the prompt at frame ${timestamp}`,
+          onclick: () => { const entry = find(); if (entry) this.startEditing(entry); } }, "Edit"),
+        h("button", { type: "button", class: "small ghost danger", "aria-label": `Remove the prompt at frame ${timestamp}`,
+          onclick: () => this.remove(timestamp) }, "Remove"),
+      ),
+    );
+    return { li, parts, key: "" };
+  }
+
+  /** Bring an entry's element up to date, touching the DOM only where something changed. */
+  updateItem(item, entry, current) {
+    const { timebase } = this.model;
+    const start = entry.frame ?? timebase.blockStart(entry.timestamp);
+    const onAir = this.model.isOnAir(entry);
+    const state = onAir ? "active" : start < current ? "past" : "planned";
+    const key = `${state}\u0000${start}\u0000${entry.prompt}\u0000${timebase.framesPerBlock}`;
+    if (key === item.key) return;
+    item.key = key;
+    const { parts, li } = item;
+    li.className = `entry ${state === "planned" ? "" : state}`.trim();
+    parts.time.textContent = formatSeconds(timebase.seconds(entry.timestamp));
+    parts.prompt.textContent = entry.prompt;
+    parts.applies.textContent =
+      start === entry.timestamp ? "block start" : `applies at block start ${start} · ${formatSeconds(timebase.seconds(start))}`;
+    parts.tag.hidden = !onAir;
   }
 
   startEditing(entry) {
@@ -156,6 +199,7 @@ export class TimelineEditor {
     setTimeout(() => URL.revokeObjectURL(link.href), 1000);
   }
 
+  /** Add a file's prompts one by one (paced by the server's command budget: see send). */
   async importFile(input) {
     const file = input.files?.[0];
     input.value = "";

@@ -1,6 +1,9 @@
-// Page addresses: the session in the path, query flags, and the links the director shares.
+// Page addresses: the session in the path, query flags and tokens, the director's own address, and the
+// API key kept for this tab.
 
 const query = new URLSearchParams(location.search);
+const API_KEY_ITEM = "longlive-rtc.api-key";
+let apiKey = null; // the key taken from the address, should sessionStorage be refused
 
 /** The session id in `/view/{session}` or `/obs/{session}`. */
 export function sessionFromPath() {
@@ -20,21 +23,35 @@ export function flag(name, fallback) {
   return !["0", "false", "no", "off"].includes(value.trim().toLowerCase());
 }
 
-/** Links to the same session: a viewer page, the OBS player, and the director page itself. */
-export function shareLinks(session) {
-  const id = encodeURIComponent(session);
-  const { origin } = location;
-  return {
-    viewer: `${origin}/view/${id}`,
-    obs: `${origin}/obs/${id}`,
-    director: `${origin}/?session=${id}`,
-  };
+/** Put `?session=` and `?token=` (the controller's) in the address bar, so that a reload rejoins. */
+export function rememberSession(session, token) {
+  const url = new URL(location.href);
+  url.searchParams.set("session", session);
+  if (token) url.searchParams.set("token", token);
+  else url.searchParams.delete("token");
+  if (url.href !== location.href) history.replaceState(null, "", url);
 }
 
-/** Put `?session=` in the address bar so that a reload rejoins the session. */
-export function rememberSession(session) {
+/**
+ * The API key for creating sessions: one given in the address (`/?token=`, the URL the server prints)
+ * is kept in this tab's sessionStorage and taken out of the address bar (history, screen shares).
+ */
+export function takeApiKey() {
   const url = new URL(location.href);
-  if (url.searchParams.get("session") === session) return;
-  url.searchParams.set("session", session);
-  history.replaceState(null, "", url);
+  const given = url.searchParams.get("token");
+  if (given && !url.searchParams.has("session")) {
+    try {
+      sessionStorage.setItem(API_KEY_ITEM, given);
+    } catch {
+      // storage refused (private mode): the key lives only as long as this page
+    }
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+    apiKey = given;
+  }
+  try {
+    return sessionStorage.getItem(API_KEY_ITEM) ?? apiKey;
+  } catch {
+    return apiKey;
+  }
 }
