@@ -26,6 +26,7 @@ from importlib import metadata
 from typing import Any
 
 from aiohttp import web
+from aiortc import RTCDataChannel
 
 from longlive_rtc import protocol
 from longlive_rtc.protocol import Event
@@ -49,6 +50,10 @@ EXTRA_ARGS = frozenset({"seed", "codec"})
 #: How long an offer's POST waits for the answer before answering 202 (the SDK then polls with GET).
 ANSWER_WAIT = 2.0
 TRANSPORT = "/sessions/{session}/transport/webrtc"
+#: Seconds the Reactor session may have no peer before it is freed (the SDK's client is gone).
+PEERLESS_GRACE = 30.0
+#: Seconds a stop waits for the SDK to close its data channel cleanly before the connection is closed.
+CHANNEL_CLOSE_WAIT = 1.0
 
 try:
     SERVER_VERSION = metadata.version("longlive-rtc")
@@ -77,14 +82,42 @@ class Negotiation:
 
 
 class ReactorLocal:
-    """The one Reactor session (the SDK's local mode knows no other) and its offer being answered."""
+    """The one Reactor session (the SDK's local mode knows no other) and its offer being answered.
 
-    def __init__(self, hub: Hub) -> None:
+    The SDK ends its session with ``stop_session``; a tab that vanished without it leaves the session with no
+    peer, and after ``grace`` seconds so (time for a reload or ``reconnect()``) the session is freed, running
+    or not, so that it does not hold its generation slot for nobody.
+    """
+
+    def __init__(self, hub: Hub, grace: float = PEERLESS_GRACE) -> None:
         self.hub = hub
+        self.grace = grace
         self.session_id: str | None = None
         self.negotiation: Negotiation | None = None
         self.envelope = ReactorEnvelope()
+        self._watch: asyncio.Task | None = None
         hub.on_freed.append(self._freed)
+
+    def started(self, session_id: str) -> None:
+        self.session_id = session_id
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.ensure_future(self._free_when_peerless())
+
+    async def _free_when_peerless(self) -> None:
+        alone_since: float | None = None
+        watched = self.session_id
+        while self.session_id is not None:
+            live = self.hub.sessions.get(self.session_id)
+            now = asyncio.get_running_loop().time()
+            if live is None or live.peers or self.session_id != watched:
+                alone_since, watched = None, self.session_id
+            elif alone_since is None:
+                alone_since = now
+            elif now - alone_since >= self.grace:
+                log.info("reactor: session %s has had no peer for %.0f s; freeing it", live.id, now - alone_since)
+                await self.hub.free_session(live.id)
+                alone_since = None
+            await asyncio.sleep(min(1.0, self.grace / 4))
 
     def _freed(self, session_id: str) -> None:
         if session_id == self.session_id:
@@ -97,10 +130,18 @@ class ReactorLocal:
             self.negotiation = None
 
     async def stop(self) -> str | None:
-        """Free the current Reactor session (its peers close); its id, or None when there was none."""
+        """Free the current Reactor session; its id, or None when there was none.
+
+        Its peers' data channels are closed first (a clean close the SDK expects; an SCTP abort of an open
+        channel is reported in the browser as a data-channel error), then the session and its peers go.
+        """
         session_id = self.session_id
-        if session_id is not None:
-            await self.hub.free_session(session_id)
+        if session_id is None:
+            return None
+        live = self.hub.sessions.get(session_id)
+        if live is not None:
+            await close_channels([peer.channel for peer in live.peers.values() if peer.channel is not None])
+        await self.hub.free_session(session_id)
         return session_id
 
     def negotiate(self, session_id: str, sdp: str) -> Negotiation:
@@ -112,6 +153,16 @@ class ReactorLocal:
 
 
 REACTOR_KEY = web.AppKey("reactor_local", ReactorLocal)
+
+
+async def close_channels(channels: list[RTCDataChannel], timeout: float = CHANNEL_CLOSE_WAIT) -> None:
+    """Close data channels and wait (at most ``timeout``) until the other side has closed them too."""
+    for channel in channels:
+        if channel.readyState == "open":
+            channel.close()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(c.readyState != "closed" for c in channels) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def _check_version(request: web.Request, header: str, supported: str) -> None:
@@ -174,7 +225,7 @@ async def start_session(request: web.Request) -> web.Response:
         log.info("reactor: a new session replaces session %s", previous)
     live = hub.create_session(None, extra.get("codec"))
     request.app[ACCESS_KEY].register(live.id)
-    state.session_id = live.id
+    state.started(live.id)
     if seed is not None:
         live.session.execute(seed, Role.CONTROLLER, lambda _event: None)
     log.info("reactor: session %s started", live.id)

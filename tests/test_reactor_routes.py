@@ -20,6 +20,7 @@ from longlive_rtc import protocol
 from longlive_rtc.cli import main
 from longlive_rtc.rtc.hub import HubConfig
 from signaling.auth import Auth
+from signaling.reactor import REACTOR_KEY
 
 from .rtc_client import Server
 
@@ -232,3 +233,20 @@ def test_the_docs_show_the_app_the_browser_test_runs() -> None:
     app = Path(__file__).resolve().parent / "js" / "reactor-app"
     for name, fence in (("index.html", "html"), ("app.js", "js")):
         assert f"`{name}`:\n\n```{fence}\n{(app / name).read_text()}```" in docs, f"docs/reactor.md: update {name}"
+
+
+async def test_a_session_whose_sdk_client_vanished_is_freed_after_the_grace() -> None:
+    async with Server(reactor_local=True) as server, aiohttp.ClientSession() as http:
+        server.runner.app[REACTOR_KEY].grace = 0.6
+        session_id = (await start(http, server))["session_id"]
+        peer = SdkPeer(http, server.url, session_id)
+        await peer.connect()
+        peer.send("schedule_prompt", {"new_prompt": "a fox", "timestamp": 0})
+        peer.send("start")
+        await peer.wait(lambda m: m["data"]["type"] == "progress")
+        await asyncio.sleep(1.5)
+        assert session_id in server.hub.sessions  # a connected client keeps it, however long
+        await peer.pc.close()  # the tab is gone, and no stop_session came
+        await wait_until(lambda: session_id not in server.hub.sessions, timeout=10)
+        async with http.get(f"{server.url}/session", headers=API_HEADERS) as r:
+            assert r.status == 404
