@@ -40,7 +40,9 @@ export class StatsMonitor {
   }
 
   start() {
-    this.timer ??= setInterval(() => this.poll(), this.intervalMs);
+    if (this.timer !== null) return;
+    this.timer = setInterval(() => this.poll(), this.intervalMs);
+    this.poll();
   }
 
   stop() {
