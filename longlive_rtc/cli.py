@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=os.environ.get(ENV_PREFIX + "REACTOR_LOCAL", "").lower() not in ("", "0", "false", "no"),
         help="also serve the Reactor JS SDK's local-mode API, unauthenticated: needs --auth none "
-        "(docs/reactor.md) [env LONGLIVE_RTC_REACTOR_LOCAL=1]",
+        "(docs/reactor-sdk.md) [env LONGLIVE_RTC_REACTOR_LOCAL=1]",
     )
     add_generator_options(serve)
     serve.set_defaults(func=cmd_serve)

@@ -229,10 +229,10 @@ async def test_cors_lets_the_apps_origin_send_the_sdks_headers() -> None:
 
 
 def test_the_docs_show_the_app_the_browser_test_runs() -> None:
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "reactor.md").read_text()
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "reactor-sdk.md").read_text()
     app = Path(__file__).resolve().parent / "js" / "reactor-app"
     for name, fence in (("index.html", "html"), ("app.js", "js")):
-        assert f"`{name}`:\n\n```{fence}\n{(app / name).read_text()}```" in docs, f"docs/reactor.md: update {name}"
+        assert f"`{name}`:\n\n```{fence}\n{(app / name).read_text()}```" in docs, f"docs/reactor-sdk.md: update {name}"
 
 
 async def test_a_session_whose_sdk_client_vanished_is_freed_after_the_grace() -> None:

@@ -1,6 +1,6 @@
 """The published Reactor JS SDK (``@reactor-team/js-sdk`` from npm) in headless Chromium against the real server.
 
-The app is tests/js/reactor-app (the page docs/reactor.md shows), bundled with the SDK by esbuild as any
+The app is tests/js/reactor-app (the page docs/reactor-sdk.md shows), bundled with the SDK by esbuild as any
 Reactor app is, and served from its own origin, so the SDK's requests cross origins as they do in
 development (``--cors-origin``). It connects in local mode, schedules the seed's prompts at frames 0, 30
 and 90, starts, and must see video, ``progress`` and ``prompt_applied`` through the SDK's message event;
