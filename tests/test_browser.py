@@ -555,7 +555,8 @@ def test_obs_page_keeps_playing_after_the_director_tab_closes(server: ServerThre
 
 
 def test_full_server_says_why_and_retries(browser: Browser, pages: Pages) -> None:
-    full = ServerThread(auth=Auth("token", api_key=API_KEY), config=HubConfig(max_sessions=1, connect_timeout=5))
+    config = HubConfig(max_sessions=1, connect_timeout=5, max_peers_per_session=1)
+    full = ServerThread(auth=Auth("token", api_key=API_KEY), config=config)
     full.start()
     try:
         running = full.post_session(schedule=[{"timestamp": 0, "prompt": "a busy street"}], start=True)
@@ -573,6 +574,12 @@ def test_full_server_says_why_and_retries(browser: Browser, pages: Pages) -> Non
         assert status == 204
         wait_connected(page, timeout_ms=30_000)
         assert banner.is_hidden() and session_of(page) != running["session"]
+
+        # a session at its peer limit: the viewer page says so, on its badge and its idle card
+        viewer = pages.open(share_links(page)["viewer"], "viewer")
+        viewer.wait_for_selector("html[data-connection=busy]", state="attached", timeout=TIMEOUT_MS)
+        assert "too many viewers" in viewer.text_content("#connection")
+        assert "too many viewers" in viewer.text_content("#idle") and viewer.locator("#idle").is_visible()
         assert pages.console_errors(allowed=(REFUSED_503,)) == {}
     finally:
         pages.close()
