@@ -567,6 +567,12 @@ def test_full_server_says_why_and_retries(browser: Browser, pages: Pages) -> Non
         banner = page.locator("#refused-banner")
         assert banner.is_visible() and "all 1 generation slots are busy" in banner.text_content()
         assert "Trying again in" in banner.text_content()
+        # with the API key in the tab, the page names the sessions holding the slots, with director links
+        held = page.locator("#refused-sessions a")
+        held.wait_for(timeout=TIMEOUT_MS)
+        assert held.text_content() == running["session"]
+        assert held.get_attribute("href").startswith(f"{full.url}/?session={running['session']}&token=")
+        assert "(running, 0 viewers)" in page.text_content("#refused-sessions")
         screenshot(page, "director-server-full")
 
         # the slot frees: after Retry-After the page tries again and gets its own session

@@ -173,6 +173,8 @@ function showRefusal({ state, status, reason = "", delay = 0 }) {
   const banner = $("#refused-banner");
   banner.hidden = state !== "busy" && state !== "denied";
   if (banner.hidden) return;
+  if (status !== 503 || connection.session) $("#refused-sessions").hidden = true;
+  else showSessionsHolding();
   const busy = state === "busy";
   $("#refused-title").textContent = busy ? "Waiting for the server:" : "The server refused this page:";
   $("#refused-message").textContent = busy ? `${reason}. Trying again in ${Math.ceil(delay / 1000)} s.` : `${reason}.`;
@@ -184,6 +186,28 @@ function showRefusal({ state, status, reason = "", delay = 0 }) {
     link.textContent = "Watch it on the viewer page";
     link.hidden = false;
   }
+}
+
+/**
+ * The server is full and this page holds the API key: name the sessions that hold the slots, with their
+ * director links, so that one's own earlier session (another tab, a lost link) can be rejoined or freed.
+ */
+async function showSessionsHolding() {
+  const line = $("#refused-sessions");
+  if (!apiKey) return;
+  let described;
+  try {
+    const { sessions } = await api("/sessions", { token: apiKey });
+    described = await Promise.all(sessions.slice(0, 5).map((entry) => api(sessionPath(entry.session), { token: apiKey })));
+  } catch {
+    return;
+  }
+  const links = described.map((live) =>
+    h("span", { class: "held" }, h("a", { href: live.urls.director }, live.session),
+      ` (${live.status}, ${live.viewers} viewer${live.viewers === 1 ? "" : "s"})`),
+  );
+  line.replaceChildren("Sessions holding the slots (open one to direct it): ", ...links);
+  line.hidden = links.length === 0;
 }
 
 $("#new-session").addEventListener("click", () => {
