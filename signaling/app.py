@@ -85,6 +85,21 @@ async def body_in_time(request: web.Request, handler) -> web.StreamResponse:
     return await handler(request)
 
 
+def static_files(root: Path):
+    """``/static/{name}``: files under ``root`` only (no way out, symlinks included); a JSON 404 otherwise."""
+    base = root.resolve()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            path = (base / request.match_info["name"]).resolve()
+            found = path.is_relative_to(base) and path.is_file()
+        except (OSError, ValueError):  # a name too long, a NUL byte, ...
+            found = False
+        return web.FileResponse(path) if found else json_error(404, "no such file")
+
+    return handler
+
+
 def _same_origin(request: web.Request, origin: str) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
@@ -131,7 +146,7 @@ def create_app(
     if reactor_local:
         add_reactor_routes(app)
     if static_dir.is_dir():
-        app.router.add_static("/static/", static_dir, follow_symlinks=False)
+        app.router.add_get("/static/{name:.+}", static_files(static_dir))
 
     async def close_hub(_app: web.Application) -> None:
         await hub.close()

@@ -11,7 +11,6 @@ import time
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from longlive_rtc.rtc.hub import HubConfig
 from longlive_rtc.rtc.sdp import (
@@ -24,20 +23,10 @@ from longlive_rtc.rtc.sdp import (
 )
 from signaling.auth import Auth
 
+from .hostile_http import real_offer
 from .rtc_client import Client, Server
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def real_offer() -> str:
-    """A real aiortc offer: one recvonly video section (mid 0) and a data channel (mid 1)."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
-    pc.createDataChannel("commands")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 def sections(sdp: str) -> tuple[list[str], list[str], list[str]]:

@@ -290,7 +290,8 @@ class Hub:
 
     def peer(self, session_id: str, peer_id: str) -> Peer:
         live = self.get(session_id)
-        peer = next((p for key, p in live.peers.items() if hmac.compare_digest(key, peer_id)), None)
+        wanted = peer_id.encode("utf-8", "surrogatepass")  # client text: compare bytes (any character)
+        peer = next((p for key, p in live.peers.items() if hmac.compare_digest(key.encode(), wanted)), None)
         if peer is None:
             raise UnknownSession(f"no peer {peer_id!r} in session {session_id!r}")
         return peer
