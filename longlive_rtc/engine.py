@@ -94,7 +94,7 @@ class Engine:
         on_event: Callable[[EngineEvent], None],
         loop: asyncio.AbstractEventLoop | None = None,
         buffer_blocks: int = 1,
-        idle_text: str = "Schedule a prompt at frame 0 and press Start",
+        idle_text: str = "The stream starts soon",  # the audience sees it: no operator instructions
         prompt_cache_size: int = PROMPT_CACHE_SIZE,
     ) -> None:
         self.generator = generator
