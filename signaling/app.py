@@ -44,7 +44,8 @@ CORS_ORIGINS_KEY = web.AppKey("cors_origins", frozenset)
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match, " + ", ".join(REACTOR_HEADERS),
-    "Access-Control-Expose-Headers": "Location, Link, Retry-After, ETag, WWW-Authenticate",
+    "Access-Control-Expose-Headers": "Location, Link, Allow, Accept-Post, Accept-Patch, Retry-After, ETag, "
+    "WWW-Authenticate",
     "Access-Control-Max-Age": "600",
 }
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

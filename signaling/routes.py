@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from longlive_rtc import protocol
 from longlive_rtc.protocol import ErrorCode, Event
 from longlive_rtc.render import ScheduleFileError, parse_schedule_entries
 from longlive_rtc.rtc.hub import Hub, HubError, LiveSession, OverCapacity
+from longlive_rtc.rtc.ice import FragmentError, IceRestartUnsupported, add_trickled_candidates
 from longlive_rtc.rtc.peer import ice_servers_json
 from longlive_rtc.rtc.sdp import OfferError
 from longlive_rtc.session import Role
@@ -35,6 +37,10 @@ ERROR_STATUS = {
     ErrorCode.NOT_RUNNING: 409, ErrorCode.NOT_FOUND: 404, ErrorCode.LIMIT_EXCEEDED: 413,
     ErrorCode.FORBIDDEN: 403, ErrorCode.BUSY: 503, ErrorCode.GENERATOR_FAILED: 500,
 }  # fmt: skip
+
+WHEP_ENDPOINT_METHODS = "GET, OPTIONS, POST"
+TRICKLE_FRAGMENT = "application/trickle-ice-sdpfrag"
+WHEP_SESSION_METHODS = "DELETE, GET, OPTIONS, PATCH"
 
 CREATE_FIELDS = frozenset({"id", "seed", "schedule", "start", "codec"})
 
@@ -279,24 +285,81 @@ async def whep(request: web.Request) -> web.Response:
         sdp = raw.decode("utf-8")
     except UnicodeDecodeError:
         return json_error(400, "malformed SDP: not UTF-8 text")
-    peer, answer = await request.app[HUB_KEY].connect(sdp, "offer", session_id, Role.VIEWER)
-    location = f"/whep/{session_id}/{peer.id}"
-    return web.Response(status=201, text=answer, content_type="application/sdp", headers={"Location": location})
+    hub = request.app[HUB_KEY]
+    peer, answer = await hub.connect(sdp, "offer", session_id, Role.VIEWER)
+    headers = CIMultiDict({"Location": f"/whep/{session_id}/{peer.id}"})
+    for link in ice_server_links(ice_servers_json(hub.config.ice_servers)):  # our STUN/TURN, for the client
+        headers.add("Link", link)
+    return web.Response(status=201, text=answer, content_type="application/sdp", headers=headers)
+
+
+def ice_server_links(servers: list[dict[str, object]]) -> list[str]:
+    """``Link: <url>; rel="ice-server"`` values (RFC 9725 4.6) of ``iceServers`` JSON, one per URL."""
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    links = []
+    for server in servers:
+        urls = server["urls"] if isinstance(server["urls"], list) else [server["urls"]]
+        extra = ""
+        if "username" in server:
+            username, credential = quoted(str(server["username"])), quoted(str(server.get("credential", "")))
+            extra = f'; username={username}; credential={credential}; credential-type="password"'
+        links += [f'<{url}>; rel="ice-server"{extra}' for url in urls]
+    return links
 
 
 @routes.patch("/whep/{session}/{peer}")
 async def whep_patch(request: web.Request) -> web.Response:
-    """Trickle ICE is not needed: answers carry every candidate (aiortc gathers before answering)."""
-    return json_error(
-        405, "trickle ICE is not supported; the answer already holds every candidate", {"Allow": "DELETE"}
-    )
+    """Trickle ICE (WHEP draft, RFC 8840 fragments): the client's late candidates in, 204 out.
+
+    ICE restarts are not supported: 422, as the draft says for a session with trickle ICE only.
+    """
+    session_id = request.match_info["session"]
+    request.app[ACCESS_KEY].session(request, session_id)
+    _limit(request, "offers")
+    peer = request.app[HUB_KEY].peer(session_id, request.match_info["peer"])
+    if request.content_type != TRICKLE_FRAGMENT:
+        return json_error(415, f"trickle ICE expects Content-Type: {TRICKLE_FRAGMENT}")
+    try:
+        fragment = (await request.read()).decode("utf-8")
+        await add_trickled_candidates(peer.pc, fragment)
+    except UnicodeDecodeError:
+        return json_error(400, "malformed SDP fragment: not UTF-8 text")
+    except IceRestartUnsupported as exc:
+        return json_error(422, str(exc))
+    except FragmentError as exc:
+        return json_error(400, str(exc))
+    return web.Response(status=204)
+
+
+@routes.get("/whep/{session}")
+async def whep_endpoint_get(request: web.Request) -> web.Response:
+    """WHEP resources have no representation: a GET answers 2xx with no content."""
+    request.app[ACCESS_KEY].session(request, request.match_info["session"])
+    request.app[HUB_KEY].get(request.match_info["session"])
+    return web.Response(status=204, headers={"Allow": WHEP_ENDPOINT_METHODS})
+
+
+@routes.get("/whep/{session}/{peer}")
+async def whep_session_get(request: web.Request) -> web.Response:
+    session_id = request.match_info["session"]
+    request.app[ACCESS_KEY].session(request, session_id)
+    request.app[HUB_KEY].peer(session_id, request.match_info["peer"])
+    return web.Response(status=204, headers={"Allow": WHEP_SESSION_METHODS})
 
 
 @routes.route("OPTIONS", "/whep/{session}")
 @routes.route("OPTIONS", "/whep/{session}/{peer}")
 @routes.route("OPTIONS", "/offer")
 async def preflight(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+    """``Allow`` says what each resource takes (PATCH: trickle ICE on a WHEP session)."""
+    if request.path == "/offer":
+        return web.Response(status=204, headers={"Allow": "OPTIONS, POST", "Accept-Post": "application/json"})
+    if "peer" in request.match_info:
+        return web.Response(status=204, headers={"Allow": WHEP_SESSION_METHODS, "Accept-Patch": TRICKLE_FRAGMENT})
+    return web.Response(status=204, headers={"Allow": WHEP_ENDPOINT_METHODS, "Accept-Post": "application/sdp"})
 
 
 @routes.get("/ice-servers")

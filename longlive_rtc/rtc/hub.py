@@ -18,7 +18,7 @@ from ..generators.base import Generator
 from ..session import Role, Session, Status
 from .codecs import CODECS, configure_h264_rate
 from .peer import Peer
-from .sdp import check_offer
+from .sdp import OfferError, check_offer
 from .track import DEFAULT_FPS, PacedVideoTrack
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,8 @@ class Hub:
             await peer.close()
             if created:
                 await self.free_session(live.id)
+            if isinstance(exc, OfferError):  # e.g. no codec in common: the message tells the client why
+                raise
             raise HubError(f"could not answer the offer: {type(exc).__name__}") from None
         asyncio.get_running_loop().call_later(self.config.connect_timeout, self._close_if_unconnected, peer)
         return peer, answer.sdp

@@ -11,7 +11,8 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnec
 
 from ..protocol import Event
 from ..session import Member, Role
-from .codecs import prefer_codec
+from .codecs import choose_codec, prefer_codec
+from .ice import accept_remote_candidates, answer_dtls_passive
 from .sdp import OfferError, check_offer  # noqa: F401  (re-exported: they lived here)
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Peer:
         self.pc = RTCPeerConnection(configuration)
         self.member: Member | None = None
         self.channel: RTCDataChannel | None = None
+        self.codec: str | None = None  # what answer() chose
         self._on_closed = on_closed
         self._on_connected = on_connected
         self._closed = False
@@ -46,12 +48,18 @@ class Peer:
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     async def answer(self, offer_sdp: str, track, codec: str) -> RTCSessionDescription:
-        """Attach the video track, restrict the codec, and answer the client's offer."""
+        """Attach the video track and answer the client's offer: ``codec`` when the offer can receive it, else
+        the best codec it can (:class:`NoCommonCodec` when none); ICE and DTLS as any client needs them."""
+        self.codec = choose_codec(offer_sdp, codec)
+        offer_sdp = await accept_remote_candidates(offer_sdp)
         sender = self.pc.addTrack(track)
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
-        prefer_codec(transceiver, codec)
+        prefer_codec(transceiver, self.codec)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        answer_dtls_passive(self.pc)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        if self.codec != codec:
+            log.info("peer %s: the offer has no %s; answering %s", self.id[:6], codec, self.codec)
         return self.pc.localDescription
 
     def bind_channels(self, join: Callable[[Role, Callable[[Event], None]], Member], handle) -> None:
