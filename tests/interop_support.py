@@ -23,6 +23,7 @@ from longlive_rtc.rtc.codecs import register_h264_profiles
 
 from .rtc_client import Server
 
+API_KEY = "interop-api-key-0123456789"  # the interop tests' token-mode servers
 JS_DIR = Path(__file__).resolve().parent / "js"
 FIREFOX = Path("/usr/bin/firefox-esr")
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's python3, which has python3-gi
@@ -197,6 +198,15 @@ async def whep(server: Server, session: str, sdp: str) -> tuple[int, str]:
         headers = {"Content-Type": "application/sdp"}
         async with http.post(f"{server.url}/whep/{session}", data=sdp, headers=headers) as r:
             return r.status, await r.text()
+
+
+async def create_session(server: Server, start: bool) -> dict:
+    """A session made over HTTP with the API key (running when ``start``), with its tokens."""
+    body: dict = {"schedule": [{"timestamp": 0, "prompt": "a lighthouse in a storm"}], "start": start}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with aiohttp.ClientSession() as http, http.post(f"{server.url}/sessions", json=body, headers=headers) as r:
+        assert r.status == 201, await r.text()
+        return await r.json()
 
 
 def capabilities(mime: str, **parameters: str) -> list[RTCRtpCodecCapability]:

@@ -88,9 +88,11 @@ async def test_accept_remote_candidates_drops_what_it_cannot_resolve_and_keeps_i
     header = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
     plain = header + section + "a=candidate:1 1 udp 2122252543 192.0.2.7 5000 typ host\r\na=end-of-candidates\r\n"
     assert await accept_remote_candidates(plain) == plain, "addresses: nothing to change"
-    hidden = plain.replace("192.0.2.7", f"{uuid.uuid4()}.local")
+    name = f"{uuid.uuid4()}.local"
+    hidden = plain.replace("192.0.2.7", name) + f"a=rtcp:5001 IN IP4 {name}\r\n"  # Firefox's a=rtcp names it too
     rewritten = await accept_remote_candidates(hidden, timeout=0.2)
     assert "a=candidate" not in rewritten and "a=end-of-candidates" not in rewritten
+    assert "a=rtcp:5001 IN IP4 0.0.0.0" in rewritten, "aiortc cannot print an offer with a name there"
     mixed = plain.replace("a=end-of-candidates", f"a=candidate:2 1 udp 2122252542 {uuid.uuid4()}.local 5001 typ host")
     mixed += "a=end-of-candidates\r\n"
     rewritten = await accept_remote_candidates(mixed, timeout=0.2)

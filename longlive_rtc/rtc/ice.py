@@ -47,7 +47,8 @@ async def accept_remote_candidates(sdp: str, timeout: float = MDNS_TIMEOUT) -> s
     """
     lines = sdp.splitlines()
     names = {fields[4] for fields in _candidates(lines) if is_mdns_hostname(fields[4])}
-    if not names and not any(line.strip() == END_OF_CANDIDATES for line in lines):
+    hidden = any(is_mdns_hostname(line.split(" ")[-1]) for line in lines if line.startswith(("c=", "a=rtcp:")))
+    if not names and not hidden and not any(line.strip() == END_OF_CANDIDATES for line in lines):
         return sdp
     resolved = await resolve_mdns(names, timeout) if names else {}
     out: list[str] = []
@@ -63,6 +64,8 @@ async def accept_remote_candidates(sdp: str, timeout: float = MDNS_TIMEOUT) -> s
                     continue
                 fields[4] = address
                 line = " ".join(fields)
+            elif line.startswith(("c=", "a=rtcp:")):
+                line = _connection_address(line, resolved)
             kept.append(line)
         has_udp = any(f[2].lower() == "udp" for f in _candidates(kept))
         if dropped or not has_udp:
@@ -146,7 +149,7 @@ async def add_trickled_candidates(pc: RTCPeerConnection, fragment: str, timeout:
     return added
 
 
-def answer_dtls_passive(pc: RTCPeerConnection) -> None:
+def answer_dtls_passive(pc: RTCPeerConnection, offer_sdp: str) -> None:
     """Make the answer say ``a=setup:passive`` (DTLS server) to an ``actpass`` offer; call after
     ``setRemoteDescription(offer)``, before ``createAnswer``.
 
@@ -155,16 +158,25 @@ def answer_dtls_passive(pc: RTCPeerConnection) -> None:
     present our ECDSA certificate and the client offers its full list. An offer that fixed a role
     (``active`` or ``passive``) keeps the complementary one, which aiortc chooses itself.
     """
-    offer = pc.remoteDescription
-    if offer is None:
-        return
-    actpass = {m.rtp.muxId for m in SessionDescription.parse(offer.sdp).media if m.dtls and m.dtls.role == "auto"}
+    actpass = {m.rtp.muxId for m in SessionDescription.parse(offer_sdp).media if m.dtls and m.dtls.role == "auto"}
     transports = [t.receiver.transport for t in pc.getTransceivers() if t.mid in actpass]
     if pc.sctp is not None and pc.sctp.mid in actpass:
         transports.append(pc.sctp.transport)
     for transport in dict.fromkeys(transports):
         if transport._role == "auto":  # aiortc's "not chosen yet": it would answer active
             transport._set_role("server")
+
+
+def _connection_address(line: str, resolved: dict[str, str]) -> str:
+    """A ``c=`` or ``a=rtcp:`` line naming an mDNS host (Firefox's ``a=rtcp``) with an address aiortc can parse:
+    the resolved one, else the unspecified address (these lines are defaults; ICE decides the path)."""
+    fields = line.split(" ")
+    if not is_mdns_hostname(fields[-1]):
+        return line
+    address = resolved.get(fields[-1])
+    if address is None or ("IP6" in fields) != (":" in address):
+        address = "::" if "IP6" in fields else "0.0.0.0"
+    return " ".join([*fields[:-1], address])
 
 
 def _ice_transports(pc: RTCPeerConnection) -> list[RTCIceTransport]:

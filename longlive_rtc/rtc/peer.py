@@ -56,7 +56,7 @@ class Peer:
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
         prefer_codec(transceiver, self.codec)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        answer_dtls_passive(self.pc)
+        answer_dtls_passive(self.pc, offer_sdp)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         if self.codec != codec:
             log.info("peer %s: the offer has no %s; answering %s", self.id[:6], codec, self.codec)
