@@ -7,6 +7,7 @@ an offer with none gets a 400 that names the offered and the sent codecs.
 from __future__ import annotations
 
 import json
+import re
 
 import aiohttp
 import pytest
@@ -131,3 +132,32 @@ def _offer_text(codecs: list[str], fmtp: dict[str, str]) -> str:
         if name in fmtp:
             lines.append(f"a=fmtp:{payload} {fmtp[name]}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def _renumber(sdp: str, old: int, new: int) -> str:
+    """Give payload type ``old`` the number ``new`` everywhere it appears (m= line, rtpmap, fmtp, rtcp-fb, apt)."""
+    sdp = re.sub(rf"^(a=(?:rtpmap|fmtp|rtcp-fb):){old}\b", rf"\g<1>{new}", sdp, flags=re.MULTILINE)
+    sdp = re.sub(rf"\bapt={old}\b", f"apt={new}", sdp)
+    return re.sub(rf"^(m=video .*) {old}\b", rf"\g<1> {new}", sdp, flags=re.MULTILINE)
+
+
+async def test_the_answer_keeps_the_offers_payload_types_in_35_to_63() -> None:
+    """Chromium numbers codecs 35-63 once 96-127 are full; aiortc answered its own numbers for those."""
+    async with Server(HubConfig(codec="h264", max_sessions=1)) as server:
+        session = await started_session(server)
+        viewer = Viewer(capabilities("video/H264"))
+        try:
+            offer = await viewer.offer()
+            high444 = re.search(r"a=fmtp:(\d+) [^\r\n]*profile-level-id=f4001f", offer).group(1)
+            rtx = re.search(rf"a=fmtp:(\d+) apt={high444}\b", offer).group(1)
+            offer = _renumber(_renumber(offer, int(high444), 41), int(rtx), 42)
+            status, answer = await whep(server, session, offer)
+            assert status == 201, answer
+            offered = set(re.search(r"^m=video \S+ \S+ (.*)$", offer, re.MULTILINE).group(1).split())
+            answered = re.search(r"^m=video \S+ \S+ (.*)$", answer, re.MULTILINE).group(1).split()
+            assert set(answered) <= offered and len(answered) == len(set(answered)), (answered, offered)
+            assert "a=fmtp:41 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=f4001f" in answer
+            await viewer.accept(answer)
+            await viewer.wait_frames(5)
+        finally:
+            await viewer.close()

@@ -8,7 +8,7 @@ packetization mode 1 (aiortc's packetizer fragments NAL units: FU-A, STAP-A).
 
 from __future__ import annotations
 
-from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCRtpSender, RTCRtpTransceiver, rtp
 from aiortc.codecs import CODECS as AIORTC_CODECS
 from aiortc.codecs import h264
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecCapability, RTCRtpCodecParameters
@@ -56,6 +56,20 @@ def register_h264_profiles() -> None:
         video.append(RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=payload_type + 1,
                                            parameters={"apt": payload_type}))  # fmt: skip
         payload_type += 2
+
+
+#: Dynamic RTP payload types: 96-127 (RFC 3551) and, with rtcp-mux, 35-63 (RFC 5761 section 4), which
+#: Chromium uses once 96-127 are taken (its High and 4:4:4 H.264 entries, for instance).
+DYNAMIC_PAYLOAD_TYPES = frozenset(range(35, 64)) | frozenset(range(96, 128))
+
+
+def use_offered_payload_types() -> None:
+    """Make aiortc answer every dynamic codec under the offer's payload type (idempotent).
+
+    aiortc adopts the offer's payload type only in 96-127; for one in 35-63 it answered its own number,
+    which can collide with another codec of the offer (Chromium: "Duplicate payload type").
+    """
+    rtp.DYNAMIC_PAYLOAD_TYPES = DYNAMIC_PAYLOAD_TYPES
 
 
 def offered_video_codecs(offer_sdp: str) -> list[RTCRtpCodecParameters]:
@@ -114,6 +128,7 @@ def prefer_codec(transceiver: RTCRtpTransceiver, codec: str) -> None:
     """Restrict a video transceiver to ``codec`` (plus RTX); call before ``setRemoteDescription``."""
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+    use_offered_payload_types()
     if codec == "h264":
         register_h264_profiles()
     capabilities = RTCRtpSender.getCapabilities("video").codecs
