@@ -153,6 +153,7 @@ class Stage:
         self.session = ""
         self.stats = FuzzStats()
         self._next_frame = 300
+        self._bursts = 0
 
     async def open(self, fuzzers: int = 1) -> Stage:
         reply = await self.legit.connect(self.url, token=self.token)
@@ -171,9 +172,14 @@ class Stage:
         return self
 
     async def fuzz(self, batch: Batch, pace: float = PACE) -> list[str]:
-        """One batch, its messages dealt round-robin to the hostile peers, which send at the same time."""
-        shares = [Batch(batch.messages[i :: len(self.fuzzers)], batch.burst) for i in range(len(self.fuzzers))]
-        runs = [(peer, share) for peer, share in zip(self.fuzzers, shares, strict=True) if share.messages]
+        """One batch, its messages dealt round-robin to the hostile peers, which send at the same time (a burst
+        goes to one peer, the next in turn, so that it overruns that peer's command budget)."""
+        if batch.burst:
+            self._bursts += 1
+            runs = [(self.fuzzers[self._bursts % len(self.fuzzers)], batch)]
+        else:
+            shares = [Batch(batch.messages[i :: len(self.fuzzers)]) for i in range(len(self.fuzzers))]
+            runs = [(peer, share) for peer, share in zip(self.fuzzers, shares, strict=True) if share.messages]
         results = await asyncio.gather(*(peer.run(share, pace) for peer, share in runs))
         problems = [p for result in results for p in result]
         for (peer, share), result in zip(runs, results, strict=True):

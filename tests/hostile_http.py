@@ -6,6 +6,7 @@ The routes come from the app's own router, so a new route is fuzzed as soon as i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -60,6 +61,8 @@ class Targets:
     offer: str
     tokens: dict[str, str] = field(default_factory=dict)  # "controller" / "viewer"
     peer: str = ""
+    keep: set[str] = field(default_factory=set)  # sessions the cases must not free (besides SESSION)
+    created: set[str] = field(default_factory=set)  # sessions cases created, freed after each case
 
     def credential(self, name: str | None) -> str | None:
         return {"api key": self.api_key, "controller": self.tokens.get("controller"),
@@ -73,15 +76,33 @@ class Targets:
             if r.status == 200:
                 return
         body = {"id": SESSION, "schedule": SCHEDULE, "start": True}
-        async with http.post(f"{self.url}/sessions", json=body, headers=auth) as r:
-            created = await r.json()
-            assert r.status == 201, created
+        for _ in range(30):
+            async with http.post(f"{self.url}/sessions", json=body, headers=auth) as r:
+                created = await r.json()
+                if r.status in (429, 503):  # the cases spent this address's budget, or filled the slots
+                    await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                    continue
+                assert r.status == 201, created
+                break
         self.tokens = created["tokens"] or {}
 
     def learn(self, case: HttpCase, body: Any) -> None:
-        """Follow token rotations the cases cause (the fuzz keeps its credentials current)."""
-        if isinstance(body, dict) and isinstance(body.get("tokens"), dict) and body.get("session") == SESSION:
+        """Follow token rotations the cases cause (the fuzz keeps its credentials current), note the
+        sessions they create."""
+        if not isinstance(body, dict) or not isinstance(body.get("session"), str):
+            return
+        if isinstance(body.get("tokens"), dict) and body["session"] == SESSION:
             self.tokens = body["tokens"]
+        elif case.method == "POST" and case.template in ("/sessions", "/offer"):
+            self.created.add(body["session"])
+
+    async def cleanup(self, http: aiohttp.ClientSession) -> None:
+        """Free the sessions cases created (a running one would keep a slot and a core busy)."""
+        for session in self.created - self.keep - {SESSION}:
+            async with http.delete(f"{self.url}/sessions/{quote(session, safe='')}",
+                                   headers={"Authorization": f"Bearer {self.api_key}"}):  # fmt: skip
+                pass
+        self.created.clear()
 
 
 @dataclass(frozen=True)

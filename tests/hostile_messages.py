@@ -16,6 +16,7 @@ from longlive_rtc.protocol import COMMANDS, MAX_ID_CHARS, MAX_ID_INT, MAX_PROMPT
 LIMIT = "limit_exceeded"  # any message may meet a spent command budget (or the size limit)
 PARSE = frozenset({"bad_json", "bad_message", "unknown_command", "invalid_field"})
 MUTATING = tuple(kind for kind in COMMANDS if kind != "get_state")
+MAX_WIRE_BYTES = 200_000  # under the 256 KiB data-channel message limit of aiortc and browsers
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,8 @@ def deep_json(draw) -> Hostile:
 def huge_strings(draw) -> Hostile:
     message_id = draw(st.integers(0, 10**6))
     where = draw(st.sampled_from(["prompt", "id", "type", "data key"]))
-    size = draw(st.integers(MAX_PROMPT_CHARS + 1, 60_000))
     char = draw(st.sampled_from(["x", "é", "字", "😀", " "]))
+    size = draw(st.integers(MAX_PROMPT_CHARS + 1, MAX_WIRE_BYTES // len(_dumps(char))))  # JSON escapes: 6-12 B
     big = char * size if char != " " else " " * size + "x" * (MAX_PROMPT_CHARS + 1)
     message: dict = {"type": "schedule_prompt", "data": {"new_prompt": "fine", "timestamp": 3}, "id": message_id}
     codes, echoed = frozenset({"invalid_field"}), frozenset({message_id, None})  # None: over the size limit
