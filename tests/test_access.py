@@ -225,7 +225,8 @@ async def test_limits_answer_429_and_503_with_retry_after() -> None:
         viewer_token = created["tokens"]["viewer"]
         first = Client()
         try:
-            await first.connect(server.url, session=created["session"], whep=True, data_channel=False, token=viewer_token)
+            session = created["session"]
+            await first.connect(server.url, session=session, whep=True, data_channel=False, token=viewer_token)
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             pc.addTransceiver("video", direction="recvonly")
             await pc.setLocalDescription(await pc.createOffer())
