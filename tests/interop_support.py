@@ -89,7 +89,11 @@ class NetNamespace:
             [*inside, "ip", "link", "set", inner_if, "up"],
             [*inside, "ip", "link", "set", "lo", "up"],
         ):
-            subprocess.run(command, check=True, capture_output=True, timeout=10)
+            try:
+                subprocess.run(command, check=True, capture_output=True, timeout=10)
+            except (subprocess.SubprocessError, OSError):
+                space.destroy()  # nothing half-made is left behind
+                raise
         return space
 
     @property

@@ -49,7 +49,7 @@ def space() -> Iterator[NetNamespace | None]:
     if namespaces_allowed():
         try:
             made = NetNamespace.create()
-        except (subprocess.CalledProcessError, OSError):  # root without the right to make networks (a container)
+        except (subprocess.SubprocessError, OSError):  # root without the right to make networks (a container)
             made = None
     if made is not None:
         yield made
