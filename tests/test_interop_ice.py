@@ -17,6 +17,7 @@ import pytest
 
 from longlive_rtc.rtc.hub import HubConfig
 from longlive_rtc.rtc.ice import _ice_transports, accept_remote_candidates, resolve_mdns
+from signaling.routes import ice_server_links
 
 from .interop_support import Viewer, capabilities, started_session, whep
 from .rtc_client import Server
@@ -169,3 +170,16 @@ async def test_trickle_ice_over_whep_patch() -> None:
             await viewer.wait_frames(5)
         finally:
             await viewer.close()
+
+
+def test_ice_server_links_carry_turn_credentials_quoted() -> None:
+    servers = [{"urls": "stun:stun.example.net"},
+               {"urls": ["turn:t.example.net?transport=udp", "turns:t.example.net"], "username": "1700:u",
+                "credential": 'pa"ss\\word'}]  # fmt: skip
+    assert ice_server_links(servers) == [
+        '<stun:stun.example.net>; rel="ice-server"',
+        '<turn:t.example.net?transport=udp>; rel="ice-server"; username="1700:u"; credential="pa\\"ss\\\\word"; '
+        'credential-type="password"',
+        '<turns:t.example.net>; rel="ice-server"; username="1700:u"; credential="pa\\"ss\\\\word"; '
+        'credential-type="password"',
+    ]
