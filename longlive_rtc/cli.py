@@ -215,6 +215,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from signaling.limits import RateLimiter
 
     from .rtc.hub import Hub, HubConfig
+    from .rtc.memory import map_large_blocks
+
+    map_large_blocks()  # frames and encoder buffers go back to the system when viewers leave
 
     ice_urls = list(args.ice_server or [])
     if not ice_urls and os.environ.get(ENV_PREFIX + "ICE_SERVERS"):

@@ -61,6 +61,7 @@ class HttpFuzz:
         if content_type == "application/json" and body:
             with contextlib.suppress(ValueError):
                 self.targets.learn(case, json.loads(body))
+        await self.targets.cleanup(self.http)
         await self.targets.ensure_session(self.http)
         return judge(case, status, content_type, headers, body)
 

@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from aiortc.contrib.media import MediaRelay
 from ..generators.base import Generator
 from ..session import Role, Session, Status
 from .codecs import CODECS, configure_h264_rate
+from .memory import Reclaimer
 from .peer import Peer
 from .sdp import OfferError, check_offer
 from .track import DEFAULT_FPS, PacedVideoTrack
@@ -132,6 +134,7 @@ class Hub:
         self.sessions: dict[str, LiveSession] = {}
         self.on_freed: list[Callable[[str], None]] = []  # called with the id of every freed session
         self._reaper: asyncio.Task | None = None
+        self.reclaimer = Reclaimer()  # gives back what left peers and sessions held
         configure_h264_rate(self.config.fps)
 
     # --- sessions ------------------------------------------------------------------------------------
@@ -209,6 +212,7 @@ class Hub:
         if self._release is not None:
             self._release(live.session.engine.generator)
         log.info("session %s freed", live.id)
+        self.reclaimer.soon()
 
     def _start_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
@@ -277,7 +281,9 @@ class Hub:
             if isinstance(exc, OfferError):  # e.g. no codec in common: the message tells the client why
                 raise
             raise HubError(f"could not answer the offer: {type(exc).__name__}") from None
-        asyncio.get_running_loop().call_later(self.config.connect_timeout, self._close_if_unconnected, peer)
+        # a weak reference: the timer must not keep a closed peer's connection alive for connect_timeout
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.config.connect_timeout, self._close_if_unconnected, weakref.ref(peer))
         return peer, answer.sdp
 
     def _connected(self, peer: Peer) -> None:
@@ -285,8 +291,9 @@ class Hub:
         if live is not None:
             live.provisional = False
 
-    def _close_if_unconnected(self, peer: Peer) -> None:
-        if not peer.ever_connected:
+    def _close_if_unconnected(self, ref: weakref.ref[Peer]) -> None:
+        peer = ref()
+        if peer is not None and not peer.ever_connected:
             log.info("peer %s did not connect within %.0f s; closing it", peer.id[:6], self.config.connect_timeout)
             asyncio.ensure_future(peer.close())
 
@@ -304,6 +311,7 @@ class Hub:
             return
         if peer.member is not None:
             live.session.leave(peer.member)
+        self.reclaimer.soon()
         if live.provisional and not live.peers and not live.running:
             log.info("session %s: its creating peer never connected; freeing it", live.id)
             self._detach(live.id)
@@ -316,3 +324,4 @@ class Hub:
         if self._reaper is not None:
             self._reaper.cancel()
         await asyncio.gather(*(self.free_session(sid) for sid in list(self.sessions)), return_exceptions=True)
+        self.reclaimer.cancel()
