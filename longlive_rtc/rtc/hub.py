@@ -18,6 +18,7 @@ from aiortc.contrib.media import MediaRelay
 from ..generators.base import Generator
 from ..session import Role, Session, Status
 from .codecs import CODECS, configure_h264_rate
+from .loop_errors import quiet_vanished_peers
 from .memory import Reclaimer
 from .peer import Peer
 from .sdp import OfferError, check_offer
@@ -245,6 +246,7 @@ class Hub:
         ``adapt`` wraps the session's ``join`` and ``handle`` for a peer whose data channel speaks another
         envelope (the Reactor SDK's). Returns the peer and its answer SDP.
         """
+        quiet_vanished_peers(asyncio.get_running_loop())
         role = role or Role.CONTROLLER
         recreate = create and session_id is not None and session_id not in self.sessions
         if (session_id is None or recreate) and role is Role.VIEWER:
