@@ -13,14 +13,10 @@ from ..protocol import Event
 from ..session import Member, Role
 from .codecs import choose_codec, prefer_codec
 from .ice import accept_remote_candidates, answer_dtls_passive
+from .outbox import MAX_BUFFERED_BYTES, MAX_EVENT_BYTES, Outbox  # noqa: F401  (MAX_*: re-exported)
 from .sdp import OfferError, check_offer  # noqa: F401  (re-exported: they lived here)
 
 log = logging.getLogger(__name__)
-
-#: Chromium and aiortc accept 256 KiB data-channel messages; keep state events well under that.
-MAX_EVENT_BYTES = 200_000
-#: Bytes queued on a data channel the client does not read; past this the peer is dropped.
-MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 
 
 class Peer:
@@ -40,6 +36,7 @@ class Peer:
         self.pc = RTCPeerConnection(configuration)
         self.member: Member | None = None
         self.channel: RTCDataChannel | None = None
+        self.outbox: Outbox | None = None
         self.codec: str | None = None  # what answer() chose
         self._on_closed = on_closed
         self._on_connected = on_connected
@@ -71,6 +68,7 @@ class Peer:
                 log.info("peer %s opened a second data channel; using the first", self.id[:6])
                 return
             self.channel = channel
+            self.outbox = Outbox(channel, self._stalled)
 
             @channel.on("message")
             def on_message(message: str | bytes) -> None:
@@ -83,24 +81,23 @@ class Peer:
             self.member = join(self.role, self.send)
 
     def send(self, event: Event) -> None:
-        """Queue an event on the data channel; a client that stopped reading is dropped, never buffered for."""
-        channel = self.channel
-        if channel is None or channel.readyState != "open" or self._closed:
-            return
-        if channel.bufferedAmount > MAX_BUFFERED_BYTES:
-            log.warning(
-                "peer %s of %s stopped reading its data channel (%d bytes queued); dropping it",
-                self.id[:6], self.session_id, channel.bufferedAmount,
-            )  # fmt: skip
-            asyncio.ensure_future(self.close())
-            return
-        channel.send(event.fit_json(MAX_EVENT_BYTES))
+        """Queue an event on the data channel (state snapshots coalesced, see :class:`Outbox`); a client that
+        stopped reading is dropped, never buffered for."""
+        if self.outbox is not None and not self._closed:
+            self.outbox.send(event)
+
+    def _stalled(self, queued: int) -> None:
+        log.warning("peer %s of %s stopped reading its data channel (%d bytes queued); dropping it",
+                    self.id[:6], self.session_id, queued)  # fmt: skip
+        asyncio.ensure_future(self.close())
 
     async def close(self) -> None:
         """Close the connection and leave the session; never raises (a half-built connection is torn down)."""
         if self._closed:
             return
         self._closed = True
+        if self.outbox is not None:
+            self.outbox.close()
         try:
             await self.pc.close()
         except Exception as exc:  # aiortc cannot close a connection whose offer it failed to apply
