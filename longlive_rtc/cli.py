@@ -184,7 +184,8 @@ def serve_banner(args: argparse.Namespace, config, auth) -> str:
         lines.append("  access: token (the API key below creates and lists sessions; keep it secret)")
     else:
         lines.append("  access: NONE (--auth none): anyone who can reach this port controls every stream")
-    lines.append(f"  open http://{shown}:{args.port}/{key} in a browser (or http://{host}:{args.port}/{key} here)")
+    here = "" if shown == host else f" (or http://{host}:{args.port}/{key} here)"
+    lines.append(f"  open http://{shown}:{args.port}/{key} in a browser{here}")
     return "\n".join(lines)
 
 
