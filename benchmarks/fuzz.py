@@ -32,9 +32,13 @@ from longlive_rtc.rtc.hub import Hub  # noqa: E402
 from signaling.app import create_app  # noqa: E402
 from signaling.auth import Auth  # noqa: E402
 from tests.fuzz_stage import LoopThread, Stage  # noqa: E402
-from tests.hostile_http import HttpCase, Targets, http_cases, judge, real_offer, route_templates, send  # noqa: E402
+from tests.hostile_http import HttpCase, Targets, http_cases, judge, route_templates, send  # noqa: E402
 from tests.hostile_messages import Batch, batches  # noqa: E402
-from tests.rtc_client import allow_loopback_ice, loopback_only  # noqa: E402
+from tests.rtc_client import (  # noqa: E402
+    allow_loopback_ice,
+    loopback_only,
+    real_offer,
+)
 
 API_KEY = "fuzz-benchmark-api-key-0123"
 QUICK = settings(deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))

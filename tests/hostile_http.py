@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection
 from hypothesis import strategies as st
 
 from .hostile_messages import hostile_messages, json_values
@@ -27,17 +26,6 @@ FOREIGN_ORIGIN = "http://other-site.invalid"
 CONTENT_TYPES = [None, "application/json", "application/sdp", "text/plain", "application/x-www-form-urlencoded",
                  "multipart/form-data; boundary=zz", "application/json; charset=utf-16", "APPLICATION/JSON",
                  "application/json\u00e9", "*/*"]  # fmt: skip
-
-
-async def real_offer() -> str:
-    """A real aiortc offer: one recvonly video section (mid 0) and a data channel (mid 1)."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
-    pc.createDataChannel("commands")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 def route_templates(app: web.Application) -> list[tuple[str, str]]:

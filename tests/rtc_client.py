@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -37,6 +38,26 @@ def allow_loopback_ice() -> None:
         return original(use_ipv4, use_ipv6) or (["127.0.0.1"] if use_ipv4 else [])
 
     aioice.ice.get_host_addresses = with_loopback
+
+
+async def real_offer(data_channel: bool = True) -> str:
+    """A real aiortc offer: one recvonly video section (mid 0) and, by default, a data channel (mid 1)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    if data_channel:
+        pc.createDataChannel("commands")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
+        await asyncio.sleep(0.02)
 
 
 @dataclass

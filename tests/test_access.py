@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from longlive_rtc.rtc.hub import HubConfig
 from signaling.auth import Auth
 from signaling.limits import RateLimiter
 
-from .rtc_client import Client, Server
+from .rtc_client import Client, Server, real_offer, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,13 +55,6 @@ async def command(server: Server, session: str, token: str | None, kind: str, **
     return status, replies
 
 
-async def wait_until(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_session_created_over_http_with_start_streams_to_a_whep_viewer_with_no_controller() -> None:
     async with token_server() as server:
         created = await create(server, id="my-show", seed=7, schedule=SCHEDULE, start=True)
@@ -95,6 +86,7 @@ async def test_every_endpoint_refuses_a_missing_or_wrong_token_without_telling_w
         created = await create(server, id="real")
         other = await create(server, id="other")
         wrong_tokens = [None, "nonsense", API_KEY + "x", other["tokens"]["controller"]]
+        answers: dict[str, list] = {}
         for session in ("real", "no-such-session"):
             endpoints = [
                 ("GET", f"/sessions/{session}", None), ("DELETE", f"/sessions/{session}", None),
@@ -110,9 +102,11 @@ async def test_every_endpoint_refuses_a_missing_or_wrong_token_without_telling_w
                     assert answer == {"error": {"status": 401, "message": answer["error"]["message"]}}
                     assert "exist" not in answer["error"]["message"] and session not in answer["error"]["message"]
                     assert headers["WWW-Authenticate"].startswith("Bearer")
+                    answers.setdefault(session, []).append((method, status, answer, headers["WWW-Authenticate"]))
             status, _, _ = await call(server, "POST", f"/whep/{session}", "nonsense", data="v=0",
                                       headers={"Content-Type": "application/sdp"})  # fmt: skip
             assert status == 401
+        assert answers["real"] == answers["no-such-session"], "the same refusal whether the session exists or not"
         for method, path in [("GET", "/sessions"), ("POST", "/sessions"), ("GET", "/metrics"), ("GET", "/ice-servers")]:
             for token in wrong_tokens[:3]:
                 status, _, _ = await call(server, method, path, token, json={} if method == "POST" else None)
@@ -136,12 +130,8 @@ async def test_a_viewer_token_watches_and_reads_events_but_never_commands() -> N
         for method, path in [("DELETE", f"/sessions/{session}"), ("POST", f"/sessions/{session}/tokens")]:
             status, answer, _ = await call(server, method, path, viewer_token)
             assert status == 403 and "not control" in answer["error"]["message"], (method, path)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("video", direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        offer = {"sdp": pc.localDescription.sdp, "type": "offer", "session": session, "role": "controller"}
+        offer = {"sdp": await real_offer(), "type": "offer", "session": session, "role": "controller"}
         status, _, _ = await call(server, "POST", "/offer", viewer_token, json=offer)
-        await pc.close()
         assert status == 403, "a viewer token cannot ask to be a controller"
         viewer = Client()
         try:
@@ -186,13 +176,7 @@ async def test_cross_origin_requests_are_refused_unless_the_origin_is_allowed() 
 
 async def offer_and_vanish(server: Server) -> None:
     """An offer whose client never sets the answer: its ICE never completes."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
-    pc.createDataChannel("commands")
-    await pc.setLocalDescription(await pc.createOffer())
-    status, answer, _ = await call(server, "POST", "/offer", API_KEY,
-                                   json={"sdp": pc.localDescription.sdp, "type": "offer"})  # fmt: skip
-    await pc.close()
+    status, answer, _ = await call(server, "POST", "/offer", API_KEY, json={"sdp": await real_offer(), "type": "offer"})
     assert status == 200, answer
 
 
@@ -200,7 +184,7 @@ async def test_twenty_offers_that_never_connect_leave_a_legitimate_user_able_to_
     async with token_server(max_sessions=1, connect_timeout=2.0) as server:
         for _ in range(20):
             await offer_and_vanish(server)
-        assert len(server.hub.sessions) <= 1, "pending offers never hold more than the slots"
+        assert len(server.hub.sessions) == 1, "each pending offer's session gave its slot to the next one"
         user = Client()
         try:
             await user.connect(server.url, token=API_KEY)
@@ -227,13 +211,9 @@ async def test_limits_answer_429_and_503_with_retry_after() -> None:
         try:
             session = created["session"]
             await first.connect(server.url, session=session, whep=True, data_channel=False, token=viewer_token)
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            pc.addTransceiver("video", direction="recvonly")
-            await pc.setLocalDescription(await pc.createOffer())
-            status, answer, headers = await call(server, "POST", f"/whep/{created['session']}", viewer_token,
-                                                 data=pc.localDescription.sdp,
+            status, answer, headers = await call(server, "POST", f"/whep/{session}", viewer_token,
+                                                 data=await real_offer(data_channel=False),
                                                  headers={"Content-Type": "application/sdp"})  # fmt: skip
-            await pc.close()
             assert status == 503 and "too many viewers" in answer["error"]["message"]
             assert int(headers["Retry-After"]) >= 1
         finally:

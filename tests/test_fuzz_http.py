@@ -18,8 +18,8 @@ from longlive_rtc.rtc.hub import HubConfig
 from signaling.auth import Auth
 
 from .fuzz_stage import ChannelPeer, LoopThread
-from .hostile_http import SESSION, HttpCase, Targets, http_cases, judge, real_offer, route_templates, send
-from .rtc_client import Server
+from .hostile_http import SESSION, HttpCase, Targets, http_cases, judge, route_templates, send
+from .rtc_client import Server, real_offer
 
 pytestmark = [
     pytest.mark.timeout(400),

@@ -23,8 +23,7 @@ from longlive_rtc.rtc.sdp import (
 )
 from signaling.auth import Auth
 
-from .hostile_http import real_offer
-from .rtc_client import Client, Server
+from .rtc_client import Client, Server, real_offer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -22,7 +22,7 @@ from longlive_rtc.rtc.hub import HubConfig
 from signaling.auth import Auth
 from signaling.reactor import REACTOR_KEY
 
-from .rtc_client import Server
+from .rtc_client import Server, wait_until
 
 #: What the SDK sends on every coordinator request, and on every transport request.
 API_HEADERS = {"Reactor-API-Version": "1", "Reactor-API-Accept-Version": "1"}
@@ -82,13 +82,6 @@ async def start(http: aiohttp.ClientSession, server: Server, body: object = None
     async with http.post(f"{server.url}/start_session", json=body or {}, headers=API_HEADERS) as r:
         assert r.status == status, await r.text()
         return await r.json()
-
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_start_session_answers_the_sdks_session_response() -> None:
