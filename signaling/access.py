@@ -1,12 +1,15 @@
 """Who may do what to which session: the grants of a request, checked against the hub's sessions.
 
-:class:`Access` owns each session's key generation (the part of its tokens that rotation changes) and
-forgets it when the hub frees the session.
+:class:`Access` owns each session's key generation (the part of its tokens that rotation changes). When
+the hub frees a session its last generation is kept (the most recent ``MAX_RETIRED``), so a token retired
+by a rotation cannot recreate the session later; only a restarted server, which remembers none, accepts
+any genuine token of a gone session.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections import OrderedDict
 
 from aiohttp import web
 
@@ -20,10 +23,13 @@ FORBIDDEN_COMMAND = "this token may watch the session but not control it"
 class Access:
     """Grants for requests, and the tokens of each session."""
 
+    MAX_RETIRED = 10_000  # freed sessions whose last generation is remembered
+
     def __init__(self, auth: Auth, hub: Hub) -> None:
         self.auth = auth
         self._hub = hub
-        self._generations: dict[str, str] = {}
+        self._generations: dict[str, str] = {}  # live sessions
+        self._retired: OrderedDict[str, str] = OrderedDict()  # freed sessions, oldest first
         hub.on_freed.append(self.forget)
 
     def admin(self, request: web.Request) -> Grant:
@@ -36,14 +42,17 @@ class Access:
     def session(self, request: web.Request, session_id: str, *, control: bool = False) -> Grant:
         """The grant of a request on ``session_id``: the API key, or a current token of that session.
 
-        A token valid for a session that is gone still passes (its holder may learn that it is gone, or
-        recreate it after a server restart); a token from before a rotation does not. With ``control``,
-        a viewer's grant is refused (403).
+        A current token of a session that is gone still passes (its holder may learn that it is gone, or
+        recreate it); a token from before a rotation does not, live or gone. With ``control``, a viewer's
+        grant is refused (403).
         """
         grant = self.auth.grant(credential(request), session_id)
-        if not grant.admin and session_id in self._hub.sessions:
-            current = self._generations.get(session_id)
-            if current is None or not hmac.compare_digest(current, grant.generation or ""):
+        if not grant.admin:
+            live = session_id in self._hub.sessions
+            known = self._generations.get(session_id) if live else self._retired.get(session_id)
+            if (live and known is None) or (
+                known is not None and not hmac.compare_digest(known, grant.generation or "")
+            ):
                 raise AccessDenied(401, UNAUTHORIZED)
         if control and not grant.may_command:
             raise AccessDenied(403, FORBIDDEN_COMMAND)
@@ -61,6 +70,7 @@ class Access:
 
     def register(self, session_id: str, generation: str | None = None) -> None:
         """A session created now, at ``generation`` (a recreated session keeps its tokens' one)."""
+        self._retired.pop(session_id, None)
         self._generations[session_id] = generation or new_generation()
 
     def rotate(self, session_id: str) -> SessionTokens | None:
@@ -76,4 +86,11 @@ class Access:
         return self.auth.issue(session_id, generation)
 
     def forget(self, session_id: str) -> None:
-        self._generations.pop(session_id, None)
+        """The session was freed: its generation retires (the oldest retired ones are dropped)."""
+        generation = self._generations.pop(session_id, None)
+        if generation is None:
+            return
+        self._retired[session_id] = generation
+        self._retired.move_to_end(session_id)
+        while len(self._retired) > self.MAX_RETIRED:
+            self._retired.popitem(last=False)

@@ -262,6 +262,26 @@ async def test_rotating_tokens_retires_the_old_ones_at_once() -> None:
         assert rotated["urls"]["viewer"].endswith(rotated["tokens"]["viewer"])
 
 
+async def test_a_rotated_token_cannot_recreate_its_session_once_it_is_gone() -> None:
+    async with token_server() as server:
+        created = await create(server, id="rotated-show")
+        old = created["tokens"]["controller"]
+        _, rotated, _ = await call(server, "POST", "/sessions/rotated-show/tokens", old)
+        new = rotated["tokens"]["controller"]
+        assert (await call(server, "DELETE", "/sessions/rotated-show", new))[0] == 204
+        offer = {"sdp": await real_offer(), "type": "offer", "session": "rotated-show", "create": True}
+        status, _, _ = await call(server, "POST", "/offer", old, json=offer)
+        assert status == 401, "a retired token stays retired after its session was freed"
+        assert "rotated-show" not in server.hub.sessions
+        assert (await call(server, "GET", "/sessions/rotated-show", old))[0] == 401
+        client = Client()
+        try:
+            await client.connect(server.url, session="rotated-show", create=True, token=new)
+            assert client.session == "rotated-show", "the current token recreates it"
+        finally:
+            await client.close()
+
+
 async def test_session_tokens_expire_when_the_operator_sets_a_lifetime() -> None:
     async with token_server(token_ttl=1) as server:
         created = await create(server)
