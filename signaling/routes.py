@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +107,13 @@ def session_urls(request: web.Request, session_id: str, tokens: SessionTokens | 
 
 def _described(request: web.Request, live: LiveSession, *, controller: bool, with_tokens: bool = False) -> dict:
     tokens = request.app[ACCESS_KEY].tokens(live.id)
-    shown = tokens if controller else (SessionTokens("", tokens.viewer) if tokens else None)
     body: dict[str, Any] = {
         **live.summary(),
         "state": live.session.state_data(),
-        "urls": session_urls(request, live.id, shown, controller=controller),
+        "urls": session_urls(request, live.id, tokens, controller=controller),
     }
     if with_tokens:
-        body["tokens"] = {"controller": tokens.controller, "viewer": tokens.viewer} if tokens else None
+        body["tokens"] = asdict(tokens) if tokens else None
     return body
 
 
@@ -220,7 +220,7 @@ async def command(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         return json_error(415, "send the command as Content-Type: application/json")
     replies: list[Event] = []
-    live.session.handle(await request.read(), grant.role if not grant.admin else Role.CONTROLLER, replies.append)
+    live.session.handle(await request.read(), grant.role, replies.append)
     first = replies[0]
     status = 200 if first.type == "ack" else ERROR_STATUS[ErrorCode(first.data["code"])]
     return web.json_response([event.to_dict() for event in replies], status=status)
@@ -268,7 +268,7 @@ async def offer(request: web.Request) -> web.Response:
     if not existed:
         access.register(peer.session_id, grant.generation)
         tokens = access.tokens(peer.session_id)
-        reply["tokens"] = {"controller": tokens.controller, "viewer": tokens.viewer} if tokens else None
+        reply["tokens"] = asdict(tokens) if tokens else None
     return web.json_response(reply)
 
 
