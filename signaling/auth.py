@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 
 from aiohttp import web
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from longlive_rtc.session import Role
 
@@ -48,7 +48,6 @@ class Grant:
 
     role: Role
     admin: bool = False
-    session: str | None = None  # the session a token was issued for (None for the API key)
     generation: str | None = None  # the session key generation a token carries
 
     @property
@@ -110,7 +109,7 @@ class Auth:
         if claim is None or session_id is None or not hmac.compare_digest(claim[0].encode(), session_id.encode()):
             raise AccessDenied(401, UNAUTHORIZED)
         role = Role.CONTROLLER if claim[1] == "c" else Role.VIEWER
-        return Grant(role, session=claim[0], generation=claim[2])
+        return Grant(role, generation=claim[2])
 
     def session_of(self, credential: str) -> str | None:
         """The session a genuine, unexpired session token names (None for anything else)."""
@@ -120,7 +119,7 @@ class Auth:
     def _claim(self, credential: str) -> tuple[str, str, str] | None:
         try:
             claim = self._signer.loads(credential, max_age=self.token_ttl or None)
-        except (BadSignature, SignatureExpired, ValueError, TypeError):
+        except (BadSignature, ValueError, TypeError):  # SignatureExpired is a BadSignature
             return None
         valid = (
             isinstance(claim, list) and len(claim) == 3 and all(isinstance(part, str) for part in claim)

@@ -35,7 +35,7 @@ from longlive_rtc.rtc.peer import Peer
 from longlive_rtc.rtc.reactor_envelope import MODEL_NAME, VIDEO_TRACK, ReactorEnvelope, command_capabilities
 from longlive_rtc.session import Role
 
-from .routes import ACCESS_KEY, HUB_KEY, LIMITER_KEY, REFUSALS, _json_body, json_error, refusal, session_urls
+from .routes import ACCESS_KEY, HUB_KEY, REFUSALS, _json_body, _limit, json_error, refusal, session_urls
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,8 @@ class Negotiation:
     """One SDP offer being answered; a superseded one closes its peer once it has one."""
 
     task: asyncio.Task[tuple[Peer, str]]
-    superseded: bool = False
 
     def supersede(self) -> None:
-        self.superseded = True
         if self.task.done():
             self._close_peer(self.task)
         else:
@@ -212,7 +210,7 @@ def _extra_args(body: dict[str, Any]) -> dict[str, Any]:
 async def start_session(request: web.Request) -> web.Response:
     request.app[ACCESS_KEY].admin(request)
     _check_version(request, API_VERSION_HEADER, API_VERSION)
-    request.app[LIMITER_KEY].take(request.remote or "unknown", "sessions created")
+    _limit(request, "sessions created")
     extra = _extra_args(await _optional_json(request))
     seed = None
     if "seed" in extra:
@@ -300,7 +298,7 @@ def _failure(task: asyncio.Task) -> web.Response | None:
 async def offer(request: web.Request) -> web.Response:
     """An SDP offer in; 202 at once or when its answer is ready, whichever comes first (GET polls it)."""
     live = _transport_session(request)
-    request.app[LIMITER_KEY].take(request.remote or "unknown", "offers")
+    _limit(request, "offers")
     body = await _json_body(request)
     sdp = body.get("sdp_offer")
     if not isinstance(sdp, str):
