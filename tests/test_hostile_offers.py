@@ -38,7 +38,8 @@ def sections(sdp: str) -> tuple[list[str], list[str], list[str]]:
 
 def with_video_sections(sdp: str, count: int) -> str:
     head, video, tail = sections(sdp)
-    video = [line for line in video if not line.startswith("a=candidate")]  # small whatever this host's addresses
+    # small whatever this host's addresses and aiortc's codec table: no candidates, feedback or format lines
+    video = [line for line in video if not line.startswith(("a=candidate", "a=rtcp-fb", "a=fmtp"))]
     copies = [line.replace("a=mid:0", f"a=mid:v{k}") for k in range(count) for line in video]
     return "\r\n".join(head + copies + tail)
 

@@ -16,7 +16,7 @@ from longlive_rtc import protocol
 from longlive_rtc.engine import Playout
 from longlive_rtc.generators import SyntheticGenerator
 from longlive_rtc.protocol import Event
-from longlive_rtc.rtc.peer import MAX_EVENT_BYTES
+from longlive_rtc.rtc.outbox import MAX_EVENT_BYTES
 from longlive_rtc.rtc.reactor_envelope import ReactorEnvelope, command_capabilities, wrap
 from longlive_rtc.session import Role, Session
 

@@ -286,7 +286,7 @@ async def test_a_client_that_never_connects_is_closed_and_its_session_freed() ->
 
 def test_a_state_too_large_for_one_message_is_truncated_and_flagged() -> None:
     from longlive_rtc.protocol import Event
-    from longlive_rtc.rtc.peer import MAX_EVENT_BYTES
+    from longlive_rtc.rtc.outbox import MAX_EVENT_BYTES
 
     scheduled = [{"timestamp": t, "prompt": "é" * 2000, "frame": t} for t in range(300)]
     text = Event("state", {"status": "idle", "scheduled": scheduled}).fit_json(MAX_EVENT_BYTES)

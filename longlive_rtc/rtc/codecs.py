@@ -29,12 +29,15 @@ class NoCommonCodec(OfferError):
     """The offer lists no video codec we can send."""
 
 
-def configure_h264_rate(fps: int) -> None:
-    """aiortc's H.264 encoder assumes 30 fps and would deliver half its bitrate at 15; tell it the rate.
+def configure_aiortc(fps: int) -> None:
+    """aiortc's module settings for this server, once before the first offer (idempotent).
 
-    Must run before the first H.264 encoder is created.
+    Its H.264 encoder assumes 30 fps and would deliver half its bitrate at 15 (told the rate); it learns
+    the H.264 profiles beyond its baseline ones and answers every dynamic codec under the offer's number.
     """
     h264.MAX_FRAME_RATE = fps
+    register_h264_profiles()
+    use_offered_payload_types()
 
 
 def register_h264_profiles() -> None:
@@ -126,11 +129,6 @@ def describe(offered: list[RTCRtpCodecParameters]) -> str:
 
 def prefer_codec(transceiver: RTCRtpTransceiver, codec: str) -> None:
     """Restrict a video transceiver to ``codec`` (plus RTX); call before ``setRemoteDescription``."""
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-    use_offered_payload_types()
-    if codec == "h264":
-        register_h264_profiles()
     capabilities = RTCRtpSender.getCapabilities("video").codecs
     wanted = [c for c in capabilities if c.mimeType == CODECS[codec]]
     if codec == "h264":

@@ -17,7 +17,7 @@ from aiortc.contrib.media import MediaRelay
 
 from ..generators.base import Generator
 from ..session import Role, Session, Status
-from .codecs import CODECS, configure_h264_rate
+from .codecs import CODECS, choose_codec, configure_aiortc
 from .loop_errors import quiet_vanished_peers
 from .memory import Reclaimer
 from .peer import Peer
@@ -136,7 +136,7 @@ class Hub:
         self.on_freed: list[Callable[[str], None]] = []  # called with the id of every freed session
         self._reaper: asyncio.Task | None = None
         self.reclaimer = Reclaimer()  # gives back what left peers and sessions held
-        configure_h264_rate(self.config.fps)
+        configure_aiortc(self.config.fps)
 
     # --- sessions ------------------------------------------------------------------------------------
 
@@ -258,6 +258,10 @@ class Hub:
         offer = check_offer(sdp, kind)
         if codec is not None:
             codec = self.check_codec(codec)
+        wanted = codec or (self.sessions[session_id].codec if session_id in self.sessions else self.config.codec)
+        chosen = choose_codec(offer, wanted)  # before any session is made: no codec in common is a plain 400
+        if chosen != wanted:
+            log.info("the offer has no %s; answering %s", wanted, chosen)
         if self.peer_count >= self.config.max_peers:
             raise OverCapacity(f"too many viewers: the server has its maximum of {self.config.max_peers} peers", 10)
         created = session_id is None or recreate
@@ -274,7 +278,7 @@ class Hub:
         live.peers[peer.id] = peer
         peer.bind_channels(*(adapt or _direct)(live.session.join, live.session.handle))
         try:
-            answer = await peer.answer(offer, live.relay.subscribe(live.track, buffered=False), codec or live.codec)
+            answer = await peer.answer(offer, live.relay.subscribe(live.track, buffered=False), chosen)
         except Exception as exc:
             log.info("could not answer an offer for session %s: %s: %s", live.id, type(exc).__name__, exc)
             await peer.close()

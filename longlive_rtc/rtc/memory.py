@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
+import functools
 import gc
 import logging
 import time
@@ -26,10 +26,11 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter
 LARGE_BLOCK = 128 * 1024  # glibc's own starting threshold, kept from moving
 
 
+@functools.cache
 def _libc_function(name: str):
-    """A glibc function, or None where there is none (musl, macOS)."""
+    """A C library function of this process, or None where there is none (``mallopt`` is glibc's)."""
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 
@@ -78,7 +79,7 @@ class Reclaimer:
         collected = time.perf_counter() - began
         self.runs += 1
         if self._trim is not None:
-            asyncio.ensure_future(asyncio.to_thread(self._trim))  # ctypes lets go of the GIL while it trims
+            asyncio.get_running_loop().run_in_executor(None, self._trim)  # ctypes releases the GIL meanwhile
         log.debug("reclaimed %d objects in %.1f ms", found, collected * 1000)
 
     def cancel(self) -> None:

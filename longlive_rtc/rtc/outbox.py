@@ -40,8 +40,6 @@ class Outbox:
 
     def __init__(self, channel: RTCDataChannel, on_stalled: Callable[[int], None]) -> None:
         self.channel = channel
-        self.states_sent = 0
-        self.states_replaced = 0
         self._on_stalled = on_stalled
         self._stalled = False
         self._pending: Event | None = None  # the latest state not sent yet
@@ -54,8 +52,6 @@ class Outbox:
         if event.type != "state":
             self.channel.send(event.fit_json(MAX_EVENT_BYTES))
             return
-        if self._pending is not None:
-            self.states_replaced += 1
         self._pending = event
         if self._timer is None:
             self._flush()
@@ -87,7 +83,6 @@ class Outbox:
             event, self._pending = self._pending, None
             text = event.fit_json(MAX_EVENT_BYTES)
             self._next_state = now + max(STATE_INTERVAL, len(text) / STATE_BYTES_PER_SECOND)
-            self.states_sent += 1
             self.channel.send(text)
             return
         due = max(self._next_state, now + TIMER_SLACK)

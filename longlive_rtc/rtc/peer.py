@@ -11,10 +11,9 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnec
 
 from ..protocol import Event
 from ..session import Member, Role
-from .codecs import choose_codec, prefer_codec
+from .codecs import prefer_codec
 from .ice import accept_remote_candidates, answer_dtls_passive
-from .outbox import MAX_BUFFERED_BYTES, MAX_EVENT_BYTES, Outbox  # noqa: F401  (MAX_*: re-exported)
-from .sdp import OfferError, check_offer  # noqa: F401  (re-exported: they lived here)
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +44,9 @@ class Peer:
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     async def answer(self, offer_sdp: str, track, codec: str) -> RTCSessionDescription:
-        """Attach the video track and answer the client's offer: ``codec`` when the offer can receive it, else
-        the best codec it can (:class:`NoCommonCodec` when none); ICE and DTLS as any client needs them."""
-        self.codec = choose_codec(offer_sdp, codec)
+        """Attach the video track and answer the client's offer in ``codec`` (one it can receive:
+        :func:`~.codecs.choose_codec`); ICE and DTLS as any client needs them."""
+        self.codec = codec
         offer_sdp = await accept_remote_candidates(offer_sdp)
         sender = self.pc.addTrack(track)
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
@@ -55,8 +54,6 @@ class Peer:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         answer_dtls_passive(self.pc, offer_sdp)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        if self.codec != codec:
-            log.info("peer %s: the offer has no %s; answering %s", self.id[:6], codec, self.codec)
         return self.pc.localDescription
 
     def bind_channels(self, join: Callable[[Role, Callable[[Event], None]], Member], handle) -> None:
