@@ -104,7 +104,8 @@ def output_problem(out: Path) -> str | None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .render import ScheduleFileError, load_schedule_file, render_to_mp4
+    from .render import render_to_mp4
+    from .schedule_file import ScheduleFileError, load_schedule_file
 
     try:
         entries = load_schedule_file(Path(args.schedule))

@@ -12,11 +12,11 @@ from multidict import CIMultiDict
 
 from longlive_rtc import protocol
 from longlive_rtc.protocol import ErrorCode, Event
-from longlive_rtc.render import ScheduleFileError, parse_schedule_entries
 from longlive_rtc.rtc.hub import Hub, HubError, LiveSession, OverCapacity
 from longlive_rtc.rtc.ice import FragmentError, IceRestartUnsupported, add_trickled_candidates
 from longlive_rtc.rtc.peer import ice_servers_json
 from longlive_rtc.rtc.sdp import OfferError
+from longlive_rtc.schedule_file import ScheduleFileError, parse_schedule_entries
 from longlive_rtc.session import Role
 
 from .access import FORBIDDEN_COMMAND, Access
