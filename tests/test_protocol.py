@@ -343,3 +343,31 @@ def test_fit_json_cuts_a_large_state_once_and_leaves_the_rest() -> None:
     small = protocol.progress(3, 9, 0.5)
     assert small.fit_json(100) == small.to_json()
     assert event.fit_json(10**9) == event.to_json()
+
+
+def test_the_pages_hold_the_servers_limits_and_geometry() -> None:
+    """The literals of signaling/static/js are the server's constants (one source per limit, checked here)."""
+    import re
+
+    from longlive_rtc.generators.base import Geometry
+    from longlive_rtc.generators.stamp import BAND_HEIGHT
+    from longlive_rtc.rtc.hub import SESSION_ID
+
+    static = Path(__file__).resolve().parent.parent / "signaling" / "static"
+
+    def literal(file: str, pattern: str) -> str:
+        match = re.search(pattern, (static / "js" / file).read_text(), re.S)
+        assert match, (file, pattern)
+        return match.group(1)
+
+    def frozen(name: str) -> dict[str, float]:
+        body = literal("protocol.js", rf"export const {name} = Object\.freeze\(\{{(.*?)\}}\);")
+        return {key: float(value) for key, value in re.findall(r"(\w+):\s*([\d_.]+)", body)}
+
+    limits = {"promptChars": protocol.MAX_PROMPT_CHARS, "timestamp": protocol.MAX_TIMESTAMP, "seed": protocol.MAX_SEED}
+    assert frozen("LIMITS") == limits
+    assert frozen("DEFAULT_GEOMETRY") == Geometry().to_dict()
+    assert literal("connection.js", r"const SESSION_ID = /\^(.+?)\$/;") == SESSION_ID.pattern
+    assert int(literal("obs.js", r"const STAMP_BAND_ROWS = (\d+);")) == BAND_HEIGHT
+    # the director's fields take their limits from LIMITS, not from copies in the markup
+    assert not re.search(r"\bmax(length)?=", (static / "index.html").read_text(), re.I)

@@ -14,12 +14,12 @@ export const BUSY_STATUSES = Object.freeze([429, 503]); // retried after Retry-A
 export const DENIED_STATUSES = Object.freeze([401, 403]); // not retried: the link itself is wrong
 
 /** Request headers carrying `token` (none when null: a server running with --auth none). */
-export function bearer(token, headers = {}) {
+function bearer(token, headers = {}) {
   return token ? { ...headers, Authorization: `Bearer ${token}` } : { ...headers };
 }
 
 /** The ServerError for a failed response: the server's JSON message, or the status line. */
-export async function serverError(response) {
+async function serverError(response) {
   let message = `${response.status} ${response.statusText}`;
   try {
     message = (await response.json()).error?.message ?? message;

@@ -8,9 +8,7 @@
 //                                                       recreated under its id)
 //   "message" detail <protocol event>                   every event from the server (state, progress, ...)
 
-import { BUSY_STATUSES, DENIED_STATUSES, ServerError, api, bearer, serverError, sessionPath } from "./api.js";
-
-export { ServerError } from "./api.js";
+import { BUSY_STATUSES, DENIED_STATUSES, ServerError, api, sessionPath } from "./api.js";
 
 export const State = Object.freeze({
   CONNECTING: "connecting",
@@ -21,6 +19,9 @@ export const State = Object.freeze({
   DENIED: "denied", // the token is missing or not valid for this (401/403): not retried
   CLOSED: "closed",
 });
+
+/** The states in which the server refuses the page (full, rate-limited, wrong token): pages show its reason. */
+export const REFUSED = Object.freeze([State.BUSY, State.DENIED]);
 
 const GATHER_TIMEOUT_MS = 4000;
 const OPEN_TIMEOUT_MS = 15000;
@@ -114,11 +115,8 @@ export class StreamConnection extends EventTarget {
   leave() {
     const { session, peerId, token } = this;
     if (session && peerId && this.pc) {
-      fetch(sessionPath(session, `/peers/${encodeURIComponent(peerId)}`), {
-        method: "DELETE",
-        headers: bearer(token),
-        keepalive: true,
-      }).catch(() => {});
+      api(sessionPath(session, `/peers/${encodeURIComponent(peerId)}`), { method: "DELETE", token, keepalive: true })
+        .catch(() => {});
     }
     this.stop();
   }
@@ -309,18 +307,13 @@ export class StreamConnection extends EventTarget {
     const body = { sdp, type: "offer", role: this.role, session: this.session };
     if (this.recreate) body.create = true;
     if (this.codec) body.codec = this.codec;
-    const response = await fetch("/offer", {
-      method: "POST",
-      headers: bearer(this.token, { "Content-Type": "application/json" }),
-      body: JSON.stringify(body),
-    });
-    if (!response.ok) {
-      const error = await serverError(response);
+    try {
+      return await api("/offer", { method: "POST", token: this.token, body });
+    } catch (error) {
       // the session cannot be recreated under its id (taken meanwhile, or not a valid id): it is gone
-      if (this.recreate && (error.status === 400 || error.status === 409)) throw new ServerError(404, error.message);
-      throw error;
+      const lost = error instanceof ServerError && (error.status === 400 || error.status === 409);
+      throw this.recreate && lost ? new ServerError(404, error.message) : error;
     }
-    return response.json();
   }
 
   _opened(channel, dropped) {
@@ -340,10 +333,9 @@ export class StreamConnection extends EventTarget {
 
   _play(track) {
     this.video.srcObject = new MediaStream([track]);
-    this.video.play().catch((error) => {
-      // AbortError: a newer stream replaced this one; anything else (autoplay refused) is reported
-      if (error.name !== "AbortError") this.dispatchEvent(new CustomEvent("playblocked", { detail: error }));
-    });
+    // a rejection means a newer stream replaced this one (AbortError) or autoplay was refused: the video
+    // then stays paused (the pages play muted, which browsers allow)
+    this.video.play().catch(() => {});
   }
 
   _onMessage(raw) {
@@ -387,4 +379,16 @@ export class StreamConnection extends EventTarget {
     this.state = state;
     this.dispatchEvent(new CustomEvent("state", { detail: { state, ...detail } }));
   }
+}
+
+/**
+ * Start a page's connection: leave at once when the tab closes or navigates away (the server drops the
+ * peer instead of waiting for ICE), rejoin when the page comes back from the back/forward cache, and
+ * expose the connection with `exposed` as `window.longlive` (for the console and the tests).
+ */
+export function startInPage(connection, exposed = {}) {
+  addEventListener("pagehide", () => connection.leave());
+  addEventListener("pageshow", (event) => event.persisted && connection.start());
+  window.longlive = { connection, ...exposed };
+  connection.start();
 }

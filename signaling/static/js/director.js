@@ -5,13 +5,13 @@
 // token>`, which a reload (or another director) joins. With `--auth none` no token is needed anywhere.
 
 import { api, ServerError, sessionPath } from "./api.js";
-import { CommandError, StreamConnection } from "./connection.js";
-import { showConnection } from "./connection-badge.js";
+import { CommandError, REFUSED, State, StreamConnection, startInPage } from "./connection.js";
+import { retrySeconds, showConnection } from "./connection-badge.js";
 import { $, h } from "./dom.js";
 import { LivePrompt } from "./live-prompt.js";
 import { Notices } from "./notices.js";
 import { ProgressView } from "./progress.js";
-import { describeError } from "./protocol.js";
+import { describeError, LIMITS, schedulePrompts } from "./protocol.js";
 import { SessionModel } from "./session-model.js";
 import { formatStats, StatsMonitor } from "./stats.js";
 import { TimelineEditor } from "./timeline.js";
@@ -68,6 +68,10 @@ new LivePrompt(model, send, notices);
 
 // --- transport and seed ---------------------------------------------------------------------------
 
+// the server's limits on what a field may hold
+$("#seed").max = String(LIMITS.seed);
+for (const text of [$("#live-prompt"), $("#schedule-prompt")]) text.maxLength = LIMITS.promptChars;
+
 const transport = {
   start: $("#start"),
   pause: $("#pause"),
@@ -85,7 +89,7 @@ transport.reset.addEventListener("click", () => {
 });
 
 function renderControls() {
-  const online = connection.state === "connected";
+  const online = connection.state === State.CONNECTED;
   const status = model.status;
   const opening = model.scheduled.some((entry) => entry.timestamp === 0);
   transport.start.disabled = !online || status !== "idle" || !opening;
@@ -126,7 +130,7 @@ new StatsMonitor(connection, (sample) => {
   statsList.replaceChildren(...rows.map(([label, value]) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, value))));
 }).start();
 setInterval(() => {
-  if (connection.state === "connected") connection.request("get_state").catch(() => {});
+  if (connection.state === State.CONNECTED) connection.request("get_state").catch(() => {});
 }, REFRESH_MS);
 
 // --- session, share links, refusals, lost sessions --------------------------------------------------
@@ -156,28 +160,28 @@ connection.addEventListener("session", ({ detail }) => {
 });
 
 connection.addEventListener("state", async ({ detail }) => {
-  $("#gone-banner").hidden = detail.state !== "gone";
+  $("#gone-banner").hidden = detail.state !== State.GONE;
   showRefusal(detail);
-  if (detail.state === "connected" && restore) {
+  if (detail.state === State.CONNECTED && restore) {
     const { scheduled, seed } = restore;
     restore = null;
     await send("set_seed", { seed });
-    for (const { timestamp, prompt } of scheduled) await send("schedule_prompt", { new_prompt: prompt, timestamp });
+    await schedulePrompts(send, scheduled);
     notices.info(`Session ${connection.session}: ${scheduled.length} prompts and seed ${seed} restored.`);
   }
 });
 
 /** The server's reason, in a banner, while it refuses this page (full, rate-limited, wrong token). */
 function showRefusal({ state, status, reason = "", delay = 0 }) {
-  if (state === "connecting") return; // keep the last reason up until this attempt ends
+  if (state === State.CONNECTING) return; // keep the last reason up until this attempt ends
   const banner = $("#refused-banner");
-  banner.hidden = state !== "busy" && state !== "denied";
+  banner.hidden = !REFUSED.includes(state);
   if (banner.hidden) return;
   if (status !== 503 || connection.session) $("#refused-sessions").hidden = true;
   else showSessionsHolding();
-  const busy = state === "busy";
+  const busy = state === State.BUSY;
   $("#refused-title").textContent = busy ? "Waiting for the server:" : "The server refused this page:";
-  $("#refused-message").textContent = busy ? `${reason}. Trying again in ${Math.ceil(delay / 1000)} s.` : `${reason}.`;
+  $("#refused-message").textContent = busy ? `${reason}. Trying again in ${retrySeconds(delay)} s.` : `${reason}.`;
   const link = $("#refused-link");
   link.hidden = true;
   if (status === 403 && connection.session && connection.token) {
@@ -230,12 +234,7 @@ async function copy(input) {
   notices.info("Link copied.");
 }
 
-// --- leaving --------------------------------------------------------------------------------------
+// --- start --------------------------------------------------------------------------------------
 
-// the tab closes (or navigates away): the server drops this peer at once instead of waiting for ICE
-addEventListener("pagehide", () => connection.leave());
-addEventListener("pageshow", (event) => event.persisted && connection.start());
-
-window.longlive = { connection, model, send };
 renderControls();
-connection.start();
+startInPage(connection, { model, send });

@@ -34,11 +34,7 @@ export class LivePrompt {
 
   /** The frame a live prompt goes to now: the first free block start not generated yet. */
   target() {
-    const { model } = this;
-    const { timebase } = model;
-    // while running or paused, the block at the current frame may already be under way
-    const from = model.status === "idle" ? 0 : model.currentFrame + timebase.framesPerBlock;
-    return timebase.freeBlockStart(model.scheduled, from);
+    return this.model.nextFreeBlockStart();
   }
 
   /** What pressing Enter would do, in words. */
@@ -46,7 +42,7 @@ export class LivePrompt {
     const { model } = this;
     const { timebase } = model;
     const at = `frame ${frame} (${formatSeconds(timebase.seconds(frame))})`;
-    const next = model.scheduled.find((entry) => (entry.frame ?? timebase.blockStart(entry.timestamp)) > frame);
+    const next = model.scheduled.find((entry) => timebase.appliesAt(entry) > frame);
     const then = next ? `; the prompt planned at frame ${next.timestamp} follows it` : "";
     if (model.status === "idle") {
       return frame === 0

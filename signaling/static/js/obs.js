@@ -5,33 +5,28 @@
 // picture, ?codec=h264 asks for H.264, ?idle=title shows a title card (?title=) instead of black while
 // nothing is on air.
 
-import { StreamConnection } from "./connection.js";
+import { StreamConnection, startInPage } from "./connection.js";
 import { showConnection } from "./connection-badge.js";
 import { $ } from "./dom.js";
-import { DEFAULT_TITLE, showIdleCard } from "./idle-card.js";
+import { showIdleCard } from "./idle-card.js";
+import { DEFAULT_GEOMETRY } from "./protocol.js";
 import { SessionModel } from "./session-model.js";
-import { flag, param, sessionFromPath } from "./urls.js";
+import { audienceOptions, flag, param } from "./urls.js";
 
 const STAMP_BAND_ROWS = 32; // height of the machine-readable stamp band (longlive_rtc/generators/stamp.py)
 
 const video = $("#video");
 const frame = $("#frame");
-const connection = new StreamConnection({
-  video,
-  session: sessionFromPath(),
-  token: param("token"),
-  role: "viewer",
-  codec: param("codec"),
-  backoff: { initial: 1000, max: 10000 },
-});
+const options = audienceOptions("black");
+const connection = new StreamConnection({ video, ...options.connection, backoff: { initial: 1000, max: 10000 } });
 
 const hideStamp = !flag("stamp", true);
 document.body.classList.toggle("cover", param("fit") === "cover");
 
 /** Size the frame to the picture, less the stamp band when it is hidden. */
 function fitFrame() {
-  const width = video.videoWidth || 832;
-  const height = video.videoHeight || 480;
+  const width = video.videoWidth || DEFAULT_GEOMETRY.width;
+  const height = video.videoHeight || DEFAULT_GEOMETRY.height;
   const shown = hideStamp ? height - STAMP_BAND_ROWS : height;
   frame.style.setProperty("--ratio", String(width / shown));
   frame.style.setProperty("--overscan", String(height / shown));
@@ -40,7 +35,7 @@ video.addEventListener("resize", fitFrame);
 fitFrame();
 
 const model = new SessionModel().follow(connection);
-showIdleCard($("#idle"), model, connection, { mode: param("idle", "black"), title: param("title", DEFAULT_TITLE) });
+showIdleCard($("#idle"), model, connection, options.idle);
 
 if (flag("prompt", false)) {
   const caption = $("#caption");
@@ -52,8 +47,4 @@ if (flag("prompt", false)) {
 
 showConnection(flag("status", false) ? $("#status") : null, connection);
 
-addEventListener("pagehide", () => connection.leave());
-addEventListener("pageshow", (event) => event.persisted && connection.start());
-
-window.longlive = { connection, model };
-connection.start();
+startInPage(connection, { model });

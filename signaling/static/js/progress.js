@@ -8,9 +8,8 @@ const MIN_SPAN_FRAMES = 48;
 
 export class ProgressView {
   /** Build the display inside `container` and keep it in step with `model` (a SessionModel). */
-  constructor(container, model, { markers = true } = {}) {
+  constructor(container, model) {
     this.model = model;
-    this.showMarkers = markers;
     this.status = h("span", { class: "status-pill", dataset: { status: "idle" } }, "idle");
     this.frame = h("strong", { class: "readout-frame" }, "frame 0");
     this.clock = h("span", { class: "readout-clock" }, "0:00.0");
@@ -58,10 +57,10 @@ export class ProgressView {
     this.bar.setAttribute("aria-valuetext", `frame ${currentFrame}, ${formatSeconds(model.seconds)}`);
     this.end.textContent = `frame ${span} · ${formatSeconds(timebase.seconds(span))}`;
     this.markers.replaceChildren(
-      ...(this.showMarkers ? scheduled : []).map((entry) =>
+      ...scheduled.map((entry) =>
         h("span", {
           class: entry.timestamp < currentFrame ? "marker past" : "marker",
-          style: `left: ${percent(entry.frame ?? timebase.blockStart(entry.timestamp))}`,
+          style: `left: ${percent(timebase.appliesAt(entry))}`,
           title: `frame ${entry.timestamp}: ${entry.prompt}`,
         }),
       ),

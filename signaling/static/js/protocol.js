@@ -31,6 +31,11 @@ export class Timebase {
     return Math.ceil(frame / this.framesPerBlock) * this.framesPerBlock;
   }
 
+  /** The block start where a scheduled `entry` applies: the server's `frame`, else from its timestamp. */
+  appliesAt(entry) {
+    return entry.frame ?? this.blockStart(entry.timestamp);
+  }
+
   /** Video frame where generation frame `frame` starts: 0 for frame 0, then 1 + stride * (frame - 1). */
   videoFrame(frame) {
     return frame <= 0 ? 0 : 1 + this.geometry.temporal_stride * (frame - 1);
@@ -56,7 +61,7 @@ export class Timebase {
     const taken = new Set();
     for (const entry of scheduled) {
       taken.add(entry.timestamp);
-      taken.add(entry.frame ?? this.blockStart(entry.timestamp));
+      taken.add(this.appliesAt(entry));
     }
     let start = this.blockStart(frame);
     while (taken.has(start)) start += this.framesPerBlock;
@@ -114,6 +119,18 @@ export function parseSchedule(text) {
     }
     return { timestamp, prompt };
   });
+}
+
+/**
+ * Schedule `entries` ({timestamp, prompt}) one by one with `send` (a command; null when refused), so that
+ * the server's command budget paces them; resolves to how many were accepted.
+ */
+export async function schedulePrompts(send, entries) {
+  let added = 0;
+  for (const { timestamp, prompt } of entries) {
+    if (await send("schedule_prompt", { new_prompt: prompt, timestamp })) added += 1;
+  }
+  return added;
 }
 
 /** The readable line for an `error` event: its message, with the stable code. */

@@ -32,6 +32,15 @@ export class SessionModel extends EventTarget {
     return [...(this.state?.scheduled ?? [])].sort((a, b) => a.timestamp - b.timestamp);
   }
 
+  /**
+   * The first free block start not generated yet (see Timebase.freeBlockStart): while running or paused,
+   * the block at the current frame may already be under way, so the search starts one block later.
+   */
+  nextFreeBlockStart() {
+    const from = this.status === "idle" ? 0 : this.currentFrame + this.timebase.framesPerBlock;
+    return this.timebase.freeBlockStart(this.scheduled, from);
+  }
+
   /** True when `entry` (of `scheduled`) is the prompt on air. */
   isOnAir(entry) {
     const on = this.onAir;

@@ -1,7 +1,7 @@
 // Receive statistics of the video from RTCPeerConnection.getStats(), sampled once a second.
 
 /** One sample: the inbound video, its codec and the selected candidate pair's round-trip time. */
-export async function readVideoStats(pc) {
+async function readVideoStats(pc) {
   const report = await pc.getStats();
   let inbound = null;
   let pair = null;
@@ -19,9 +19,7 @@ export async function readVideoStats(pc) {
     height: inbound.frameHeight ?? 0,
     framesPerSecond: inbound.framesPerSecond ?? 0,
     framesDecoded: inbound.framesDecoded ?? 0,
-    framesDropped: inbound.framesDropped ?? 0,
     freezeCount: inbound.freezeCount ?? 0,
-    totalFreezesDuration: inbound.totalFreezesDuration ?? 0,
     packetsLost: inbound.packetsLost ?? 0,
     bytesReceived: inbound.bytesReceived ?? 0,
     codec: codec?.mimeType?.replace(/^video\//, "") ?? "",
@@ -43,11 +41,6 @@ export class StatsMonitor {
     if (this.timer !== null) return;
     this.timer = setInterval(() => this.poll(), this.intervalMs);
     this.poll();
-  }
-
-  stop() {
-    clearInterval(this.timer);
-    this.timer = null;
   }
 
   async poll() {

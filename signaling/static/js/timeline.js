@@ -5,7 +5,7 @@
 // its buttons survive the progress events that arrive every block.
 
 import { $, h } from "./dom.js";
-import { formatSeconds, parseSchedule, scheduleToJson, wholeFrame } from "./protocol.js";
+import { formatSeconds, parseSchedule, schedulePrompts, scheduleToJson, wholeFrame } from "./protocol.js";
 
 export class TimelineEditor {
   /**
@@ -99,8 +99,7 @@ export class TimelineEditor {
     }
     this.empty.hidden = scheduled.length > 0;
     if (this.at.value === "" && this.editing === null) {
-      const from = model.status === "idle" ? 0 : current + model.timebase.framesPerBlock;
-      this.at.placeholder = String(model.timebase.freeBlockStart(scheduled, from));
+      this.at.placeholder = String(model.nextFreeBlockStart());
     }
     this.renderPreview();
   }
@@ -136,7 +135,7 @@ export class TimelineEditor {
   /** Bring an entry's element up to date, touching the DOM only where something changed. */
   updateItem(item, entry, current) {
     const { timebase } = this.model;
-    const start = entry.frame ?? timebase.blockStart(entry.timestamp);
+    const start = timebase.appliesAt(entry);
     const onAir = this.model.isOnAir(entry);
     const state = onAir ? "active" : start < current ? "past" : "planned";
     const key = `${state}\u0000${start}\u0000${entry.prompt}\u0000${timebase.framesPerBlock}`;
@@ -211,10 +210,7 @@ export class TimelineEditor {
       this.notices.error(`Cannot import ${file.name}: ${error.message}`);
       return;
     }
-    let added = 0;
-    for (const { timestamp, prompt } of entries) {
-      if (await this.send("schedule_prompt", { new_prompt: prompt, timestamp })) added += 1;
-    }
+    const added = await schedulePrompts(this.send, entries);
     this.notices.info(`Imported ${added} of ${entries.length} prompts from ${file.name}.`);
   }
 }

@@ -16,6 +16,18 @@ export function param(name, fallback = null) {
   return query.get(name) ?? fallback;
 }
 
+/**
+ * What the viewer and OBS pages take from their address (`/view|obs/{session}?token=&codec=&idle=&title=`):
+ * the options of their viewer StreamConnection (less the video) and of their idle card (`idle` defaults
+ * to `idleMode`).
+ */
+export function audienceOptions(idleMode) {
+  return {
+    connection: { session: sessionFromPath(), token: param("token"), role: "viewer", codec: param("codec") },
+    idle: { mode: param("idle", idleMode), title: param("title") },
+  };
+}
+
 /** A boolean query flag: `?stamp=0`, `?prompt=1`; "0", "false", "no" and "off" mean false. */
 export function flag(name, fallback) {
   const value = query.get(name);
