@@ -129,9 +129,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from signaling.routes import HTTP_MARKDOWN
+
     from .protocol import json_schema_text, render_markdown
 
-    print(render_markdown() if args.markdown else json_schema_text())
+    print(render_markdown(HTTP_MARKDOWN) if args.markdown else json_schema_text())
     return 0
 
 

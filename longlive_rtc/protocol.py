@@ -546,7 +546,7 @@ def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, ensure_ascii=False)
 
 
-def render_markdown() -> str:
+def render_markdown(http_section: str = "") -> str:
     """docs/protocol.md: the command and event tables and the JSON Schema, generated from this module."""
     rows = []
     for kind, specs in COMMANDS.items():
@@ -595,25 +595,7 @@ def render_markdown() -> str:
             "",
             f"Error codes (stable): {codes}. An error never closes the channel.",
             "",
-            "## Over HTTP",
-            "",
-            "Sessions are resources (tokens, roles and limits: [deploying.md](deploying.md)):",
-            "",
-            "| route | credential | body -> answer |",
-            "|---|---|---|",
-            "| `POST /sessions` | API key | `{id?, seed?, schedule?: [{timestamp, prompt}], start?, codec?}` -> 201 "
-            "`{session, status, ..., state, tokens {controller, viewer}, urls {director, viewer, obs, whep}}` |",
-            "| `GET /sessions` | API key | -> `{sessions: [...], capacity}` |",
-            "| `GET /sessions/{id}` | any token of it | -> `{session, ..., state, urls}` (a viewer: viewer links) |",
-            "| `DELETE /sessions/{id}` | controller | -> 204 |",
-            "| `POST /sessions/{id}/tokens` | controller | -> new `tokens` and `urls`; the old tokens stop working |",
-            "| `POST /sessions/{id}/commands` | controller | one message above (`application/json`) -> its replies "
-            "(`[ack]` 200, or `[error]` with 400/403/404/409/413/503) |",
-            "| `POST /offer` | API key or a token | `{sdp, type, session?, role?, codec?, create?}` -> "
-            "`{sdp, type, session, peer, tokens?}` |",
-            "| `POST /whep/{id}` | any token of it | SDP offer -> 201 SDP answer, `Location: /whep/{id}/{peer}` |",
-            "| `DELETE /whep/{id}/{peer}`, `DELETE /sessions/{id}/peers/{peer}` | any token of it | -> 204 |",
-            "",
+            *([http_section, ""] if http_section else []),
             "## JSON Schema",
             "",
             "```json",

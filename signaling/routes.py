@@ -46,6 +46,32 @@ WHEP_SESSION_METHODS = "DELETE, GET, OPTIONS, PATCH"
 CREATE_FIELDS = frozenset({"id", "seed", "schedule", "start", "codec"})
 
 
+#: The HTTP section of docs/protocol.md (``longlive-rtc schema --markdown`` joins it to the protocol's).
+HTTP_MARKDOWN = "\n".join([
+    "## Over HTTP",
+    "",
+    "Sessions are resources (tokens, roles and limits: [deploying.md](deploying.md)):",
+    "",
+    "| route | credential | body -> answer |",
+    "|---|---|---|",
+    "| `POST /sessions` | API key | `{id?, seed?, schedule?: [{timestamp, prompt}], start?, codec?}` -> 201 "
+    "`{session, status, ..., state, tokens {controller, viewer}, urls {director, viewer, obs, whep}}` |",
+    "| `GET /sessions` | API key | -> `{sessions: [...], capacity}` |",
+    "| `GET /sessions/{id}` | any token of it | -> `{session, ..., state, urls}` (a viewer: viewer links) |",
+    "| `DELETE /sessions/{id}` | controller | -> 204 |",
+    "| `POST /sessions/{id}/tokens` | controller | -> new `tokens` and `urls`; the old tokens stop working |",
+    "| `POST /sessions/{id}/commands` | controller | one message above (`application/json`) -> its replies "
+    "(`[ack]` 200, or `[error]` with 400/403/404/409/413/503) |",
+    "| `POST /offer` | API key or a token | `{sdp, type, session?, role?, codec?, create?}` -> "
+    "`{sdp, type, session, peer, tokens?}` |",
+    "| `POST /whep/{id}` | any token of it | SDP offer -> 201 SDP answer, `Location: /whep/{id}/{peer}`, "
+    '`Link: <stun/turn url>; rel="ice-server"` |',
+    "| `PATCH /whep/{id}/{peer}` | any token of it | trickle ICE (`application/trickle-ice-sdpfrag`) -> 204; "
+    "422 for an ICE restart ([interop.md](interop.md)) |",
+    "| `DELETE /whep/{id}/{peer}`, `DELETE /sessions/{id}/peers/{peer}` | any token of it | -> 204 |",
+])  # fmt: skip
+
+
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": {"status": status, "message": message}}, status=status, headers=headers)
 

@@ -40,6 +40,12 @@ def test_schema_command_prints_the_schema(capsys: pytest.CaptureFixture[str]) ->
     assert json.loads(capsys.readouterr().out) == json_schema()
 
 
+def test_docs_protocol_md_is_what_schema_markdown_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "--markdown"]) == 0
+    docs = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+    assert capsys.readouterr().out == docs.read_text(), "regenerate: longlive-rtc schema --markdown > docs/protocol.md"
+
+
 def test_longlive_without_weights_names_the_missing_files(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     schedule = tmp_path / "s.json"
     schedule.write_text('[{"timestamp": 0, "prompt": "x"}]')
