@@ -83,6 +83,20 @@ class Member:
     bucket: TokenBucket | None = None  # its command budget; None: unlimited
 
 
+def spend(
+    member: Member | None, kind: str | None = None, message_id: protocol.MessageId | None = None
+) -> Event | None:
+    """Spend one of ``member``'s command budget: None, or the ``limit_exceeded`` answer when it is spent
+    (callers that are no member, or members without a bucket, are not limited)."""
+    bucket = member.bucket if member is not None else None
+    if bucket is None or bucket.take():
+        return None
+    wait = bucket.wait()
+    limits = f"{bucket.burst} at once and {bucket.rate:g} a second at most"
+    message = f"too many commands: {limits}; retry in {wait:.2f} s"
+    return protocol.error(ErrorCode.LIMIT_EXCEEDED, message, kind, message_id, retry_after=wait)
+
+
 class Session:
     """One generation stream shared by its members.
 
@@ -160,7 +174,7 @@ class Session:
         member = member or self._member_of(reply)
         parsed = protocol.parse_command(raw)
         if isinstance(parsed, Event):
-            reply(parsed if self._take_token(member) else self._limited(member, None, parsed.id))
+            reply(spend(member, None, parsed.id) or parsed)
             return
         self.execute(parsed, role, reply, member=member)
 
@@ -168,8 +182,9 @@ class Session:
         """Run a validated command: one ack or error to ``reply`` (``get_state`` adds the ``state``); a
         change schedules one coalesced ``state`` broadcast."""
         member = member or self._member_of(reply)
-        if not self._take_token(member):
-            reply(self._limited(member, command.type, command.id))
+        limited = spend(member, command.type, command.id)
+        if limited is not None:
+            reply(limited)
             return
         if role is Role.VIEWER and command.type not in READ_ONLY_COMMANDS:
             reply(protocol.error(ErrorCode.FORBIDDEN, "viewers cannot send commands", command.type, command.id))
@@ -192,18 +207,6 @@ class Session:
 
     def _member_of(self, reply: EventSink) -> Member | None:
         return next((m for m in self.members if m.send == reply), None)
-
-    def _take_token(self, member: Member | None) -> bool:
-        return member is None or member.bucket is None or member.bucket.take()
-
-    def _limited(self, member: Member | None, kind: str | None, message_id: protocol.MessageId | None) -> Event:
-        """The ``limit_exceeded`` answer to a member whose budget is spent."""
-        assert member is not None and member.bucket is not None
-        bucket = member.bucket
-        wait = bucket.wait()
-        limits = f"{bucket.burst} at once and {bucket.rate:g} a second at most"
-        message = f"too many commands: {limits}; retry in {wait:.2f} s"
-        return protocol.error(ErrorCode.LIMIT_EXCEEDED, message, kind, message_id, retry_after=wait)
 
     def _schedule_prompt(self, command: Command) -> None:
         prompt, timestamp = command.data["new_prompt"], command.data["timestamp"]

@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import protocol
 from ..protocol import ErrorCode, Event
-from ..session import Member, Role
+from ..session import Member, Role, spend
 
 APPLICATION = "application"
 RUNTIME = "runtime"
@@ -147,11 +147,9 @@ class ReactorEnvelope:
         kind = message.get("type")
         if kind == "ping":
             return
-        bucket = member.bucket if member is not None else None
-        if bucket is not None and not bucket.take():
-            wait = bucket.wait()
-            limited = f"too many runtime requests; retry in {wait:.2f} s"
-            reply(wrap(protocol.error(ErrorCode.LIMIT_EXCEEDED, limited, retry_after=wait), RUNTIME))
+        limited = spend(member)
+        if limited is not None:
+            reply(wrap(limited, RUNTIME))
         elif kind == "requestCapabilities":
             reply(capabilities_event())
         else:
