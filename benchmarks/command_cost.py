@@ -16,16 +16,15 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' peers
 
-from benchmarks.server_process import ServerProcess  # noqa: E402
-from tests.fuzz_stage import PACE, ChannelPeer  # noqa: E402
-from tests.rtc_client import Client, allow_loopback_ice, loopback_only  # noqa: E402
+from benchmarks.server_process import ServerProcess, report  # noqa: E402
+from tests.fuzz_stage import PACE, ChannelPeer, fps  # noqa: E402
+from tests.rtc_client import Client  # noqa: E402
 
 DRAIN = 6.0  # seconds for the last delayed state snapshots to go out before CPU is measured
 
@@ -63,16 +62,6 @@ async def cpu_rate(server: ServerProcess, seconds: float) -> float:
 def tally(replies) -> Counter:
     """Replies counted as ``ack`` or by error code."""
     return Counter(r["type"] if r["type"] == "ack" else r["data"]["code"] for r in replies)
-
-
-def fps(viewer: Client, start: float, end: float, window: float = 5.0) -> tuple[float, float]:
-    times = [f.at for f in viewer.frames if start <= f.at <= end]
-    if len(times) < 2:
-        return 0.0, 0.0
-    mean = (len(times) - 1) / (times[-1] - times[0])
-    windows = [sum(1 for t in times if a <= t < a + window) / window
-               for a in [times[0] + k for k in range(int(times[-1] - times[0] - window) + 1)]]  # fmt: skip
-    return mean, min(windows, default=mean)
 
 
 async def measure(args: argparse.Namespace, server: ServerProcess) -> dict:
@@ -123,8 +112,8 @@ async def measure(args: argparse.Namespace, server: ServerProcess) -> dict:
     await asyncio.sleep(5)
     flood_end = time.monotonic()
     flood_codes = tally(r for p, first in zip(controllers, flood_sent, strict=True) for r in p.replies[first:])
-    flood_fps = fps(viewer, flood_began, flood_end)
-    before_fps = fps(viewer, idle_began, began)
+    frames = [f.at for f in viewer.frames]
+    flood_fps, before_fps = fps(frames, flood_began, flood_end), fps(frames, idle_began, began)
     result = {
         "prompts": loaded, "members": args.members, "prompt_chars": args.prompt_chars, "state_event_bytes": state_bytes,
         "idle_cpu_per_s": round(idle_rate, 3),
@@ -152,16 +141,10 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="baseline: streaming without commands")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    if loopback_only():
-        allow_loopback_ice()
-    log = Path(tempfile.mkdtemp()) / "serve.log"
-    with ServerProcess(log, "--max-peers-per-session", str(args.members)) as server:
+    with ServerProcess("--max-peers-per-session", str(args.members)) as server:
         result = asyncio.run(measure(args, server))
-        result["server"] = {**server.log_problems(), "log": str(log)}
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
+        result["server"] = server.summary()
+    return report(result, args.json)
 
 
 if __name__ == "__main__":

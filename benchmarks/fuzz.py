@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -27,18 +26,14 @@ import aiohttp  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import HypothesisDeprecationWarning  # noqa: E402
 
-from benchmarks.server_process import ServerProcess  # noqa: E402
+from benchmarks.server_process import ServerProcess, report  # noqa: E402
 from longlive_rtc.rtc.hub import Hub  # noqa: E402
 from signaling.app import create_app  # noqa: E402
 from signaling.auth import Auth  # noqa: E402
-from tests.fuzz_stage import LoopThread, Stage  # noqa: E402
+from tests.fuzz_stage import LoopThread, Stage, fps  # noqa: E402
 from tests.hostile_http import HttpCase, Targets, http_cases, judge, route_templates, send  # noqa: E402
 from tests.hostile_messages import Batch, batches  # noqa: E402
-from tests.rtc_client import (  # noqa: E402
-    allow_loopback_ice,
-    loopback_only,
-    real_offer,
-)
+from tests.rtc_client import real_offer  # noqa: E402
 
 API_KEY = "fuzz-benchmark-api-key-0123"
 QUICK = settings(deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
@@ -126,11 +121,8 @@ def main() -> int:
     args = parser.parse_args()
     # aiortc uses the random module in the loop thread while hypothesis draws in this one
     warnings.filterwarnings("ignore", category=HypothesisDeprecationWarning)
-    if loopback_only():
-        allow_loopback_ice()
-    log = Path(tempfile.mkdtemp()) / "serve.log"
     limits = ["--rate-limit", "6000", "--rate-burst", "1000"]  # the harness's own requests come from one address
-    with ServerProcess(log, "--max-sessions", "3", *limits, api_key=API_KEY) as server:
+    with ServerProcess("--max-sessions", "3", *limits, api_key=API_KEY) as server:
         rss_start = server.rss_mb()
         loop = LoopThread()
         stage = Stage(server.url, token=API_KEY)
@@ -138,12 +130,12 @@ def main() -> int:
         began = time.monotonic()
         print(f"data channel: {args.messages} messages over {args.fuzzers} peers", flush=True)
         channel = channel_fuzz(loop, stage, args.messages, args.fuzzers)
-        channel_fps = stage.viewer_fps(began)
+        channel_fps = fps([f.at for f in stage.viewer.frames], began)
         print(f"HTTP: {args.http} cases", flush=True)
         http_began = time.monotonic()
         http = http_fuzz(loop, server.url, args.http, keep={stage.session})
-        http_fps = stage.viewer_fps(http_began)
-        whole_fps = stage.viewer_fps(began)
+        frames = [f.at for f in stage.viewer.frames]
+        http_fps, whole_fps = fps(frames, http_began), fps(frames, began)
         schedule_after = loop.run(stage.schedule_problems())
         loop.run(stage.close())
         loop.close()
@@ -153,13 +145,9 @@ def main() -> int:
                        "channel_phase": [round(x, 2) for x in channel_fps],
                        "http_phase": [round(x, 2) for x in http_fps]},
             "schedule_problems_at_end": schedule_after,
-            "server": {**server.log_problems(), "rss_start_mb": round(rss_start, 1),
-                       "rss_end_mb": round(server.rss_mb(), 1), "log": str(log)},
+            "server": server.summary(rss_start_mb=round(rss_start, 1), rss_end_mb=round(server.rss_mb(), 1)),
         }  # fmt: skip
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    return report(results, args.json)
 
 
 if __name__ == "__main__":

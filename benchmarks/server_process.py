@@ -1,16 +1,22 @@
 """A ``longlive-rtc serve`` process for the reliability benchmarks: started on a free port, watched through
-/proc (RSS, open fds, CPU seconds) and its log (tracebacks, errors), stopped at the end."""
+/proc (RSS, open fds, CPU seconds) and its log (tracebacks, errors), stopped at the end; and ``report``, the
+benchmarks' common ending (results printed as JSON and written to ``--json``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
+
+from tests.rtc_client import allow_loopback_ice, loopback_only
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -22,20 +28,33 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class ServerProcess:
-    """``serve`` with the synthetic generator on 127.0.0.1; ``args`` are extra CLI flags."""
+def report(result: dict, path: str | None, hide: Iterable[str] = ()) -> int:
+    """Print ``result`` as JSON (less the keys in ``hide``), write all of it to ``path`` if given; exit status 0."""
+    hidden = set(hide)
+    print(json.dumps({k: v for k, v in result.items() if k not in hidden}, indent=2))
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2))
+    return 0
 
-    def __init__(self, log_path: Path, *args: str, api_key: str | None = None) -> None:
+
+class ServerProcess:
+    """``serve`` with the synthetic generator on 127.0.0.1, its log in a fresh temporary folder; ``args`` are
+    extra CLI flags. Entering it also lets this process's aiortc clients use 127.0.0.1 on a machine that has
+    no other IPv4 address."""
+
+    def __init__(self, *args: str, api_key: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
-        self.log_path = log_path
+        self.log_path = Path(tempfile.mkdtemp()) / "serve.log"
         auth = ["--auth", "token", "--api-key", api_key] if api_key else ["--auth", "none"]
         self.command = [sys.executable, "-m", "longlive_rtc.cli", "serve", "--generator", "synthetic",
                         "--host", "127.0.0.1", "--port", str(self.port), *auth, *args]  # fmt: skip
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> ServerProcess:
+        if loopback_only():
+            allow_loopback_ice()
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in __exit__)
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 60
@@ -89,3 +108,7 @@ class ServerProcess:
             "tracebacks": text.count("Traceback (most recent call last)"),
             "error_lines": sum(1 for line in text.splitlines() if " ERROR " in line or " CRITICAL " in line),
         }
+
+    def summary(self, **extra: object) -> dict:
+        """The log's problems, ``extra`` and the log's path: the ``server`` entry of a benchmark's results."""
+        return {**self.log_problems(), **extra, "log": str(self.log_path)}

@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
 import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,16 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' peers
 import aiohttp  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection  # noqa: E402
 
-from benchmarks.server_process import ServerProcess  # noqa: E402
+from benchmarks.server_process import ServerProcess, report  # noqa: E402
+from longlive_rtc.rtc.hub import HubConfig  # noqa: E402
 from tests.fuzz_stage import ChannelPeer  # noqa: E402
-from tests.rtc_client import Client, allow_loopback_ice, loopback_only  # noqa: E402
+from tests.rtc_client import Client  # noqa: E402
 
 API_KEY = "soak-benchmark-api-key-0123"
 SHOWS = ("show-one", "show-two")
 SCHEDULE = [{"timestamp": 0, "prompt": "a red fox in the snow"}, {"timestamp": 60, "prompt": "a blue lake"}]
 SESSION_IDLE = 30.0  # the grace period of a session nobody is in (--session-idle)
 CONSENT = 30.0  # aioice: 6 failed consent checks 5 s apart before a vanished peer is closed
-CONNECT_TIMEOUT = 15.0  # a peer that never connects is closed after this (HubConfig)
+CONNECT_TIMEOUT = HubConfig().connect_timeout  # a peer that never connects is closed after this
 SLACK = 15.0  # reaper period, check spacing, a loaded machine
 
 
@@ -62,9 +61,10 @@ async def vanish(pc: RTCPeerConnection) -> None:
             await ice.stop()
 
 
-async def quietly_close(pc: RTCPeerConnection) -> None:
+async def quietly_close(member: Client | ChannelPeer | RTCPeerConnection) -> None:
+    """Close a client, a peer or a connection; give up after 10 s, and never raise."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(pc.close(), 10)
+        await asyncio.wait_for(member.close(), 10)
 
 
 @dataclass
@@ -81,6 +81,21 @@ class Soak:
         self.live -= 1
         self.departures.append((time.monotonic(), grace))
 
+    async def leave(self, member: Client | ChannelPeer, vanished: bool, session: str | None = None) -> None:
+        """Drop ``member``: close it, or make it vanish and keep it (silent) until the server must have noticed.
+        ``session``, one that ``member`` created, must be gone once it is idle past ``--session-idle``."""
+        gone = CONSENT if vanished else 0.0
+        if vanished:
+            await vanish(member.pc)
+        else:
+            await quietly_close(member)
+        self.left(gone + SLACK)
+        if session:
+            self.ephemeral[session] = time.monotonic() + gone + SESSION_IDLE + SLACK
+        if vanished:
+            await asyncio.sleep(gone + SLACK)  # keep the object alive: it must not say goodbye
+            await quietly_close(member)
+
     async def viewer(self, rng: random.Random) -> None:
         show = rng.choice(SHOWS)
         client = Client()
@@ -90,7 +105,7 @@ class Soak:
                                  token=self.tokens[show]["viewer"])  # fmt: skip
         except Exception as exc:  # 503 when full: counted, not fatal
             self.counts[f"viewer refused: {refusal(exc)}"] += 1
-            await quietly_close(client.pc)
+            await quietly_close(client)
             return
         self.live += 1
         self.counts["viewer joins"] += 1
@@ -105,15 +120,7 @@ class Soak:
                 http.delete(self.url + location, headers=auth(self.tokens[show]["viewer"])) as r,
             ):
                 self.counts[f"delete {r.status}"] += 1
-        if mode == "vanish":
-            await vanish(client.pc)
-            self.left(CONSENT + SLACK)
-            await asyncio.sleep(CONSENT + SLACK)  # keep the client object alive: it must not say goodbye
-        else:
-            self.left(SLACK)
-        await quietly_close(client.pc)
-        if client._reader:
-            client._reader.cancel()
+        await self.leave(client, mode == "vanish")
 
     async def controller(self, rng: random.Random) -> None:
         """A controller that creates its own session, directs it a while, and drops."""
@@ -122,7 +129,7 @@ class Soak:
             reply = await peer.connect(self.url, token=API_KEY)
         except Exception as exc:
             self.counts[f"controller refused: {refusal(exc)}"] += 1
-            await quietly_close(peer.pc)
+            await quietly_close(peer)
             return
         session = reply["session"]
         self.live += 1
@@ -144,21 +151,11 @@ class Soak:
                 self.counts[f"delete {r.status}"] += 1
             self.left(SLACK)
             self.ephemeral[session] = time.monotonic() + SLACK
-            await quietly_close(peer.pc)
+            await quietly_close(peer)
             return
         if mode.startswith("stop"):
             await peer.request("stop")
-        vanished = mode.endswith("vanish")
-        gone = CONSENT if vanished else 0.0
-        if vanished:
-            await vanish(peer.pc)
-        else:
-            await quietly_close(peer.pc)
-        self.left(gone + SLACK)
-        self.ephemeral[session] = time.monotonic() + gone + SESSION_IDLE + SLACK
-        if vanished:
-            await asyncio.sleep(gone + SLACK)
-            await quietly_close(peer.pc)
+        await self.leave(peer, mode.endswith("vanish"), session)
 
     async def show_controller(self, rng: random.Random) -> None:
         """A show's controller joins, schedules a little, and leaves (the show keeps running)."""
@@ -168,7 +165,7 @@ class Soak:
             await peer.connect(self.url, show, "controller", self.tokens[show]["controller"])
         except Exception as exc:
             self.counts[f"show controller refused: {refusal(exc)}"] += 1
-            await quietly_close(peer.pc)
+            await quietly_close(peer)
             return
         self.live += 1
         self.counts["show controller joins"] += 1
@@ -178,13 +175,7 @@ class Soak:
             await asyncio.sleep(rng.uniform(0.5, 3))
         mode = rng.choice(["close", "vanish"])
         self.counts[f"show controller {mode}"] += 1
-        if mode == "vanish":
-            await vanish(peer.pc)
-            self.left(CONSENT + SLACK)
-            await asyncio.sleep(CONSENT + SLACK)
-        else:
-            self.left(SLACK)
-        await quietly_close(peer.pc)
+        await self.leave(peer, mode == "vanish")
 
     async def never_connects(self, rng: random.Random) -> None:
         """An offer whose answer is never applied: ICE never completes."""
@@ -346,18 +337,12 @@ def main() -> int:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra flag for serve (repeatable)")
     args = parser.parse_args()
-    if loopback_only():
-        allow_loopback_ice()
-    log = Path(tempfile.mkdtemp()) / "serve.log"
     flags = ["--max-sessions", "5", "--session-idle", str(SESSION_IDLE), *args.serve_arg]
-    with ServerProcess(log, *flags, api_key=API_KEY) as server:
+    with ServerProcess(*flags, api_key=API_KEY) as server:
         results = asyncio.run(run(args, server))
-        results["server"] = {**server.log_problems(), "log": str(log)}
+        results["server"] = server.summary()
     print(table(results["samples"]))
-    print(json.dumps({k: v for k, v in results.items() if k != "samples"}, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    return report(results, args.json, hide=["samples"])
 
 
 if __name__ == "__main__":

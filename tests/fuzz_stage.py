@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,24 @@ from .rtc_client import Client
 #: Seconds between two paced messages of one peer: just under its command budget.
 PACE = 1.0 / (COMMAND_RATE * 0.95)
 LEGIT_PROMPTS = {0: "a red fox in the snow", 30: "a blue lake at dawn", 60: "green aurora over pines"}
+
+
+def fps(times: Iterable[float], start: float, end: float = math.inf, window: float = 5.0) -> tuple[float, float]:
+    """(mean, lowest) frame rate of the frames received at ``times`` (monotonic seconds) within [start, end].
+
+    Mean: frames after the first per second from the first to the last. Lowest: the fewest frames in one of
+    the back-to-back ``window``-second windows that start at the first frame (only whole windows that end by
+    the last frame; a shorter tail is left out), divided by ``window``; the mean when no whole window fits.
+    """
+    within = sorted(t for t in times if start <= t <= end)
+    if len(within) < 2 or within[-1] == within[0]:
+        return 0.0, 0.0
+    mean = (len(within) - 1) / (within[-1] - within[0])
+    lowest, begin = mean, within[0]
+    while begin + window <= within[-1]:
+        lowest = min(lowest, sum(1 for t in within if begin <= t < begin + window) / window)
+        begin += window
+    return mean, lowest
 
 
 class LoopThread:
@@ -214,18 +233,6 @@ class Stage:
         await asyncio.sleep(settle)
         return [f"peer {i}: {p.sent} messages, {len(p.replies)} replies"
                 for i, p in enumerate(self.fuzzers) if len(p.replies) != p.sent]  # fmt: skip
-
-    def viewer_fps(self, since: float, window: float = 5.0) -> tuple[float, float]:
-        """(mean fps, lowest fps over any full ``window``-second window) of the viewer since ``since``."""
-        times = [f.at for f in self.viewer.frames if f.at >= since]
-        if len(times) < 2:
-            return 0.0, 0.0
-        mean = (len(times) - 1) / (times[-1] - times[0])
-        lowest, start = mean, times[0]
-        while start + window <= times[-1]:
-            lowest = min(lowest, sum(1 for t in times if start <= t < start + window) / window)
-            start += window
-        return mean, lowest
 
     async def close(self) -> None:
         for peer in [*self.fuzzers, self.legit]:
