@@ -44,9 +44,6 @@ class PromptCache:
             self._entries.popitem(last=False)
         return embedding
 
-    def __contains__(self, prompt: str) -> bool:
-        return prompt in self._entries
-
 
 @dataclass(frozen=True)
 class Block:

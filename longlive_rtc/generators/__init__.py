@@ -3,6 +3,4 @@
 from .base import Generator, Geometry, PromptEmbedding
 from .synthetic import SyntheticGenerator
 
-GENERATOR_NAMES = ("synthetic", "longlive")
-
-__all__ = ["GENERATOR_NAMES", "Generator", "Geometry", "PromptEmbedding", "SyntheticGenerator"]
+__all__ = ["Generator", "Geometry", "PromptEmbedding", "SyntheticGenerator"]

@@ -47,7 +47,6 @@ class StreamingDecoder:
 
     def reset(self) -> None:
         self.state = self.model.new_state()
-        self.latents_seen = 0
         self.frames_emitted = 0
 
     @torch.no_grad()
@@ -59,7 +58,6 @@ class StreamingDecoder:
             video = self.model(latents, self.state, frame_chunk=self.frame_chunk)
         else:
             video = self.model(latents, self.state)
-        self.latents_seen += latents.shape[1]
         self.frames_emitted += video.shape[1]
         return video
 

@@ -78,10 +78,6 @@ class TextEncoder:
         for prompt in prompts:
             self(prompt)
 
-    def clear_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
-
 
 def load_text_encoder(
     t5_path: str | Path,
