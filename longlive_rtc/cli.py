@@ -229,6 +229,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cors = list(args.cors_origin or [])
     if not cors and os.environ.get(ENV_PREFIX + "CORS_ORIGINS"):
         cors = [u.strip() for u in os.environ[ENV_PREFIX + "CORS_ORIGINS"].split(",") if u.strip()]
+    allowed_hosts = list(args.allowed_host or [])
+    if not allowed_hosts and os.environ.get(ENV_PREFIX + "ALLOWED_HOSTS"):
+        allowed_hosts = [h.strip() for h in os.environ[ENV_PREFIX + "ALLOWED_HOSTS"].split(",") if h.strip()]
     config = HubConfig(
         codec=args.codec,
         ice_servers=parse_ice_servers(ice_urls, args.ice_username, args.ice_credential),
@@ -254,7 +257,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return pool.pop() if pool else build_generator(args)
 
     hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
-    app = create_app(hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local)
+    app = create_app(
+        hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local, allowed_hosts=allowed_hosts
+    )
     print(serve_banner(args, config, auth), flush=True)
     if args.reactor_local:
         print(f"  Reactor SDK local mode on: new Reactor({{modelName: 'longlive', local: true}}) (port {args.port})")
@@ -364,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cors-origin",
         action="append",
         help="origin allowed to call the API from its pages, repeatable [env LONGLIVE_RTC_CORS_ORIGINS, comma-list]",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        help="with --auth none: a host name the server answers for besides IP addresses and localhost, repeatable "
+        "[env LONGLIVE_RTC_ALLOWED_HOSTS, comma-list]",
     )
     add_option(
         serve,

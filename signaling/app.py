@@ -15,6 +15,7 @@ from longlive_rtc.rtc.hub import Hub
 
 from .access import Access
 from .auth import Auth
+from .hosts import ALLOWED_HOSTS_KEY, known_hosts_only
 from .limits import RateLimiter
 from .reactor import REQUEST_HEADERS as REACTOR_HEADERS
 from .reactor import add_reactor_routes
@@ -129,15 +130,23 @@ def create_app(
     limiter: RateLimiter | None = None,
     static_dir: Path = STATIC_DIR,
     reactor_local: bool = False,
+    allowed_hosts: Iterable[str] = (),
 ) -> web.Application:
     """The signaling server over ``hub``; closes every session and peer on shutdown.
 
     ``auth`` defaults to token mode with a fresh API key (``app[ACCESS_KEY].auth.api_key``).
-    ``reactor_local`` mounts the Reactor JS SDK's local-mode API (signaling/reactor.py).
+    ``reactor_local`` mounts the Reactor JS SDK's local-mode API (signaling/reactor.py). Without tokens
+    (``auth`` mode none) only requests for IP literals, localhost or ``allowed_hosts`` are answered
+    (signaling/hosts.py: DNS rebinding).
     """
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[cross_origin, errors_as_json, body_in_time])
+    auth = auth or Auth()
+    middlewares = [cross_origin, errors_as_json, body_in_time]
+    if not auth.enabled:
+        middlewares.insert(0, known_hosts_only)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+    app[ALLOWED_HOSTS_KEY] = frozenset(name.strip().lower().rstrip(".") for name in allowed_hosts if name.strip())
     app[HUB_KEY] = hub
-    app[ACCESS_KEY] = Access(auth or Auth(), hub)
+    app[ACCESS_KEY] = Access(auth, hub)
     app[LIMITER_KEY] = limiter or RateLimiter(per_minute=60, burst=30)
     # HTTP commands get the data channel's budget, per address (a data-channel member has its own bucket)
     app[COMMAND_LIMITER_KEY] = RateLimiter(per_minute=COMMAND_RATE * 60, burst=COMMAND_BURST)

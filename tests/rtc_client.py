@@ -79,7 +79,7 @@ class Server:
     def __init__(
         self, config: HubConfig | None = None, geometry: Geometry | None = None, port: int = 0,
         auth: Auth | None = None, limiter: RateLimiter | None = None, cors_origins: tuple[str, ...] = (),
-        http_limits: dict[str, float] | None = None, reactor_local: bool = False,
+        http_limits: dict[str, float] | None = None, reactor_local: bool = False, allowed_hosts: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         self.geometry = geometry or Geometry()
         self.port = port  # 0: any free port
@@ -89,6 +89,7 @@ class Server:
         self.limiter = limiter or RateLimiter(per_minute=6000, burst=1000)
         self.cors_origins = cors_origins
         self.reactor_local = reactor_local
+        self.allowed_hosts = allowed_hosts
         self.http_limits = {**HTTP_LIMITS, **(http_limits or {})}  # what ``serve`` gives aiohttp
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -103,7 +104,8 @@ class Server:
         return generator
 
     async def __aenter__(self) -> Server:
-        app = create_app(self.hub, self.auth, self.cors_origins, self.limiter, reactor_local=self.reactor_local)
+        app = create_app(self.hub, self.auth, self.cors_origins, self.limiter, reactor_local=self.reactor_local,
+                         allowed_hosts=self.allowed_hosts)  # fmt: skip
         self.runner = web.AppRunner(app, **self.http_limits)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "0.0.0.0", self.port)

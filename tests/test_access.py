@@ -330,3 +330,20 @@ async def test_an_idle_session_created_over_http_is_freed_but_a_running_one_keep
         status, _ = await command(server, running["session"], running["tokens"]["controller"], "stop")
         assert status == 200
         await wait_until(lambda: running["session"] not in server.hub.sessions, timeout=10)
+
+
+async def test_without_tokens_only_ip_literals_localhost_and_allowed_names_are_answered() -> None:
+    """DNS rebinding: a page whose own name resolves to this server sends that name in Host."""
+    async with Server(HubConfig(max_sessions=2), allowed_hosts=("studio.lan",)) as server:
+        for host in ("attacker.example", "attacker.example:8080", "localhost.attacker.example", "studio.lan.evil"):
+            status, body, _ = await call(server, "GET", "/sessions", headers={"Host": host})
+            assert status == 421, (host, status, body)
+            assert "--allowed-host" in body["error"]["message"]
+            status, _, _ = await call(server, "POST", "/sessions", json={}, headers={"Host": host})
+            assert status == 421
+        for host in ("127.0.0.1", "localhost:8080", "app.localhost", "[::1]:8080", "10.0.0.7:8080", "STUDIO.lan"):
+            status, body, _ = await call(server, "GET", "/sessions", headers={"Host": host})
+            assert status == 200, (host, status, body)
+    async with token_server() as server:  # with tokens the name does not matter: the token does
+        status, _, _ = await call(server, "GET", "/sessions", API_KEY, headers={"Host": "studio.example"})
+        assert status == 200
