@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' peers
 
 from benchmarks.server_process import ServerProcess, report  # noqa: E402
+from longlive_rtc.schedule import FRAMES_PER_BLOCK  # noqa: E402
 from tests.fuzz_stage import PACE, ChannelPeer, fps  # noqa: E402
 from tests.rtc_client import Client  # noqa: E402
 
@@ -72,7 +73,7 @@ async def measure(args: argparse.Namespace, server: ServerProcess) -> dict:
         await peer.connect(server.url, session, "controller")
     viewer = Client()
     await viewer.connect(server.url, session=session, role="viewer")
-    frames = list(range(0, args.prompts * 3, 3))
+    frames = list(range(0, args.prompts * FRAMES_PER_BLOCK, FRAMES_PER_BLOCK))
     loading = time.monotonic()
     shares = [frames[i :: len(controllers)] for i in range(len(controllers))]
     await asyncio.gather(*(paced(p, [schedule(t, prompt(t, args.prompt_chars)) for t in share])

@@ -103,7 +103,7 @@ class Engine:
         self._stream = BlockStream(generator, schedule, PromptCache(generator, prompt_cache_size))
         self._on_event = on_event
         self._loop = loop or asyncio.get_running_loop()
-        self.buffer = FrameBuffer(capacity=buffer_blocks * self.geometry.video_frames_in_block(3))
+        self.buffer = FrameBuffer(capacity=buffer_blocks * self.geometry.max_video_frames_in_block)
         self.idle_card = render_card(self.geometry.width, self.geometry.height, idle_text)
         self.stalls = 0
         self.blocks_generated = 0

@@ -20,6 +20,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+from .generators.base import Geometry
 from .schedule import MAX_SCHEDULED_PROMPTS
 
 log = logging.getLogger(__name__)
@@ -555,6 +556,7 @@ def render_markdown(http_section: str = "") -> str:
     events = [f"| `{kind}` | {', '.join(f'`{f}`' for f in data)} | {text} |" for kind, (text, data, _) in
               _EVENT_DATA.items()]  # fmt: skip
     codes = ", ".join(f"`{code}`" for code in ErrorCode)
+    g = Geometry()
     return "\n".join(
         [
             "# Data-channel protocol",
@@ -566,10 +568,12 @@ def render_markdown(http_section: str = "") -> str:
             f"{MAX_MESSAGE_BYTES} bytes. `id` (a string of at most {MAX_ID_CHARS} characters or a safe integer)",
             "is echoed on the `ack` or `error` that answers the message. Unknown keys are rejected.",
             "",
-            "Frames are generation (latent) frames; a block is 3 frames; a prompt applies at the first block",
+            f"Frames are generation (latent) frames; a block is {g.frames_per_block} frames; a prompt applies at "
+            "the first block",
             "start `>=` its timestamp, and one scheduled at or before the current frame while a stream is under",
-            "way applies at the next block. Block 0 decodes to 9 video frames, every later block to 12",
-            "(16 fps content).",
+            f"way applies at the next block. Block 0 decodes to {g.video_frames_in_block(0)} video frames, every "
+            f"later block to {g.max_video_frames_in_block}",
+            f"({g.content_fps:g} fps content).",
             "",
             "## Client to server",
             "",

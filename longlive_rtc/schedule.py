@@ -17,7 +17,8 @@ import threading
 from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass
 
-FRAMES_PER_BLOCK = 3
+from .generators.base import FRAMES_PER_BLOCK
+
 MAX_SCHEDULED_PROMPTS = 1000
 
 

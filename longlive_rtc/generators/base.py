@@ -7,6 +7,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+FRAMES_PER_BLOCK = 3  # generation (latent) frames per block
+TEMPORAL_STRIDE = 4  # video frames per latent frame after the stream's first
+CONTENT_FPS = 16.0  # native rate of the generated video
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -14,14 +18,19 @@ class Geometry:
 
     width: int = 832
     height: int = 480
-    frames_per_block: int = 3  # generation (latent) frames per block
-    content_fps: float = 16.0  # native rate of the generated video
-    temporal_stride: int = 4  # video frames per latent frame after the first
+    frames_per_block: int = FRAMES_PER_BLOCK
+    content_fps: float = CONTENT_FPS
+    temporal_stride: int = TEMPORAL_STRIDE
 
     def video_frames_in_block(self, block_start: int) -> int:
         """Video frames a block decodes to: 9 for block 0, 12 after (latent 0 -> 1 frame, later -> 4)."""
         first = 1 if block_start == 0 else self.temporal_stride
         return first + self.temporal_stride * (self.frames_per_block - 1)
+
+    @property
+    def max_video_frames_in_block(self) -> int:
+        """Video frames of the largest block, any after block 0 (12)."""
+        return self.temporal_stride * self.frames_per_block
 
     def video_frames_before(self, frame: int) -> int:
         """Video frames decoded from the generation frames before ``frame`` (1 + 4(frame-1))."""

@@ -52,7 +52,7 @@ class LongLiveGenerator:
         self.device = pipeline.model.device
         cuda = self.device.type == "cuda"
         self._side = torch.cuda.Stream(self.device) if cuda else None
-        most = self.geometry.video_frames_in_block(3)
+        most = self.geometry.max_video_frames_in_block
         shape = (most, self.geometry.height, self.geometry.width, 3)
         self._host = torch.empty(shape, dtype=torch.uint8, pin_memory=cuda)
 

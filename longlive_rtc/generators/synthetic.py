@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .base import Geometry
+from .base import CONTENT_FPS, Geometry
 from .stamp import BAND_HEIGHT, Stamp, draw_stamp
 
 #: Hues (0..1) for colour words, so "a red fox" looks red.
@@ -74,7 +74,7 @@ class Scene:
         shift = (index * self.speed) % width
         out[:, : width - shift] = self.background[:, shift:]
         out[:, width - shift :] = self.background[:, :shift]
-        seconds = index / 16.0
+        seconds = index / CONTENT_FPS
         for disc in self.discs:
             x = disc.centre[0] + disc.amplitude[0] * math.sin(disc.frequency[0] * seconds + disc.phase[0])
             y = disc.centre[1] + disc.amplitude[1] * math.sin(disc.frequency[1] * seconds + disc.phase[1])
