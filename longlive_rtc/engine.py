@@ -1,9 +1,9 @@
 """The engine: a worker thread driving a Generator, a bounded frame buffer, and a frame source.
 
-Commands arrive from the event loop (``start``, ``pause``, ``resume``, ``reset``, ``prepare``); events go
+Commands arrive from the event loop (``start``, ``pause``, ``resume``, ``stop``, ``prepare``); events go
 back through a callback that the engine invokes on the loop with ``call_soon_threadsafe``. The generator
 is only ever touched by the worker thread. Each ``start`` opens a new *run*; events carry the run number
-so that a late event from before a reset can be recognised and dropped.
+so that a late event from before a stop can be recognised and dropped.
 
 A prompt that cannot be encoded (when it is prepared, or when its block comes) is removed from the
 schedule and reported with :class:`PromptFailed`; the stream goes on with the prompt in effect, except
@@ -113,7 +113,7 @@ class Engine:
         self._running = False
         self._paused = False
         self._begin_pending = False
-        self._reset_pending = False
+        self._drop_pending = False
         self._closed = False
         self._playing = False  # a frame was shown since start/resume: underruns count as stalls now
         self._to_prepare: deque[ScheduledPrompt] = deque()
@@ -143,12 +143,16 @@ class Engine:
             self._paused, self._playing = False, False
             self._cond.notify_all()
 
-    def reset(self) -> None:
-        """Stop at once, drop buffered frames and (on the worker) the generator's state."""
+    def stop(self) -> None:
+        """Stop at once, drop buffered frames and (on the worker) the generator's state.
+
+        Both ``stop`` and ``reset`` commands end here (the next start is at frame 0); the session decides
+        what happens to the schedule.
+        """
         with self._cond:
             self._run += 1
             self._running = self._paused = self._playing = False
-            self._reset_pending = True
+            self._drop_pending = True
             self.buffer.clear()
             self._cond.notify_all()
 
@@ -197,19 +201,19 @@ class Engine:
         while True:
             with self._cond:
                 while not (
-                    self._closed or self._to_prepare or self._reset_pending or (self._running and not self._paused)
+                    self._closed or self._to_prepare or self._drop_pending or (self._running and not self._paused)
                 ):
                     self._cond.wait()
                 if self._closed:
                     break
                 entries = list(self._to_prepare)
                 self._to_prepare.clear()
-                reset, self._reset_pending = self._reset_pending, False
+                drop, self._drop_pending = self._drop_pending, False
                 begin, self._begin_pending = self._begin_pending, False
                 run, seed = self._run, self._seed
                 generate = self._running and not self._paused
             try:
-                if reset:
+                if drop:
                     self._stream.reset()
                 for entry in entries:
                     self._prepare(entry, run)

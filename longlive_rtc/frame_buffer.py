@@ -21,7 +21,7 @@ class FrameBuffer:
     """FIFO of frames holding at most ``capacity``; producers wait for room for a whole block.
 
     ``clear`` drops every frame and releases a waiting producer, which then learns its block was
-    discarded; this is how reset stays prompt.
+    discarded; this is how stop stays prompt.
     """
 
     def __init__(self, capacity: int) -> None:

@@ -255,12 +255,12 @@ class Session:
     def _stop(self, command: Command) -> None:
         if self.status is Status.IDLE:
             raise ProtocolError(ErrorCode.NOT_RUNNING, "cannot stop: the stream is idle")
-        self.engine.reset()
+        self.engine.stop()
         self.schedule.rewind()
         self._to_frame_zero()
 
     def _reset(self, command: Command) -> None:
-        self.engine.reset()
+        self.engine.stop()
         self.schedule.clear()
         self._to_frame_zero()
 
