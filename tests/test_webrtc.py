@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import aiohttp
@@ -270,7 +271,8 @@ async def test_a_controller_recreates_a_gone_session_under_its_id() -> None:
             await client.close()
 
 
-async def test_a_client_that_never_connects_is_closed_and_its_session_freed() -> None:
+async def test_a_client_that_never_connects_is_closed_and_its_session_freed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="longlive_rtc.rtc.hub")
     async with Server(HubConfig(connect_timeout=1.0)) as server, aiohttp.ClientSession() as http:
         vanished = Client()
         async with http.post(server.url + "/offer", json={"sdp": await _offer(vanished), "type": "offer"}) as r:
@@ -282,6 +284,8 @@ async def test_a_client_that_never_connects_is_closed_and_its_session_freed() ->
         while (server.hub.peer_count or session in server.hub.sessions) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert server.hub.peer_count == 0 and session not in server.hub.sessions
+    said = [r.getMessage() for r in caplog.records if "did not connect" in r.getMessage()]
+    assert len(said) == 1 and session in said[0] and "TURN server" in said[0]  # what happened, and what to do
 
 
 def test_a_state_too_large_for_one_message_is_truncated_and_flagged() -> None:

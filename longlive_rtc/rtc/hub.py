@@ -300,7 +300,14 @@ class Hub:
     def _close_if_unconnected(self, ref: weakref.ref[Peer]) -> None:
         peer = ref()
         if peer is not None and not peer.ever_connected:
-            log.info("peer %s did not connect within %.0f s; closing it", peer.id[:6], self.config.connect_timeout)
+            log.info(
+                "peer %s of session %s got an answer but did not connect within %.0f s; closing it. Its client"
+                " left, or ICE found no path: check that UDP reaches this server, and give clients behind NAT a"
+                " TURN server (serve --ice-server)",
+                peer.id[:6],
+                peer.session_id,
+                self.config.connect_timeout,
+            )
             asyncio.ensure_future(peer.close())
 
     def peer(self, session_id: str, peer_id: str) -> Peer:
