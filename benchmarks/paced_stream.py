@@ -1,4 +1,4 @@
-"""A long paced stream through the real engine and paced track, with a prompt switch every N seconds.
+"""A long paced stream through the engine, on-air clock and a viewer track, with a prompt switch every N seconds.
 
 Counts the engine's stalls (underruns after playback began), the track's repeated frames and what each
 switch took from request to screen. Frames are VP8-encoded in a worker thread as aiortc's sender does.
@@ -18,7 +18,7 @@ import time
 from aiortc.codecs.vpx import Vp8Encoder
 
 from longlive_rtc.protocol import Event
-from longlive_rtc.rtc.track import PacedVideoTrack
+from longlive_rtc.rtc.track import OnAirClock
 from longlive_rtc.session import Role, Session
 
 
@@ -51,7 +51,9 @@ async def run(args) -> dict:
 
     command("schedule_prompt", new_prompt="prompt 0", timestamp=0)
     command("start")
-    track = PacedVideoTrack(session.engine)
+    clock = OnAirClock(session.engine)
+    clock.start()
+    track = clock.track()
     encoder = Vp8Encoder()
     loop = asyncio.get_running_loop()
     requested: dict[str, float] = {}
@@ -72,6 +74,7 @@ async def run(args) -> dict:
             if event.type == "prompt_applied" and event.data["prompt"] not in shown:
                 shown[event.data["prompt"]] = at
     elapsed = time.monotonic() - started
+    clock.stop()
     session.close()
     delays = [shown[p] - requested[p] for p in requested if p in shown]
     return {
@@ -81,7 +84,7 @@ async def run(args) -> dict:
         "frames_sent": frames,
         "fps": round(frames / elapsed, 3),
         "stalls": session.engine.stalls,
-        "repeated_frames": track.repeats,
+        "repeated_frames": clock.repeats,
         "blocks_generated": session.engine.blocks_generated,
         "switches_requested": len(requested),
         "switches_applied": len(delays),

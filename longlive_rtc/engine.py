@@ -107,6 +107,7 @@ class Engine:
         self.idle_card = render_card(self.geometry.width, self.geometry.height, idle_text)
         self.stalls = 0
         self.blocks_generated = 0
+        self.playout_period = 1.0 / 15  # seconds per frame on air; the on-air clock sets its own
         self._cond = threading.Condition()
         self._run = 0
         self._seed = 0

@@ -1,4 +1,4 @@
-"""The hub: live sessions with their paced track and relay, their peers, capacity and grace periods."""
+"""The hub: live sessions with their on-air clock, their peers, capacity and grace periods."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiortc import RTCConfiguration, RTCIceServer
-from aiortc.contrib.media import MediaRelay
 
 from ..generators.base import Generator
+from ..outputs import FrameSink
 from ..session import Role, Session, Status
 from .codecs import CODECS, choose_codec, configure_aiortc
 from .loop_errors import quiet_vanished_peers
 from .memory import Reclaimer
 from .peer import Peer
 from .sdp import OfferError, check_offer
-from .track import DEFAULT_FPS, PacedVideoTrack
+from .track import DEFAULT_FPS, OnAirClock
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class HubConfig:
 
 
 class LiveSession:
-    """A session on the wire: the session, its paced track, the relay fanning it out, its peers.
+    """A session on the wire: the session, its on-air clock (feeding every viewer and output), its peers.
+
+    The clock runs from creation until the hub frees the session, whether or not anyone watches.
 
     A *provisional* session was created by an offer and holds its generation slot only until a peer
     connects: a new session may take the slot of one whose peer never connected.
@@ -83,8 +85,8 @@ class LiveSession:
 
     def __init__(self, session: Session, fps: int, codec: str, provisional: bool = False) -> None:
         self.session = session
-        self.track = PacedVideoTrack(session.engine, fps)
-        self.relay = MediaRelay()
+        self.clock = OnAirClock(session.engine, fps)
+        self.clock.start()
         self.codec = codec
         self.provisional = provisional
         self.peers: dict[str, Peer] = {}
@@ -102,6 +104,14 @@ class LiveSession:
     def count(self, role: Role) -> int:
         return sum(1 for p in self.peers.values() if p.role is role)
 
+    def add_sink(self, sink: FrameSink) -> None:
+        """Feed ``sink`` every frame from the next tick on (see :mod:`longlive_rtc.outputs`)."""
+        self.clock.add_sink(sink)
+
+    def remove_sink(self, sink: FrameSink) -> None:
+        """Stop feeding ``sink`` (no error when it is not fed, e.g. it failed and was removed)."""
+        self.clock.remove_sink(sink)
+
     def summary(self) -> dict[str, object]:
         return {
             "session": self.id,
@@ -110,7 +120,7 @@ class LiveSession:
             "controllers": self.count(Role.CONTROLLER),
             "viewers": self.count(Role.VIEWER),
             "codec": self.codec,
-            "frames_sent": self.track.frames_sent,
+            "frames_sent": self.clock.frames_sent,
             "stalls": self.session.engine.stalls,
         }
 
@@ -208,7 +218,7 @@ class Hub:
 
     async def _close_session(self, live: LiveSession) -> None:
         await asyncio.gather(*(peer.close() for peer in list(live.peers.values())), return_exceptions=True)
-        live.track.stop()
+        live.clock.stop()
         await asyncio.to_thread(live.session.close)
         if self._release is not None:
             self._release(live.session.engine.generator)
@@ -278,7 +288,7 @@ class Hub:
         live.peers[peer.id] = peer
         peer.bind_channels(*(adapt or _direct)(live.session.join, live.session.handle))
         try:
-            answer = await peer.answer(offer, live.relay.subscribe(live.track, buffered=False), chosen)
+            answer = await peer.answer(offer, live.clock.track(), chosen)
         except Exception as exc:
             log.info("could not answer an offer for session %s: %s: %s", live.id, type(exc).__name__, exc)
             await peer.close()
