@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
+from .generators.gpu_worker import PLAYBACK_FPS, GpuWorker
 from .generators.longlive import LongLiveGenerator, enable_compile, random_longlive, warm_up
 
 
@@ -93,7 +96,7 @@ def bench_generator(generator: LongLiveGenerator, blocks: int, runs: int) -> dic
             # a switch block against the median block: what a prompt switch adds to the stream
             "switch_ms": 1e3 * (statistics.median(switch_block_s) - statistics.median(block_s)),
             "fps": e2e_frames / e2e_s,
-            "staged_fps": generator.geometry.max_video_frames_in_block * (blocks - 1) / steady_s,
+            "staged_fps": (12 * (blocks - 1)) / steady_s,
             "first_block_frames": frames,
         })  # fmt: skip
     med = {key: statistics.median(r[key] for r in per_run) for key in per_run[0]}
@@ -102,6 +105,75 @@ def bench_generator(generator: LongLiveGenerator, blocks: int, runs: int) -> dic
     med["recache_ms"] = statistics.median(timer.ms["recache"])
     med["runs"] = per_run
     return med
+
+
+def bench_sessions(worker: GpuWorker, sessions: int, blocks: int, runs: int, fps: float = PLAYBACK_FPS) -> dict:
+    """``sessions`` streams at once on one GPU worker, each driven from its own thread as an engine drives
+    it (unpaced: each asks for its next block as soon as it has the last), all started together; one prompt
+    switch each at the same block as ``bench_generator``. Per session: FPS over blocks 1.. (wall clock),
+    block intervals, and *deadline misses*: blocks delivered after a ``fps`` playback that started with
+    block 0 would have run out of frames. Medians over runs."""
+    switch_at = max(6, blocks // 2)
+    handles = [worker.session(fps) for _ in range(sessions)]
+    prompts = (handles[0].encode_prompt("a red fox in the snow"), handles[0].encode_prompt("a blue lake at dusk"))
+    per_run = []
+    with ThreadPoolExecutor(sessions) as pool:
+        for run in range(runs):
+            barrier = threading.Barrier(sessions, timeout=600)
+            futures = [
+                pool.submit(_drive, h, run * sessions + i, prompts, switch_at, blocks, fps, barrier)
+                for i, h in enumerate(handles)
+            ]
+            results = [f.result() for f in futures]
+            intervals = sorted(x for r in results for x in r["intervals_s"])
+            per_run.append({
+                "fps_per_session": [r["fps"] for r in results],
+                "aggregate_fps": sum(r["fps"] for r in results),
+                "min_session_fps": min(r["fps"] for r in results),
+                "block_p50_ms": 1e3 * statistics.median(intervals),
+                "block_p95_ms": 1e3 * intervals[round(0.95 * (len(intervals) - 1))],
+                "deadline_misses": sum(r["misses"] for r in results),
+                "first_frame_s": max(r["first_frame_s"] for r in results),
+            })  # fmt: skip
+    keys = [k for k in per_run[0] if k != "fps_per_session"]
+    med = {key: statistics.median(r[key] for r in per_run) for key in keys}
+    med["sessions"] = sessions
+    med["runs"] = per_run
+    return med
+
+
+def _drive(handle, seed: int, prompts, switch_at: int, blocks: int, fps: float, barrier: threading.Barrier) -> dict:
+    """One session's stream for ``bench_sessions``: delivery times and deadline misses."""
+    try:
+        handle.begin(seed, prompts[0])
+        barrier.wait()
+    except BaseException:
+        barrier.abort()  # the other sessions fail too instead of waiting
+        raise
+    started = time.perf_counter()
+    times, frames = [], []
+    for b in range(blocks):
+        if b == switch_at:
+            handle.switch_prompt(prompts[1])
+        frames.append(len(handle.next_block()))
+        times.append(time.perf_counter())
+    handle.reset()
+    due = [times[0] + sum(frames[:k]) / fps for k in range(1, blocks)]
+    return {
+        "first_frame_s": times[0] - started,
+        "fps": sum(frames[1:]) / (times[-1] - times[0]),
+        "intervals_s": [b - a for a, b in zip(times, times[1:], strict=False)],
+        "misses": sum(t > d for t, d in zip(times[1:], due, strict=True)),
+    }
+
+
+def sessions_row(decoder: str, r: dict) -> str:
+    return (
+        f"{decoder:>4} x{r['sessions']} | {r['min_session_fps']:5.1f} FPS per session (min) | "
+        f"{r['aggregate_fps']:5.1f} FPS in all | block p50 {r['block_p50_ms']:6.1f} ms "
+        f"p95 {r['block_p95_ms']:6.1f} ms | "
+        f"misses {r['deadline_misses']:.0f} | first frame {r['first_frame_s']:.3f} s | peak {r['peak_gib']:.1f} GiB"
+    )
 
 
 def run_bench(args) -> dict:
@@ -125,6 +197,18 @@ def run_bench(args) -> dict:
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         results["configs"][decoder] = result
         print(table_row(decoder, result), flush=True)
+        if getattr(args, "sessions", None):
+            worker = GpuWorker(generator)
+            try:
+                for count in args.sessions:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                    shared = bench_sessions(worker, count, args.blocks, args.runs)
+                    shared["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                    results["configs"][f"{decoder} x{count}"] = shared
+                    print(sessions_row(decoder, shared), flush=True)
+            finally:
+                worker.close()
         del generator, t5
     return results
 

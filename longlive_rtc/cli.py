@@ -252,9 +252,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     pool = [build_generator(args)]  # fail fast, before listening, if the generator cannot be built
+    if args.generator == "longlive" and config.max_sessions > 1:  # one GPU worker, weights loaded once
+        from .generators.gpu_worker import GpuWorker
 
-    def generator_factory():
-        return pool.pop() if pool else build_generator(args)
+        worker = GpuWorker(pool.pop())
+
+        def generator_factory():
+            return pool.pop() if pool else worker.session()
+
+    else:
+
+        def generator_factory():
+            return pool.pop() if pool else build_generator(args)
 
     hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
     app = create_app(
@@ -349,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         "max-sessions",
         None,
         type=bounded(int, 1),
-        help="generation slots (default: 1 for longlive, CPU cores for synthetic)",
+        help="generation slots (default: 1 for longlive, CPU cores for synthetic); longlive with N > 1 shares "
+        "one GPU and one copy of the weights among N streams",
     )
     add_option(
         serve,
@@ -405,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--blocks", type=bounded(int, 1), default=12, help="blocks per run")
     bench.add_argument("--runs", type=bounded(int, 1), default=3, help="runs (medians are reported)")
+    bench.add_argument(
+        "--sessions",
+        nargs="+",
+        type=bounded(int, 1),
+        help="also run this many streams at once on one GPU worker (shared weights), e.g. --sessions 1 2 3",
+    )
     add_option(bench, "compile", "on", choices=["on", "off"], help="torch.compile the DiT blocks")
     bench.add_argument("--no-t5", dest="with_t5", action="store_false", help="leave the umT5 encoder out")
     bench.add_argument("--json", help="also write the results to this JSON file")

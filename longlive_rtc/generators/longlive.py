@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,15 @@ from .base import Geometry
 log = logging.getLogger(__name__)
 
 INDUCTOR_CACHE = Path.home() / ".cache" / "longlive-rtc" / "inductor"
+
+
+@dataclass
+class LaunchedBlock:
+    """A block queued on the device: its frames (CPU runs), or how many and the event after their copy."""
+
+    frames: np.ndarray | None
+    count: int = 0
+    done: torch.cuda.Event | None = None
 
 
 class LongLiveGenerator:
@@ -84,12 +94,16 @@ class LongLiveGenerator:
     def switch_prompt(self, prompt: torch.Tensor) -> None:
         self.pipeline.switch_prompt(prompt)
 
-    @torch.no_grad()
     def next_block(self) -> np.ndarray:
+        return self.collect(self.launch_block())
+
+    @torch.no_grad()
+    def launch_block(self) -> LaunchedBlock:
+        """Queue the next block (DiT forwards, then the decode and host copy on the side stream) without
+        waiting for it; ``collect`` waits. A GPU worker queues another session's block in between."""
         latents = self.pipeline.next_block()
         if self._side is None:
-            frames = self.decoder.decode(latents)[0]
-            return frames.cpu().numpy()
+            return LaunchedBlock(self.decoder.decode(latents)[0].cpu().numpy())
         self._side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._side):
             latents.record_stream(self._side)
@@ -98,8 +112,21 @@ class LongLiveGenerator:
             self._host[:count].copy_(frames, non_blocking=True)
             done = torch.cuda.Event()
             done.record(self._side)
-        done.synchronize()
-        return self._host[:count].numpy().copy()  # the pinned buffer is reused by the next block
+        return LaunchedBlock(None, count, done)
+
+    def collect(self, block: LaunchedBlock) -> np.ndarray:
+        """The frames of a launched block, once the device has copied them out."""
+        if block.done is None:
+            assert block.frames is not None
+            return block.frames
+        block.done.synchronize()
+        return self._host[: block.count].numpy().copy()  # the pinned buffer is reused by the next block
+
+    def fork(self) -> LongLiveGenerator:
+        """Another stream over the same weights, text encoder and decoder: its own KV cache, cross-attention
+        cache, noise and decoder cache (one per session on a shared GPU)."""
+        decoder = StreamingDecoder(self.decoder.model, self.decoder.frame_chunk)
+        return LongLiveGenerator(self.pipeline.fork(), self._encode, decoder)
 
     def reset(self) -> None:
         self.pipeline.end()

@@ -23,6 +23,7 @@ live stream can run forever.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -64,6 +65,13 @@ class StreamingPipeline:
         self._cache_pass_due = False  # the last block's t=0 cache pass (its clean latents: _history[-1])
         self._t_steps: list[Tensor] = []
         self._t_clean: Tensor | None = None
+
+    def fork(self) -> StreamingPipeline:
+        """A new, unstarted stream over the same model and settings (its own cache, context and noise)."""
+        other = copy.copy(self)
+        other.noise = copy.copy(self.noise)  # every source replaces its generators on reset
+        other.end()
+        return other
 
     @property
     def batch_size(self) -> int:

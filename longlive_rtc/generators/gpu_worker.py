@@ -1,0 +1,158 @@
+"""Several LongLive sessions on one GPU: one worker thread owns the device and the shared weights.
+
+The weights, text encoder and decoder are loaded once; each session gets a thin ``WorkerSession``
+(a Generator) with its own stream state (KV cache, cross-attention cache, noise, decoder cache). The
+sessions' engines call it from their own threads; every call becomes a request to the worker, which runs
+them one at a time, the most urgent first: a block request is due when the session's playback would run
+out of frames (at the paced rate), every other request (prompt encode, begin, switch, reset) at once.
+
+The worker only *queues* a block on the device (``LongLiveGenerator.launch_block``) and goes on with the
+next request; the session's own thread waits for its frames. So one session's decode and host copy (on
+its side CUDA stream) overlap the next session's DiT forwards. Sessions never share mutable state, and
+each request runs the same kernels on the same shapes as a stream alone: the latents are identical.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import base
+from .longlive import LongLiveGenerator
+
+log = logging.getLogger(__name__)
+
+#: The paced playback rate the deadlines assume (the track's default).
+PLAYBACK_FPS = 15.0
+
+
+class GpuWorker:
+    """Runs the requests of every session on one device, earliest deadline first (ties: first come)."""
+
+    def __init__(self, template: LongLiveGenerator) -> None:
+        """``template`` is a loaded (and warmed-up) generator; its weights, encoder and decoder are shared."""
+        self.template = template
+        self.device = template.device
+        self._queue: list[tuple[float, int, Future, Callable[[], Any]]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.requests = 0
+        self._thread = threading.Thread(target=self._work, name="longlive-gpu", daemon=True)
+        self._thread.start()
+
+    def session(self, fps: float = PLAYBACK_FPS) -> WorkerSession:
+        """A new session's generator: its own stream over the shared model."""
+        return WorkerSession(self, self.template.fork(), fps)
+
+    def call(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
+        """Run ``fn(*args)`` on the worker thread and return its result (re-raising its exception)."""
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the GPU worker is closed")
+            due = time.monotonic() if deadline is None else deadline
+            heapq.heappush(self._queue, (due, next(self._order), future, lambda: fn(*args)))
+            self._cond.notify()
+        return future.result()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking requests; the ones queued fail."""
+        with self._cond:
+            self._closed = True
+            pending, self._queue = self._queue, []
+            self._cond.notify()
+        for _, _, future, _ in pending:
+            future.set_exception(RuntimeError("the GPU worker is closed"))
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.set_device(self.device)
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                _, _, future, job = heapq.heappop(self._queue)
+            if not future.set_running_or_notify_cancel():
+                continue
+            self.requests += 1
+            try:
+                with torch.no_grad():
+                    result = job()
+            except BaseException as exc:  # the session's thread re-raises it; the worker goes on
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+class WorkerSession:
+    """One session's generator on a shared GPU worker (the Generator protocol, called from one thread)."""
+
+    name = "longlive"
+
+    def __init__(self, worker: GpuWorker, stream: LongLiveGenerator, fps: float = PLAYBACK_FPS) -> None:
+        self.worker = worker
+        self.stream = stream
+        self.geometry = stream.geometry
+        self.fps = fps
+        self._clock: float | None = None  # when this stream's playback would have shown frame 0
+        self._frames = 0  # video frames delivered since begin
+
+    @property
+    def pipeline(self):
+        return self.stream.pipeline
+
+    @property
+    def decoder(self):
+        return self.stream.decoder
+
+    def check_prompt(self, prompt: str) -> None:
+        self.stream.check_prompt(prompt)  # tokenising only, on the caller's thread
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        return self.worker.call(self.stream.encode_prompt, prompt)
+
+    def begin(self, seed: int, prompt: torch.Tensor) -> None:
+        self._clock, self._frames = None, 0
+        self.worker.call(self.stream.begin, seed, prompt)
+
+    def switch_prompt(self, prompt: torch.Tensor) -> None:
+        self.worker.call(self.stream.switch_prompt, prompt)
+
+    def cut(self, prompt: torch.Tensor) -> None:
+        self.worker.call(self.stream.cut, prompt)
+
+    def set_prompt(self, prompt: torch.Tensor) -> None:
+        self.worker.call(self.stream.set_prompt, prompt)
+
+    def mix_prompts(self, a: Any, b: Any, weight: float, curve: str) -> Any:
+        return self.worker.call(base.mix_prompts, self.stream, a, b, weight, curve)
+
+    def next_block(self) -> np.ndarray:
+        now = time.monotonic()
+        due = now if self._clock is None else max(now, self._clock + self._frames / self.fps)
+        launched = self.worker.call(self.stream.launch_block, deadline=due)
+        frames = self.stream.collect(launched)
+        if self._clock is None:
+            self._clock = time.monotonic()
+        self._frames += len(frames)
+        return frames
+
+    def reset(self) -> None:
+        self._clock, self._frames = None, 0
+        self.worker.call(self.stream.reset)

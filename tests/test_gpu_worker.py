@@ -1,0 +1,228 @@
+"""Several LongLive sessions on one worker (shared weights), on tiny random models (CPU)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from longlive_rtc.bench import bench_sessions
+from longlive_rtc.generators.base import Generator
+from longlive_rtc.generators.gpu_worker import GpuWorker, WorkerSession
+from longlive_rtc.generators.longlive import LongLiveGenerator
+
+from .test_longlive_generator import tiny_longlive
+
+#: (seed, prompts by block: a switch where the prompt changes, None = reset then begin again)
+PLANS = {
+    "a": (3, ["fox", "fox", "fox", "lake", "lake", "lake", "sky", "sky"]),
+    "b": (8, ["city", "rain", None, "city", "city", "night", "night", "night"]),
+}
+
+
+def record_latents(stream: LongLiveGenerator) -> list[torch.Tensor]:
+    latents: list[torch.Tensor] = []
+    next_block = stream.pipeline.next_block
+
+    def recorded() -> torch.Tensor:
+        x0 = next_block()
+        latents.append(x0.clone())
+        return x0
+
+    stream.pipeline.next_block = recorded  # type: ignore[method-assign]
+    return latents
+
+
+def play(generator: Generator, seed: int, plan: list[str | None], after_block=None) -> list[np.ndarray]:
+    """Stream the plan: begin with its first prompt, switch where it changes, reset and begin on None."""
+    blocks, current = [], None
+    for i, prompt in enumerate(plan):
+        if prompt is None:
+            generator.reset()
+            current = None
+            prompt = plan[i + 1]
+        if current is None:
+            generator.begin(seed, generator.encode_prompt(prompt))
+        elif prompt != current:
+            generator.switch_prompt(generator.encode_prompt(prompt))
+        current = prompt
+        blocks.append(generator.next_block())
+        if after_block is not None:
+            after_block(i)
+    generator.reset()
+    return blocks
+
+
+def alone(name: str) -> tuple[list[np.ndarray], list[torch.Tensor]]:
+    generator = tiny_longlive("tae")
+    latents = record_latents(generator)
+    return play(generator, *PLANS[name]), latents
+
+
+def test_sessions_interleaved_give_exactly_what_each_gives_alone() -> None:
+    want = {name: alone(name) for name in PLANS}
+    worker = GpuWorker(tiny_longlive("tae"))
+    try:
+        handles = {name: worker.session() for name in PLANS}
+        assert all(isinstance(h, Generator) for h in handles.values())
+        latents = {name: record_latents(h.stream) for name, h in handles.items()}
+        got: dict[str, list[np.ndarray]] = {}
+        turns = {name: threading.Semaphore(0) for name in PLANS}
+
+        def run(name: str, other: str) -> None:
+            def hand_over(_: int) -> None:  # strict alternation block by block: the streams interleave
+                turns[other].release()
+                turns[name].acquire(timeout=30)
+
+            got[name] = play(handles[name], *PLANS[name], after_block=hand_over)
+            turns[other].release()
+
+        threads = [threading.Thread(target=run, args=pair) for pair in (("a", "b"), ("b", "a"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert worker.requests > 2 * 8
+        for name in PLANS:
+            frames, x0 = want[name]
+            assert len(got[name]) == len(frames) == 8
+            assert all(np.array_equal(g, w) for g, w in zip(got[name], frames, strict=True)), name
+            assert len(latents[name]) == len(x0)
+            assert all(torch.equal(g, w) for g, w in zip(latents[name], x0, strict=True)), name
+        assert not torch.equal(latents["a"][0], latents["b"][0])  # the two streams really differ
+    finally:
+        worker.close()
+
+
+def test_sessions_share_the_weights_and_keep_their_own_state() -> None:
+    template = tiny_longlive("wan")
+    worker = GpuWorker(template)
+    try:
+        one, two = worker.session(), worker.session()
+        assert one.pipeline.model is two.pipeline.model is template.pipeline.model
+        assert one.decoder.model is two.decoder.model is template.decoder.model
+        one.begin(1, one.encode_prompt("x"))
+        one.next_block()
+        assert one.pipeline.cache is not None and two.pipeline.cache is None
+        assert one.decoder.state is not two.decoder.state and one.pipeline.noise is not two.pipeline.noise
+        two.begin(2, two.encode_prompt("y"))
+        assert one.pipeline.cache is not two.pipeline.cache
+        assert (one.pipeline.current_start_frame, two.pipeline.current_start_frame) == (3, 0)
+        one.reset()
+        assert one.pipeline.cache is None and two.pipeline.cache is not None
+    finally:
+        worker.close()
+
+
+def test_a_failing_request_fails_its_caller_only() -> None:
+    worker = GpuWorker(tiny_longlive("tae"))
+    try:
+        broken, fine = worker.session(), worker.session()
+        with pytest.raises(RuntimeError, match="begin"):
+            broken.next_block()  # never begun
+        fine.begin(0, fine.encode_prompt("ok"))
+        assert len(fine.next_block()) == 9
+    finally:
+        worker.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        fine.encode_prompt("late")
+
+
+def test_the_worker_serves_the_earliest_deadline_first() -> None:
+    worker = GpuWorker(tiny_longlive("tae"))
+    gate, order = threading.Event(), []
+    try:
+        blocker = threading.Thread(target=worker.call, args=(gate.wait,))
+        blocker.start()
+        while worker.requests < 1:  # the worker is busy with the blocker
+            time.sleep(0.01)
+        now = time.monotonic()
+        threads = [
+            threading.Thread(target=worker.call, args=(order.append, name), kwargs={"deadline": now + due})
+            for name, due in (("late", 3.0), ("first", 1.0), ("second", 2.0))
+        ]
+        for thread in threads:
+            thread.start()
+        while len(worker._queue) < 3:
+            time.sleep(0.01)
+        gate.set()
+        for thread in [blocker, *threads]:
+            thread.join(10)
+        assert order == ["first", "second", "late"]
+    finally:
+        gate.set()
+        worker.close()
+
+
+def test_a_block_is_due_when_the_sessions_playback_would_run_out() -> None:
+    worker = GpuWorker(tiny_longlive("tae"))
+    deadlines: list[float | None] = []
+    call = worker.call
+
+    def spy(fn, *args, deadline=None):
+        deadlines.append(deadline)
+        return call(fn, *args, deadline=deadline)
+
+    worker.call = spy  # type: ignore[method-assign]
+    try:
+        session = WorkerSession(worker, worker.template.fork(), fps=1.0)  # a slow playback: far deadlines
+        session.begin(0, session.encode_prompt("p"))
+        deadlines.clear()
+        session.next_block()
+        delivered = time.monotonic()
+        session.next_block()
+        session.next_block()
+        first, second, third = deadlines
+        assert first is not None and first <= delivered
+        assert second is not None and third is not None
+        assert delivered < second <= delivered + 9.0 and third - second == pytest.approx(12.0)
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("fps, misses", [(1e-3, 0), (1e9, 2 * 7)])
+def test_bench_sessions_counts_deadline_misses(fps: float, misses: int) -> None:
+    worker = GpuWorker(tiny_longlive("tae"))
+    try:
+        result = bench_sessions(worker, sessions=2, blocks=8, runs=1, fps=fps)
+    finally:
+        worker.close()
+    assert result["sessions"] == 2 and result["deadline_misses"] == misses
+    assert len(result["runs"][0]["fps_per_session"]) == 2 and result["min_session_fps"] > 0
+    assert result["block_p95_ms"] >= result["block_p50_ms"] > 0
+
+
+@pytest.mark.gpu
+def test_two_full_size_sessions_on_one_gpu_equal_each_alone() -> None:
+    """bf16, eager: two sessions interleaved on the worker (decodes overlapping the other's DiT) give the
+    latents and frames of each stream alone, bit for bit."""
+    from longlive_rtc.generators.longlive import random_longlive
+
+    template = random_longlive("cuda", "tae")
+    plans = {"a": (3, ["fox", "fox", "lake", "lake"]), "b": (8, ["city", "city", "city", "rain"])}
+    want = {}
+    for name, (seed, plan) in plans.items():
+        stream = template.fork()
+        latents = record_latents(stream)
+        want[name] = (play(stream, seed, plan), latents)
+    worker = GpuWorker(template)
+    try:
+        handles = {name: worker.session() for name in plans}
+        latents = {name: record_latents(h.stream) for name, h in handles.items()}
+        got: dict[str, list[np.ndarray]] = {}
+        threads = [
+            threading.Thread(target=lambda n=name: got.__setitem__(n, play(handles[n], *plans[n]))) for name in plans
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        worker.close()
+    for name in plans:
+        frames, x0 = want[name]
+        assert all(np.array_equal(g, w) for g, w in zip(got[name], frames, strict=True)), name
+        assert all(torch.equal(g, w) for g, w in zip(latents[name], x0, strict=True)), name
