@@ -81,7 +81,10 @@ class Playout(enum.Enum):
 class PlayoutItem:
     kind: Playout
     image: np.ndarray | None = None
-    index: int | None = None
+    index: int | None = None  # the video frame shown
+    run: int | None = None  # the run it belongs to
+    applied: ScheduledPrompt | None = None  # on the first frame of a block that switched this prompt in
+    frame: int | None = None  # the generation frame of its block's start
 
 
 class Engine:
@@ -187,14 +190,15 @@ class Engine:
         if paused:
             return PlayoutItem(Playout.PAUSED)
         frame = self.buffer.pop()
-        if frame is None:
-            with self._cond:
+        with self._cond:
+            while frame is not None and frame.run != self._run:  # queued by a run stopped meanwhile
+                frame = self.buffer.pop()
+            if frame is None:
                 if self._playing:
                     self.stalls += 1
-            return PlayoutItem(Playout.STALL)
-        with self._cond:
+                return PlayoutItem(Playout.STALL)
             self._playing = True
-        return PlayoutItem(Playout.FRAME, frame.image, frame.index)
+        return PlayoutItem(Playout.FRAME, frame.image, frame.index, frame.run, frame.applied, frame.block_start)
 
     # --- the worker thread -----------------------------------------------------------------------------
 
@@ -265,10 +269,10 @@ class Engine:
         log.debug("block %d generated in %.1f ms", block.start_frame, 1e3 * (time.perf_counter() - started))
         if run != self.current_run:
             return
-        if not self.buffer.put_block(_buffered(block)):
-            return
-        if block.applied is not None:
+        if block.applied is not None:  # before its frames can go on air: on_air always follows prompt_applied
             self._emit(PromptApplied(run, block.applied, block.start_frame))
+        if not self.buffer.put_block(_buffered(block, run)):
+            return
         self._emit(BlockDone(run, block.end_frame, block.end_video_frame))
 
     def _emit(self, event: EngineEvent) -> None:
@@ -276,5 +280,8 @@ class Engine:
             self._loop.call_soon_threadsafe(self._on_event, event)
 
 
-def _buffered(block: Block) -> list[BufferedFrame]:
-    return [BufferedFrame(block.first_video_frame + i, image) for i, image in enumerate(block.frames)]
+def _buffered(block: Block, run: int) -> list[BufferedFrame]:
+    return [
+        BufferedFrame(block.first_video_frame + i, image, run, block.start_frame, block.applied if i == 0 else None)
+        for i, image in enumerate(block.frames)
+    ]

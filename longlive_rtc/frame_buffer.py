@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .schedule import ScheduledPrompt
+
 
 @dataclass(frozen=True)
 class BufferedFrame:
@@ -15,6 +17,9 @@ class BufferedFrame:
 
     index: int
     image: np.ndarray  # uint8 [H, W, 3]
+    run: int = 0  # the engine run that made it
+    block_start: int = 0  # generation frame of its block's start
+    applied: ScheduledPrompt | None = None  # on a block's first frame: the prompt that block switched in
 
 
 class FrameBuffer:

@@ -251,6 +251,10 @@ def progress(current_start_frame: int, video_frame: int, seconds: float) -> Even
     )
 
 
+def on_air(timestamp: int, frame: int, video_frame: int) -> Event:
+    return Event("on_air", {"timestamp": timestamp, "frame": frame, "video_frame": video_frame})
+
+
 def prompt_applied(timestamp: int, frame: int, prompt: str) -> Event:
     return Event("prompt_applied", {"timestamp": timestamp, "frame": frame, "prompt": prompt})
 
@@ -449,12 +453,26 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
         },
         ["timestamp", "frame", "prompt"],
     ),
+    "on_air": (
+        "The first frame of the block that switched a prompt in went on air (to every viewer and output).",
+        {
+            "timestamp": {"type": "integer", "minimum": 0, "description": "the prompt's scheduled frame"},
+            "frame": {"type": "integer", "minimum": 0, "description": "the block start where it applied"},
+            "video_frame": {"type": "integer", "minimum": 0, "description": "the video frame now on air"},
+        },
+        ["timestamp", "frame", "video_frame"],
+    ),
     "state": (
         "On connect, on every change (once per burst of commands) and on get_state.",
         {
             "status": {"enum": ["idle", "running", "paused"]},
             "current_start_frame": {"type": "integer", "minimum": 0},
             "video_frame": {"type": "integer", "minimum": 0},
+            "playback_frame": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "the video frame on air when this was sent (null: the idle card)",
+            },
             "scheduled": {
                 "type": "array",
                 "items": {
@@ -598,6 +616,27 @@ def render_markdown(http_section: str = "") -> str:
             *events,
             "",
             f"Error codes (stable): {codes}. An error never closes the channel.",
+            "",
+            "### When events come",
+            "",
+            "Generation runs ahead of the screen by at most the playout buffer (one block by default), so the",
+            "events say which moment they belong to:",
+            "",
+            "- `ack` / `error`: at once, in answer to each message.",
+            "- `prompt_applied`: when the block that switches the prompt in has been generated and decoded, just",
+            "  before it is queued for air; so before that block's `progress` and before its `on_air`. With late",
+            "  binding (the default) a block is generated just in time, so this is about one safety margin",
+            "  (0.05 to 1 s, adapted to the measured block times) before the block's first frame is on air.",
+            "- `progress`: when a block entered the playout buffer (generated, decoded, queued); with the default",
+            "  one-block buffer its first frame goes on air at the next tick of the on-air clock (1/15 s later).",
+            "- `on_air`: when the first frame of the block that switched a prompt in is handed to the viewers'",
+            "  encoders and the outputs, by the session's on-air clock (which ticks whether or not anyone",
+            "  watches). Always after that prompt's `prompt_applied`; `video_frame` is the frame's index (the",
+            "  synthetic generator stamps it into the picture). A client shows it one encode, network and decode",
+            "  later.",
+            "- `state`: on connect, on `get_state` and after changes (coalesced); `playback_frame` is the video",
+            "  frame on air when it was built (null for the idle card). It is not sent per frame: follow",
+            "  `on_air` and `progress` for the timeline.",
             "",
             *([http_section, ""] if http_section else []),
             "## JSON Schema",

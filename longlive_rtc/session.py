@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol
-from .engine import BlockDone, Engine, EngineEvent, GenerationFailed, PromptApplied, PromptFailed
+from .engine import BlockDone, Engine, EngineEvent, GenerationFailed, Playout, PlayoutItem, PromptApplied, PromptFailed
 from .generators.base import Generator, check_prompt
 from .protocol import COMMAND_BURST, COMMAND_RATE, Command, ErrorCode, Event, ProtocolError
 from .schedule import MAX_SCHEDULED_PROMPTS, PromptSchedule, ScheduleFull
@@ -126,6 +126,7 @@ class Session:
         self.current_start_frame = 0
         self.video_frame = 0
         self.active_prompt: str | None = None
+        self.playback_frame: int | None = None  # the video frame on air (None: the idle card)
         self.members: list[Member] = []
         self._run = 0
         self._limit = (command_burst, command_rate, clock)
@@ -292,6 +293,16 @@ class Session:
             self.broadcast(protocol.error(ErrorCode.GENERATOR_FAILED, protocol.shorten(event.message, 500)))
             self.state_changed()
 
+    def shown(self, item: PlayoutItem) -> None:
+        """The on-air clock put ``item`` on air (on the loop, just after the frame went out): the picture on
+        screen, and ``on_air`` when it is the first frame of the block that switched a prompt in."""
+        if item.kind is Playout.IDLE:
+            self.playback_frame = None
+        elif item.kind is Playout.FRAME:
+            self.playback_frame = item.index
+            if item.applied is not None and item.run == self._run and self.status is not Status.IDLE:
+                self.broadcast(protocol.on_air(item.applied.timestamp, item.frame or 0, item.index or 0))
+
     def _prompt_failed(self, event: PromptFailed) -> None:
         entry = event.entry
         if event.ended_run and event.run == self._run and self.status is not Status.IDLE:
@@ -312,6 +323,7 @@ class Session:
             "status": str(self.status),
             "current_start_frame": self.current_start_frame,
             "video_frame": self.video_frame,
+            "playback_frame": self.playback_frame,
             "scheduled": self._scheduled_dicts(),
             "active_prompt": self.active_prompt,
             "seed": self.seed,

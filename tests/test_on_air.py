@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from longlive_rtc.outputs import OnAirFrame
 from longlive_rtc.rtc.hub import Hub, HubConfig
 from longlive_rtc.session import Role
 
-from .rtc_client import wait_until
+from .rtc_client import Client, Server, wait_until
 from .support import SMALL
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,3 +80,43 @@ async def test_a_session_with_no_viewer_advances_and_feeds_its_sinks() -> None:
     finally:
         await hub.close()
     assert not live.clock.running
+
+
+async def test_on_air_follows_prompt_applied_and_matches_the_received_stamps() -> None:
+    async with Server() as server:
+        client = Client()
+        try:
+            await client.connect(server.url)
+            for i, (t, prompt) in enumerate([(0, "a red fox"), (6, "a blue lake"), (12, "green aurora")]):
+                client.send("schedule_prompt", f"s{i}", new_prompt=prompt, timestamp=t)
+            client.send("start", "go")
+            assert (await client.reply_to("go"))["type"] == "ack"
+            await client.wait_event(lambda e: e["type"] == "progress" and e["data"]["current_start_frame"] >= 18)
+            client.send("schedule_prompt", "live", new_prompt="a live prompt", timestamp=18)  # the next block or so
+            assert (await client.reply_to("live"))["type"] == "ack"
+            live = await client.wait_event(lambda e: e["type"] == "prompt_applied" and e["data"]["timestamp"] == 18)
+            await client.wait_event(lambda e: e["type"] == "on_air" and e["data"]["timestamp"] == 18)
+            client.send("get_state", "st")
+            await client.reply_to("st")
+            await asyncio.sleep(1.0)  # the frames of the last switch reach the client
+            events = client.events
+            applied = [e for e in events if e["type"] == "prompt_applied"]
+            on_air = [e for e in events if e["type"] == "on_air"]
+            assert [e["data"]["timestamp"] for e in applied] == [0, 6, 12, 18]
+            assert [e["data"]["timestamp"] for e in on_air] == [0, 6, 12, 18]
+            stamps = {f.stamp.frame: f.stamp.prompt for f in client.frames if f.stamp is not None}
+            for number, (a, o) in enumerate(zip(applied, on_air, strict=True)):
+                assert events.index(a) < events.index(o), "on_air comes after its prompt_applied"
+                assert o["data"]["frame"] == a["data"]["frame"]
+                video_frame = o["data"]["video_frame"]
+                assert video_frame == server.geometry.video_frames_before(a["data"]["frame"])
+                if video_frame in stamps:  # a busy encoder may skip a frame, never many
+                    assert stamps[video_frame] == number, "the frame on air shows the new prompt"
+                if video_frame - 1 in stamps:
+                    assert stamps[video_frame - 1] == number - 1, "the frame before shows the previous one"
+            assert sum(o["data"]["video_frame"] in stamps for o in on_air) >= 3
+            assert live["data"]["frame"] >= 18
+            state = next(e for e in reversed(events) if e["type"] == "state")
+            assert state["data"]["playback_frame"] >= on_air[-1]["data"]["video_frame"]
+        finally:
+            await client.close()

@@ -85,7 +85,7 @@ class LiveSession:
 
     def __init__(self, session: Session, fps: int, codec: str, provisional: bool = False) -> None:
         self.session = session
-        self.clock = OnAirClock(session.engine, fps)
+        self.clock = OnAirClock(session.engine, fps, on_shown=session.shown)
         self.clock.start()
         self.codec = codec
         self.provisional = provisional
