@@ -190,3 +190,19 @@ def test_every_serve_flag_but_random_weights_names_its_environment_variable() ->
             unnamed.add(flag)
     assert unnamed == {"--help", "--log-level", "--random-weights"}  # --log-level's is on the top-level flag
     assert "[env LONGLIVE_RTC_LOG_LEVEL;" in build_parser().format_help()
+
+
+def test_download_without_network_is_one_line_naming_the_files_and_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: the Hub's requests are refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    result = run_cli("download", "--dir", "w", "--no-tae", cwd=tmp_path)
+    line = one_error_line(result)
+    assert "cannot reach" in line and "by hand" in line and "longlive-rtc download --dir w" in line
+    for path in ("w/wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth", "w/longlive_models/models/lora.pt"):
+        assert path in line
+    assert "taew2_1.pth" not in line and "Retry" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []  # no folders, no .cache

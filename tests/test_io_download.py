@@ -111,3 +111,45 @@ def test_hub_download_is_a_thin_hf_hub_download_call(tmp_path, monkeypatch):
         "local_dir": tmp_path / "longlive_models",
         "kwargs": {},
     }
+
+
+def test_without_network_one_error_says_which_files_to_copy_where(tmp_path):
+    calls: list[str] = []
+    dest = tmp_path / "w"
+    (dest / WEIGHT_FILES[0].local_dir).mkdir(parents=True)
+    WEIGHT_FILES[0].path(dest).write_bytes(b"done")  # present: not asked for again
+    with pytest.raises(DownloadError) as err:
+        download_weights(dest, fetch=fake_fetch(calls), unreachable=lambda _: "ConnectError: no route", log=lambda _: None)
+    message = str(err.value)
+    assert calls == [] and "\n" not in message and "no route" in message and "by hand" in message
+    assert str(WEIGHT_FILES[0].path(dest)) not in message
+    for file in WEIGHT_FILES[1:]:
+        assert str(file.path(dest)) in message and file.repo_id in message
+    assert "--no-tae" in message and f"longlive-rtc download --dir {dest}" in message
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == [
+        "wan_models", "wan_models/Wan2.1-T2V-1.3B", "wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth"
+    ]  # fmt: skip
+
+
+def test_a_failed_fetch_leaves_no_empty_cache_folders_but_keeps_partial_downloads(tmp_path):
+    def broken_after_locking(file: WeightFile, dest: Path) -> Path:  # what hf_hub_download leaves behind
+        download = dest / file.local_dir / ".cache" / "huggingface" / "download"
+        download.mkdir(parents=True)
+        (download / f"{Path(file.filename).name}.lock").touch()
+        if file.role == "base":
+            (download / "longlive_base.pt.incomplete").write_bytes(b"part")
+        raise OSError("connection reset")
+
+    for wanted in (["vae"], ["base"]):
+        dest = tmp_path / wanted[0]
+        files = [f for f in WEIGHT_FILES if f.role != wanted[0]]
+        for f in files:
+            f.path(dest).parent.mkdir(parents=True, exist_ok=True)
+            f.path(dest).write_bytes(b"done")
+        with pytest.raises(DownloadError):
+            download_weights(dest, fetch=broken_after_locking, unreachable=lambda _: None, log=lambda _: None)
+        caches = [p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and ".cache" in p.parts]
+        if wanted == ["vae"]:
+            assert caches == []
+        else:
+            assert "longlive_models/.cache/huggingface/download/longlive_base.pt.incomplete" in caches

@@ -13,11 +13,14 @@ Layout under a weights directory DIR, as the official instructions produce it
 
 Only these files are fetched (about 20 GB), not the whole repositories (the Wan DiT safetensors, 5.7 GB,
 are fully overwritten by longlive_base.pt and not needed). `hf_hub_download` resumes partial downloads and
-shows progress bars; files already present are skipped without any network call.
+shows progress bars; files already present are skipped without any network call. Before the first fetch the
+Hub is asked once, without retries, whether it answers: a machine without network gets one line saying which
+files to copy in by hand and where, instead of a minute of retries.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ WAN_REPO = "Wan-AI/Wan2.1-T2V-1.3B"
 LONGLIVE_REPO = "Efficient-Large-Model/LongLive-1.3B"
 TAE_REPO = "lightx2v/Autoencoders"
 DOWNLOAD_COMMAND = "longlive-rtc download --dir {dir}"
+PROBE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,52 @@ class DownloadError(RuntimeError):
     """A file could not be fetched from the Hub."""
 
 
+def where_by_hand(files: list[WeightFile], weights_dir: str | Path) -> str:
+    """Where each file goes, grouped by the repository it comes from (one line)."""
+    by_repo: dict[str, list[str]] = {}
+    for file in files:
+        by_repo.setdefault(file.repo_id, []).append(str(file.path(weights_dir)))
+    return "; ".join(f"{', '.join(paths)} (from {repo})" for repo, paths in by_repo.items())
+
+
+def offline_message(files: list[WeightFile], weights_dir: Path, why: str) -> str:
+    """What to do when the Hub cannot be reached: the files to copy in by hand, and where (one line)."""
+    tae = "; the TAE file is only for --decoder tae (--no-tae skips it)" if any(f.role == "tae" for f in files) else ""
+    return (
+        f"cannot reach the Hugging Face Hub ({why}). Without network, copy the files in by hand: "
+        f"{where_by_hand(files, weights_dir)}{tae}; then `{download_command(weights_dir)}` checks them. "
+        "Behind a proxy or with a mirror, set HTTPS_PROXY or HF_ENDPOINT."
+    )
+
+
+def hub_unreachable(file: WeightFile) -> str | None:
+    """Why the Hub cannot be reached for ``file`` (one request, no retries), or None when it answers at all."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(file.repo_id, file.filename), timeout=PROBE_TIMEOUT_S)
+    except HfHubHTTPError:
+        return None  # it answered (e.g. 401 for a missing token): the fetch reports what it said
+    except Exception as error:  # no route, no name, refused, timed out, offline mode
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def remove_empty_caches(files: list[WeightFile], weights_dir: Path) -> None:
+    """Drop the Hub's ``.cache`` folders that a failed fetch left holding no partial download or metadata."""
+    for local_dir in {weights_dir / f.local_dir for f in files}:
+        cache = local_dir / ".cache"
+        if cache.is_dir() and not any(
+            p.suffix in (".incomplete", ".metadata") and p.stat().st_size for p in cache.rglob("*") if p.is_file()
+        ):
+            shutil.rmtree(cache)
+        for folder in (local_dir, *local_dir.parents):  # and the folders it made, if they stayed empty
+            if folder == weights_dir or not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
+
+
 def hub_download(file: WeightFile, weights_dir: Path) -> Path:
     """Fetch one file with huggingface_hub (resumable, with a progress bar); returns its local path."""
     from huggingface_hub import hf_hub_download
@@ -85,19 +135,25 @@ def download_weights(
     *,
     force: bool = False,
     fetch: Callable[[WeightFile, Path], Path] = hub_download,
+    unreachable: Callable[[WeightFile], str | None] | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Fetch every needed file into `dest` (created if needed) and return `dest`.
 
     Present files are skipped unless `force`; an interrupted run resumes where it stopped. `fetch` is the
-    per-file downloader (the Hub by default).
+    per-file downloader (the Hub by default), `unreachable` the check made once before it (the Hub's when
+    fetching from the Hub).
     """
     dest = Path(dest).expanduser()
-    dest.mkdir(parents=True, exist_ok=True)
     todo = needed_files(include_tae) if force else missing_files(dest, include_tae)
     if not todo:
         log(f"all weight files present in {dest}")
         return dest
+    check = unreachable or (hub_unreachable if fetch is hub_download else None)
+    why = check(todo[0]) if check else None
+    if why is not None:
+        raise DownloadError(offline_message(todo, dest, why))
+    dest.mkdir(parents=True, exist_ok=True)
     total_gb = sum(f.approx_bytes for f in todo) / 1e9
     log(f"fetching {len(todo)} file(s), about {total_gb:.1f} GB, into {dest}")
     for file in todo:
@@ -105,6 +161,7 @@ def download_weights(
         try:
             local = fetch(file, dest)
         except Exception as error:
+            remove_empty_caches(todo, dest)
             raise DownloadError(
                 f"could not download {file.filename} from {file.repo_id}: {error}. "
                 f"Check the network (and HF_TOKEN / HF_ENDPOINT if you use them), then run "
