@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import Any
 
 from .generators.base import Geometry
-from .schedule import MAX_SCHEDULED_PROMPTS
+from .schedule import BLEND, BLEND_CURVES, LINEAR, MAX_BLEND_BLOCKS, MAX_SCHEDULED_PROMPTS, TRANSITION_MODES
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,26 @@ class StrField:
     text: bool = False
 
 
-FieldSpec = IntField | StrField
+@dataclass(frozen=True)
+class TransitionField:
+    """The optional ``transition`` object of ``schedule_prompt``: ``{"mode": "recache"}`` (the default),
+    ``{"mode": "cut"}`` or ``{"mode": "blend", "blocks": k, "curve"?: "linear" | "slerp"}``."""
+
+    max_blocks: int = MAX_BLEND_BLOCKS
+
+
+FieldSpec = IntField | StrField | TransitionField
+
 
 TIMESTAMP = IntField(0, MAX_TIMESTAMP)
 
-#: Commands a client may send: type -> {field name: spec}. Every listed field is required.
+#: Commands a client may send: type -> {field name: spec}. Every listed field is required but ``transition``.
 COMMANDS: dict[str, dict[str, FieldSpec]] = {
-    "schedule_prompt": {"new_prompt": StrField(1, MAX_PROMPT_CHARS, text=True), "timestamp": TIMESTAMP},
+    "schedule_prompt": {
+        "new_prompt": StrField(1, MAX_PROMPT_CHARS, text=True),
+        "timestamp": TIMESTAMP,
+        "transition": TransitionField(),
+    },
     "remove_prompt": {"timestamp": TIMESTAMP},
     "start": {},
     "pause": {},
@@ -99,7 +112,8 @@ COMMANDS: dict[str, dict[str, FieldSpec]] = {
 }
 
 COMMAND_DESCRIPTIONS: dict[str, str] = {
-    "schedule_prompt": "Put a prompt at a generation frame; the same frame overwrites.",
+    "schedule_prompt": "Put a prompt at a generation frame; the same frame overwrites. `transition` says how it "
+    "switches in (default `recache`; see Transitions).",
     "remove_prompt": "Delete the prompt scheduled at that frame (`not_found` if none).",
     "start": "Begin generating; needs a prompt at frame 0.",
     "pause": "Stop generating; the stream keeps showing the last frame.",
@@ -362,13 +376,45 @@ def _validate(message: dict[str, Any], message_id: MessageId | None) -> Command:
     checked: dict[str, Any] = {}
     for name, spec in specs.items():
         if name not in data:
+            if not _required(spec):
+                continue
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' is required", kind)
         checked[name] = _check_field(kind, name, spec, data[name])
     return Command(kind, checked, message_id)
 
 
+def _required(spec: FieldSpec) -> bool:
+    return not isinstance(spec, TransitionField)
+
+
+def _check_transition(kind: str, name: str, spec: TransitionField, value: Any) -> dict[str, Any]:
+    """A transition object, normalised (a blend's ``curve`` filled in), or raise ``invalid_field``."""
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be an object with a 'mode'", kind)
+    mode = value.get("mode")
+    if not isinstance(mode, str) or mode not in TRANSITION_MODES:
+        modes = ", ".join(f"'{m}'" for m in TRANSITION_MODES)
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}.mode' must be one of {modes}", kind)
+    allowed = {"mode", "blocks", "curve"} if mode == BLEND else {"mode"}
+    extra = sorted(set(value) - allowed, key=str)
+    if extra:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"unknown fields for a '{mode}' {name}: {_names(extra)}", kind)
+    if mode != BLEND:
+        return {"mode": mode}
+    if "blocks" not in value:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}.blocks' is required for a blend", kind)
+    blocks = _check_field(kind, f"{name}.blocks", IntField(1, spec.max_blocks), value["blocks"])
+    curve = value.get("curve", LINEAR)
+    if not isinstance(curve, str) or curve not in BLEND_CURVES:
+        curves = ", ".join(f"'{c}'" for c in BLEND_CURVES)
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}.curve' must be one of {curves}", kind)
+    return {"mode": mode, "blocks": blocks, "curve": curve}
+
+
 def _check_field(kind: str, name: str, spec: FieldSpec, value: Any) -> Any:
     """The field's value as the command carries it (text fields cleaned), or raise ``invalid_field``."""
+    if isinstance(spec, TransitionField):
+        return _check_transition(kind, name, spec, value)
     if isinstance(spec, IntField):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be an integer", kind)
@@ -481,6 +527,10 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
                         "timestamp": {"type": "integer"},
                         "prompt": {"type": "string"},
                         "frame": {"type": "integer", "description": "block start where it applies"},
+                        "transition": {
+                            "type": "object",
+                            "description": "how it switches in; absent for the default recache",
+                        },
                     },
                     "required": ["timestamp", "prompt"],
                 },
@@ -503,7 +553,34 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
 }
 
 
+def _transition_schema(spec: TransitionField) -> dict[str, Any]:
+    def mode(name: str, text: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "description": text,
+            "properties": {"mode": {"const": name}, **extra},
+            "required": ["mode", *(["blocks"] if extra else [])],
+            "additionalProperties": False,
+        }
+
+    return {
+        "description": "How the prompt switches in (default recache); ignored by the prompt that starts a stream.",
+        "oneOf": [
+            mode("recache", "LongLive's KV-recache: the recent frames are re-encoded under the new prompt."),
+            mode("cut", "Hard cut: the generator's context (KV cache) is dropped; the frame counter goes on."),
+            mode(
+                "blend",
+                "The text embeddings move from the prompt in effect to the new one over `blocks` blocks.",
+                blocks={"type": "integer", "minimum": 1, "maximum": spec.max_blocks},
+                curve={"enum": list(BLEND_CURVES), "default": LINEAR},
+            ),
+        ],
+    }
+
+
 def _field_schema(spec: FieldSpec) -> dict[str, Any]:
+    if isinstance(spec, TransitionField):
+        return _transition_schema(spec)
     if isinstance(spec, IntField):
         return {"type": "integer", "minimum": spec.minimum, "maximum": spec.maximum}
     schema: dict[str, Any] = {"type": "string", "minLength": spec.min_chars, "maxLength": spec.max_chars}
@@ -538,7 +615,7 @@ def json_schema() -> dict[str, Any]:
             kind,
             COMMAND_DESCRIPTIONS[kind],
             {name: _field_schema(spec) for name, spec in specs.items()},
-            list(specs),
+            [name for name, spec in specs.items() if _required(spec)],
         )
         for kind, specs in COMMANDS.items()
     }
@@ -617,6 +694,8 @@ def render_markdown(http_section: str = "") -> str:
             "",
             f"Error codes (stable): {codes}. An error never closes the channel.",
             "",
+            *TRANSITIONS_MARKDOWN,
+            "",
             "### When events come",
             "",
             "Generation runs ahead of the screen by at most the playout buffer (one block by default), so the",
@@ -649,7 +728,38 @@ def render_markdown(http_section: str = "") -> str:
     )
 
 
+TRANSITIONS_MARKDOWN = [
+    "## Transitions",
+    "",
+    "`schedule_prompt` takes an optional `transition`; it acts at the block where the prompt applies (the",
+    "`frame` of its entry) and is listed on that entry in `state` (absent: `recache`). The prompt that",
+    "starts a stream (frame 0) has nothing to move from: there it is ignored.",
+    "",
+    '- `{"mode": "recache"}` (default): LongLive\'s KV-recache. The recent frames are re-encoded under the new',
+    "  prompt, so the scene changes while the motion and layout carry on. A prompt equal to the one in",
+    "  effect changes nothing.",
+    '- `{"mode": "cut"}`: a hard cut (a scene cut). The generator drops its context (LongLive: the KV cache)',
+    "  and begins afresh with the new prompt, as a stream started at that frame would; the frame counter,",
+    "  the video frame count and the seed's noise stream go on. Applies even when the prompt is unchanged.",
+    '- `{"mode": "blend", "blocks": k, "curve": "linear" | "slerp"}` (k in '
+    f"1..{MAX_BLEND_BLOCKS}, curve default `linear`):",
+    "  the text embeddings move from the conditioning in effect (a mix, if a blend was under way) to the",
+    "  new prompt's over k blocks, without a recache: the block at `frame + 3j` (j = 0..k-1) is conditioned",
+    "  on `mix(from, to, (j + 1) / k)`, so the k-th block is the new prompt alone. `linear` is",
+    "  `(1 - w) from + w to`; `slerp` interpolates each token's embedding vector along the great circle",
+    "  (magnitudes mixed linearly). A prompt that applies before the blend ends starts its own transition",
+    "  from whatever mix is in effect.",
+    "",
+    "The synthetic generator shows them: the prompt number in its stamp goes up at every switch, a",
+    "recache cross-fades the pictures over the switch block, a cut shows the new scene at once and restarts",
+    "its motion, and a blend shows the two scenes mixed at the block's weight; a second band above the",
+    "stamp carries the cut count and the blend weight (`longlive_rtc/generators/stamp.py`).",
+]
+
+
 def _describe(spec: FieldSpec) -> str:
+    if isinstance(spec, TransitionField):
+        return f"optional object (`mode` recache, cut, or blend with `blocks` 1..{spec.max_blocks}, `curve`)"
     if isinstance(spec, IntField):
         return f"int {spec.minimum}..{spec.maximum}"
     cleaned = " (trimmed; no control characters but tab, newline, CR)" if spec.text else ""

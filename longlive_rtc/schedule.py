@@ -9,17 +9,26 @@ The schedule is shared by the event loop (commands) and the engine's worker thre
 every method takes an internal lock. Entries are indexed by timestamp and by block start, so that a
 command or a block start costs O(log n) (a sorted insert at worst), never a scan of the schedule; the
 sorted snapshot is cached until the next change.
+
+Each entry carries the :class:`Transition` that switches it in: ``recache`` (LongLive's KV-recache, the
+default), ``cut`` (a hard cut: the generator's context is dropped, the frame counter goes on) or ``blend``
+(the conditioning moves from the prompt in effect to the new one over ``blocks`` blocks).
 """
 
 from __future__ import annotations
 
 import threading
 from bisect import bisect_left, bisect_right, insort
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
-from .generators.base import FRAMES_PER_BLOCK
+from .generators.base import BLEND_CURVES, FRAMES_PER_BLOCK, LINEAR
 
 MAX_SCHEDULED_PROMPTS = 1000
+MAX_BLEND_BLOCKS = 64  # a blend spans at most this many blocks (48 s of video)
+
+RECACHE, CUT, BLEND = "recache", "cut", "blend"
+TRANSITION_MODES = (RECACHE, CUT, BLEND)
 
 
 def block_start_at_or_after(frame: int, frames_per_block: int = FRAMES_PER_BLOCK) -> int:
@@ -28,15 +37,53 @@ def block_start_at_or_after(frame: int, frames_per_block: int = FRAMES_PER_BLOCK
 
 
 @dataclass(frozen=True)
+class Transition:
+    """How a prompt switches in; ``blocks`` and ``curve`` only mean something for ``blend``."""
+
+    mode: str = RECACHE
+    blocks: int = 0
+    curve: str = LINEAR
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRANSITION_MODES:
+            raise ValueError(f"unknown transition mode {self.mode!r}")
+        if self.mode == BLEND and not (1 <= self.blocks <= MAX_BLEND_BLOCKS and self.curve in BLEND_CURVES):
+            raise ValueError(f"a blend needs 1..{MAX_BLEND_BLOCKS} blocks and a curve in {BLEND_CURVES}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Transition:
+        """From the validated ``transition`` field of ``schedule_prompt`` (None: the default recache)."""
+        if not data:
+            return DEFAULT_TRANSITION
+        if data["mode"] != BLEND:
+            return cls(data["mode"])
+        return cls(BLEND, data["blocks"], data.get("curve", LINEAR))
+
+    def to_dict(self) -> dict[str, int | str]:
+        if self.mode != BLEND:
+            return {"mode": self.mode}
+        return {"mode": self.mode, "blocks": self.blocks, "curve": self.curve}
+
+
+DEFAULT_TRANSITION = Transition()
+
+
+@dataclass(frozen=True)
 class ScheduledPrompt:
-    """A prompt on the timeline: requested ``timestamp`` and the block start ``frame`` where it applies."""
+    """A prompt on the timeline: requested ``timestamp``, the block start ``frame`` where it applies and
+    the transition that switches it in."""
 
     timestamp: int
     prompt: str
     frame: int
+    transition: Transition = DEFAULT_TRANSITION
 
-    def to_dict(self) -> dict[str, int | str]:
-        return {"timestamp": self.timestamp, "prompt": self.prompt, "frame": self.frame}
+    def to_dict(self) -> dict[str, Any]:
+        """As ``state`` lists it: ``transition`` only when it is not the default recache."""
+        out: dict[str, Any] = {"timestamp": self.timestamp, "prompt": self.prompt, "frame": self.frame}
+        if self.transition != DEFAULT_TRANSITION:
+            out["transition"] = self.transition.to_dict()
+        return out
 
 
 class ScheduleFull(Exception):
@@ -71,8 +118,9 @@ class PromptSchedule:
         with self._lock:
             return self._version
 
-    def put(self, timestamp: int, prompt: str) -> ScheduledPrompt:
-        """Schedule ``prompt`` at ``timestamp``, overwriting any prompt at the same timestamp."""
+    def put(self, timestamp: int, prompt: str, transition: Transition = DEFAULT_TRANSITION) -> ScheduledPrompt:
+        """Schedule ``prompt`` at ``timestamp`` (switched in by ``transition``), overwriting any prompt at the
+        same timestamp."""
         with self._lock:
             old = self._entries.get(timestamp)
             if old is None:
@@ -82,7 +130,7 @@ class PromptSchedule:
             else:
                 self._unindex(old)
             frame = max(block_start_at_or_after(timestamp, self._frames_per_block), self._next_block_start)
-            entry = ScheduledPrompt(timestamp, prompt, frame)
+            entry = ScheduledPrompt(timestamp, prompt, frame, transition)
             self._entries[timestamp] = entry
             self._index(entry)
             self._changed()
@@ -97,7 +145,7 @@ class PromptSchedule:
         """Delete ``entry`` if its timestamp still holds the same prompt (not one put there since)."""
         with self._lock:
             current = self._entries.get(entry.timestamp)
-            if current is None or current.prompt != entry.prompt:
+            if current is None or (current.prompt, current.transition) != (entry.prompt, entry.transition):
                 return False
             return self._remove(entry.timestamp)
 
@@ -123,7 +171,7 @@ class PromptSchedule:
             self._by_frame.clear()
             self._frames.clear()
             for t, e in self._entries.items():
-                entry = ScheduledPrompt(t, e.prompt, block_start_at_or_after(t, self._frames_per_block))
+                entry = replace(e, frame=block_start_at_or_after(t, self._frames_per_block))
                 self._entries[t] = entry
                 self._by_frame.setdefault(entry.frame, set()).add(t)
             self._frames = sorted(self._by_frame)

@@ -26,7 +26,7 @@ from . import protocol
 from .engine import BlockDone, Engine, EngineEvent, GenerationFailed, Playout, PlayoutItem, PromptApplied, PromptFailed
 from .generators.base import Generator, check_prompt
 from .protocol import COMMAND_BURST, COMMAND_RATE, Command, ErrorCode, Event, ProtocolError
-from .schedule import MAX_SCHEDULED_PROMPTS, PromptSchedule, ScheduleFull
+from .schedule import MAX_SCHEDULED_PROMPTS, PromptSchedule, ScheduleFull, Transition
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class Session:
                 ErrorCode.INVALID_FIELD, f"the {self.engine.generator.name} generator cannot encode 'new_prompt': {exc}"
             ) from None
         try:
-            entry = self.schedule.put(timestamp, prompt)
+            entry = self.schedule.put(timestamp, prompt, Transition.from_dict(command.data.get("transition")))
         except ScheduleFull as exc:
             raise ProtocolError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
         self.engine.prepare(entry)

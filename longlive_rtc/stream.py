@@ -1,4 +1,10 @@
-"""Block-by-block driving of a Generator over a PromptSchedule, shared by the live engine and `generate`."""
+"""Block-by-block driving of a Generator over a PromptSchedule, shared by the live engine and `generate`.
+
+Transitions happen here, so every generator gets them: at the block where an entry applies, ``recache``
+calls ``switch_prompt``, ``cut`` calls ``cut``, and a ``blend`` over k blocks conditions the block at
+``frame + 3j`` (j = 0..k-1) on ``mix_prompts(from, to, (j + 1) / k)`` through ``set_prompt``, where
+``from`` is the conditioning in effect when the entry applied (a mix, if a blend was under way).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .generators.base import Generator, PromptEmbedding
-from .schedule import PromptSchedule, ScheduledPrompt
+from .generators.base import Generator, PromptEmbedding, mix_prompts
+from .schedule import BLEND, CUT, PromptSchedule, ScheduledPrompt
 
 PROMPT_CACHE_SIZE = 64
 
@@ -54,10 +60,22 @@ class Block:
     first_video_frame: int
     frames: np.ndarray  # uint8 [T, H, W, 3]
     applied: ScheduledPrompt | None  # the prompt switched in at this block, if any
+    blend_weight: float | None = None  # the weight of the prompt blended in, on the blocks of a blend
 
     @property
     def end_video_frame(self) -> int:
         return self.first_video_frame + len(self.frames)
+
+
+@dataclass
+class _Blend:
+    """A blend under way: from one conditioning to another over ``blocks`` blocks."""
+
+    source: PromptEmbedding
+    target: PromptEmbedding
+    blocks: int
+    curve: str
+    done: int = 0
 
 
 class BlockStream:
@@ -72,6 +90,8 @@ class BlockStream:
         self._next_frame = 0
         self._next_video_frame = 0
         self._active_prompt: str | None = None
+        self._conditioning: PromptEmbedding | None = None  # what the generator is conditioned on now
+        self._blend: _Blend | None = None
 
     @property
     def next_frame(self) -> int:
@@ -85,7 +105,7 @@ class BlockStream:
         """Rewind to frame 0; the generator begins on the first :meth:`step`."""
         self._seed = seed
         self._next_frame = self._next_video_frame = 0
-        self._active_prompt = None
+        self._active_prompt = self._conditioning = self._blend = None
         self._epoch = self.schedule.rewind()
 
     def step(self) -> Block:
@@ -100,16 +120,51 @@ class BlockStream:
         if start == 0:
             if entry is None:
                 raise NoInitialPrompt("no prompt is scheduled at frame 0")
-            self.generator.begin(self._seed, self._encode(entry))
-        elif entry is not None and entry.prompt != self._active_prompt:
-            self.generator.switch_prompt(self._encode(entry))
+            self._conditioning = self._encode(entry)
+            self._blend = None
+            self.generator.begin(self._seed, self._conditioning)
+        elif entry is not None:
+            self._switch(entry)
         if entry is not None:
             self._active_prompt = entry.prompt
+        weight = self._blend_step()
         frames = self.generator.next_block()
-        block = Block(start, start + self.generator.geometry.frames_per_block, self._next_video_frame, frames, entry)
+        end = start + self.generator.geometry.frames_per_block
+        block = Block(start, end, self._next_video_frame, frames, entry, weight)
         self._next_frame = block.end_frame
         self._next_video_frame += len(frames)
         return block
+
+    def _switch(self, entry: ScheduledPrompt) -> None:
+        """Switch ``entry`` in by its transition (encoded first: a failure leaves everything as it was)."""
+        mode = entry.transition.mode
+        if mode != CUT and entry.prompt == self._active_prompt and self._blend is None:
+            return  # the same prompt again: nothing to move to (a cut still cuts)
+        target = self._encode(entry)
+        self._blend = None
+        if mode == CUT:
+            self.generator.cut(target)
+        elif mode == BLEND:
+            t = entry.transition
+            self._blend = _Blend(self._conditioning, target, t.blocks, t.curve)
+            return  # conditioned block by block by _blend_step
+        else:
+            self.generator.switch_prompt(target)
+        self._conditioning = target
+
+    def _blend_step(self) -> float | None:
+        """Condition this block of a blend under way; its weight (None outside a blend)."""
+        blend = self._blend
+        if blend is None:
+            return None
+        blend.done += 1
+        weight = blend.done / blend.blocks
+        if blend.done == blend.blocks:
+            self._conditioning, self._blend = blend.target, None
+        else:
+            self._conditioning = mix_prompts(self.generator, blend.source, blend.target, weight, blend.curve)
+        self.generator.set_prompt(self._conditioning)
+        return weight
 
     def _encode(self, entry: ScheduledPrompt) -> PromptEmbedding:
         try:
@@ -120,4 +175,4 @@ class BlockStream:
     def reset(self) -> None:
         self.generator.reset()
         self._next_frame = self._next_video_frame = 0
-        self._active_prompt = None
+        self._active_prompt = self._conditioning = self._blend = None

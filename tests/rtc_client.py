@@ -18,7 +18,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
 from longlive_rtc.generators import Geometry, SyntheticGenerator
-from longlive_rtc.generators.stamp import read_stamp
+from longlive_rtc.generators.stamp import read_stamp, read_transition_stamp
 from longlive_rtc.rtc.hub import Hub, HubConfig
 from signaling.app import HTTP_LIMITS, create_app
 from signaling.auth import Auth
@@ -68,6 +68,7 @@ class Received:
     stamp: object
     at: float
     signature: np.ndarray  # 6x8 grid of mean luma of the picture, to compare what clients saw
+    transition: object = None  # the synthetic transition band (frames of 160 rows or more), if readable
 
 
 class Server:
@@ -208,7 +209,10 @@ class Client:
                 h, w = small.shape[0] // 6 * 6, small.shape[1] // 8 * 8
                 signature = small[:h, :w].reshape(6, h // 6, 8, w // 8).mean(axis=(1, 3))
                 self.frames.append(
-                    Received(frame.pts, frame.width, frame.height, read_stamp(luma), time.monotonic(), signature)
+                    Received(
+                        frame.pts, frame.width, frame.height, read_stamp(luma), time.monotonic(), signature,
+                        read_transition_stamp(luma),
+                    )  # fmt: skip
                 )
 
     def send(self, kind: str, message_id: object = None, **data) -> None:

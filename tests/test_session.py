@@ -251,7 +251,7 @@ async def test_reset_is_prompt_and_drops_generator_state() -> None:
         blocks = generator.blocks
         await asyncio.sleep(0.5)
         assert generator.blocks <= blocks + 1  # at most the block in flight finishes
-        assert generator._scene is None  # reset() reached the generator
+        assert generator._look is None  # reset() reached the generator
         assert time.monotonic() - began < 1.0
         progress_after = [e for e in client.log.of("progress")][-1]
         late = [e for e in client.log.events if e.type == "progress" and e is not progress_after]

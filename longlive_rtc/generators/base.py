@@ -10,6 +10,8 @@ import numpy as np
 FRAMES_PER_BLOCK = 3  # generation (latent) frames per block
 TEMPORAL_STRIDE = 4  # video frames per latent frame after the stream's first
 CONTENT_FPS = 16.0  # native rate of the generated video
+LINEAR, SLERP = "linear", "slerp"  # blend curves (see blend.py)
+BLEND_CURVES = (LINEAR, SLERP)
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,13 @@ class Generator(Protocol):
     """A frame-autoregressive video generator driven block by block.
 
     Every method but ``check_prompt`` is called from one worker thread. ``begin`` starts a fresh stream
-    (dropping any state), ``switch_prompt`` changes the prompt for the blocks that follow, and
-    ``next_block`` returns the block's video frames as uint8 RGB ``[T, H, W, 3]`` (T = 9 for block 0,
-    12 after).
+    (dropping any state), ``switch_prompt`` changes the prompt for the blocks that follow (LongLive's
+    KV-recache), ``cut`` changes it with a hard cut, ``set_prompt`` changes the conditioning alone (each
+    step of a blend), and ``next_block`` returns the block's video frames as uint8 RGB ``[T, H, W, 3]``
+    (T = 9 for block 0, 12 after).
+
+    A generator may also define ``mix_prompts(a, b, weight, curve)`` for embeddings that are not tensors
+    (see :func:`mix_prompts`).
     """
 
     geometry: Geometry
@@ -71,6 +77,15 @@ class Generator(Protocol):
 
     def switch_prompt(self, prompt: PromptEmbedding) -> None: ...
 
+    def cut(self, prompt: PromptEmbedding) -> None:
+        """Hard cut: drop the stream's context (KV cache) and go on with ``prompt`` as a stream begun at the
+        current frame would; the frame counter, the decoder and the noise stream continue."""
+        ...
+
+    def set_prompt(self, prompt: PromptEmbedding) -> None:
+        """Condition the blocks that follow on ``prompt`` without any transition work (no recache)."""
+        ...
+
     def next_block(self) -> np.ndarray: ...
 
     def reset(self) -> None:
@@ -83,3 +98,14 @@ def check_prompt(generator: Generator, prompt: str) -> None:
     check = getattr(generator, "check_prompt", None)
     if check is not None:
         check(prompt)
+
+
+def mix_prompts(generator: Generator, a: PromptEmbedding, b: PromptEmbedding, weight: float, curve: str) -> Any:
+    """The embedding ``weight`` of the way from ``a`` to ``b``: the generator's ``mix_prompts`` when it has
+    one, else :func:`~longlive_rtc.generators.blend.mix_embeddings` (tensors and arrays)."""
+    mix = getattr(generator, "mix_prompts", None)
+    if mix is not None:
+        return mix(a, b, weight, curve)
+    from .blend import mix_embeddings
+
+    return mix_embeddings(a, b, weight, curve)

@@ -1,8 +1,11 @@
 """The synthetic generator: cheap, deterministic procedural video from (prompt, seed).
 
 It stands in for LongLive wherever there is no GPU or no weights, with the same geometry and block
-behaviour: colours, shapes and motion derived from the prompt text, a cross-fade over the block where
-the prompt switches, the prompt drawn small in a corner and a machine-readable :mod:`stamp` band.
+behaviour: colours, shapes and motion derived from the prompt text, the prompt drawn small in a corner
+and a machine-readable :mod:`stamp` band. Transitions show: a recache (``switch_prompt``) cross-fades
+over the block where the prompt switches; a cut shows the new scene at once, its motion restarted as if
+the stream had begun there (the frame counter goes on); a blend shows the scenes mixed at the weights of
+its conditioning (a :class:`SyntheticMix`). The transition band carries the cut count and blend weight.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .base import CONTENT_FPS, Geometry
-from .stamp import BAND_HEIGHT, Stamp, draw_stamp
+from .stamp import TRANSITION_BAND_MIN_HEIGHT, Stamp, TransitionStamp, draw_stamp, draw_transition_stamp, stamp_rows
 
 #: Hues (0..1) for colour words, so "a red fox" looks red.
 COLOUR_WORDS = {
@@ -38,6 +41,28 @@ class SyntheticPrompt:
 
 
 @dataclass(frozen=True)
+class SyntheticMix:
+    """A blend's conditioning: prompts with weights summing to 1, the newest last; ``weight`` is its."""
+
+    parts: tuple[tuple[SyntheticPrompt, float], ...]
+
+    @property
+    def weight(self) -> float:
+        return self.parts[-1][1]
+
+
+SyntheticEmbedding = SyntheticPrompt | SyntheticMix
+
+
+def _parts(prompt: SyntheticEmbedding) -> tuple[tuple[SyntheticPrompt, float], ...]:
+    return prompt.parts if isinstance(prompt, SyntheticMix) else ((prompt, 1.0),)
+
+
+def _newest(prompt: SyntheticEmbedding) -> SyntheticPrompt:
+    return _parts(prompt)[-1][0]
+
+
+@dataclass(frozen=True)
 class Disc:
     centre: tuple[float, float]
     amplitude: tuple[float, float]
@@ -53,7 +78,7 @@ class Scene:
     def __init__(self, prompt: SyntheticPrompt, seed: int, geometry: Geometry) -> None:
         mix = hashlib.blake2b(prompt.digest + seed.to_bytes(8, "little"), digest_size=8).digest()
         rng = np.random.default_rng(int.from_bytes(mix, "little"))
-        width, height = geometry.width, geometry.height - BAND_HEIGHT
+        width, height = geometry.width, geometry.height - stamp_rows(geometry.height)
         hue = _prompt_hue(prompt.text, rng)
         palette = [
             _rgb((hue + offset) % 1.0, sat, val)
@@ -90,12 +115,15 @@ class SyntheticGenerator:
 
     def __init__(self, geometry: Geometry | None = None) -> None:
         self.geometry = geometry or Geometry()
-        self._scene: Scene | None = None
-        self._fading_from: Scene | None = None
+        self._look: SyntheticEmbedding | None = None  # the conditioning in effect
+        self._fading_from: SyntheticEmbedding | None = None  # a recache's previous conditioning, for one block
+        self._scenes: dict[bytes, Scene] = {}
         self._seed = 0
         self._block_start = 0
         self._video_frame = 0
+        self._origin = 0  # video frame where the current take began (0, or the first frame after a cut)
         self._prompt_number = 0
+        self._takes = 0
 
     def check_prompt(self, prompt: str) -> None:
         """Any non-empty text that encodes to UTF-8 (the digest is of its UTF-8 bytes)."""
@@ -109,43 +137,103 @@ class SyntheticGenerator:
     def encode_prompt(self, prompt: str) -> SyntheticPrompt:
         return SyntheticPrompt(prompt, hashlib.blake2b(prompt.encode("utf-8"), digest_size=16).digest())
 
-    def begin(self, seed: int, prompt: SyntheticPrompt) -> None:
-        self._seed = seed
-        self._scene = Scene(prompt, seed, self.geometry)
-        self._fading_from = None
-        self._block_start = self._video_frame = self._prompt_number = 0
+    def mix_prompts(
+        self, a: SyntheticEmbedding, b: SyntheticEmbedding, weight: float, curve: str
+    ) -> SyntheticEmbedding:
+        """``a`` and ``b`` at ``weight`` (pictures mix linearly whatever the curve): a :class:`SyntheticMix`."""
+        if weight <= 0.0:
+            return a
+        if weight >= 1.0:
+            return b
+        mixed: dict[bytes, tuple[SyntheticPrompt, float]] = {}
+        scaled = [(p, w * (1.0 - weight)) for p, w in _parts(a)] + [(p, w * weight) for p, w in _parts(b)]
+        for part, scale in scaled:
+            mixed[part.digest] = (part, mixed.get(part.digest, (part, 0.0))[1] + scale)
+        newest = mixed.pop(_newest(b).digest)
+        return SyntheticMix((*mixed.values(), newest))
 
-    def switch_prompt(self, prompt: SyntheticPrompt) -> None:
-        if self._scene is None:
-            raise RuntimeError("switch_prompt before begin")
-        self._fading_from = self._scene
-        self._scene = Scene(prompt, self._seed, self.geometry)
+    def begin(self, seed: int, prompt: SyntheticEmbedding) -> None:
+        self._seed = seed
+        self._scenes = {}
+        self._fading_from = None
+        self._block_start = self._video_frame = self._origin = self._prompt_number = self._takes = 0
+        self._condition(prompt)
+
+    def switch_prompt(self, prompt: SyntheticEmbedding) -> None:
+        self._require_begun("switch_prompt")
+        self._fading_from = self._look
         self._prompt_number += 1
+        self._condition(prompt)
+
+    def cut(self, prompt: SyntheticEmbedding) -> None:
+        self._require_begun("cut")
+        self._fading_from = None
+        self._origin = self._video_frame
+        self._prompt_number += 1
+        self._takes += 1
+        self._condition(prompt)
+
+    def set_prompt(self, prompt: SyntheticEmbedding) -> None:
+        """A blend's step: the prompt number goes up when the newest prompt of the conditioning changes."""
+        look = self._require_begun("set_prompt")
+        if _newest(prompt).digest != _newest(look).digest:
+            self._prompt_number += 1
+        self._fading_from = None
+        self._condition(prompt)
+
+    def _require_begun(self, what: str) -> SyntheticEmbedding:
+        if self._look is None:
+            raise RuntimeError(f"{what} before begin")
+        return self._look
+
+    def _condition(self, prompt: SyntheticEmbedding) -> None:
+        self._look = prompt
+        keep = {p.digest for p, _ in _parts(prompt)} | {p.digest for p, _ in _parts(self._fading_from or prompt)}
+        self._scenes = {d: scene for d, scene in self._scenes.items() if d in keep}
+        for part, _ in (*_parts(prompt), *_parts(self._fading_from or prompt)):
+            if part.digest not in self._scenes:
+                self._scenes[part.digest] = Scene(part, self._seed, self.geometry)
+
+    def _render(self, look: SyntheticEmbedding, index: int, out: np.ndarray, scratch: np.ndarray) -> None:
+        """Draw ``look`` (its scenes mixed by weight) at take-relative frame ``index`` into ``out``."""
+        total = 0.0
+        for part, weight in _parts(look):
+            scene = self._scenes[part.digest]
+            if total == 0.0:
+                scene.render(index, out)
+            else:
+                scene.render(index, scratch)
+                _blend(scratch, out, weight=1.0 - weight / (total + weight))
+            total += weight
 
     def next_block(self) -> np.ndarray:
-        if self._scene is None:
-            raise RuntimeError("next_block before begin")
+        look = self._require_begun("next_block")
         g = self.geometry
         count = g.video_frames_in_block(self._block_start)
         frames = np.empty((count, g.height, g.width, 3), dtype=np.uint8)
-        picture_rows = g.height - BAND_HEIGHT
-        scratch = np.empty((picture_rows, g.width, 3), dtype=np.uint8) if self._fading_from else None
+        picture_rows = g.height - stamp_rows(g.height)
+        scratch = np.empty((picture_rows, g.width, 3), dtype=np.uint8)
+        fading = np.empty_like(scratch) if self._fading_from is not None else None
+        weight = round(255 * (look.weight if isinstance(look, SyntheticMix) else 1.0))
         for k in range(count):
             index = self._video_frame + k
             picture = frames[k, :picture_rows]
-            self._scene.render(index, picture)
-            if self._fading_from is not None and scratch is not None:
-                self._fading_from.render(index, scratch)
-                _blend(scratch, picture, weight=(k + 1) / count)
+            self._render(look, index - self._origin, picture, scratch)
+            if self._fading_from is not None and fading is not None:
+                self._render(self._fading_from, index - self._origin, fading, scratch)
+                _blend(fading, picture, weight=(k + 1) / count)
             draw_stamp(frames[k], Stamp(index, self._prompt_number))
+            if g.height >= TRANSITION_BAND_MIN_HEIGHT:
+                draw_transition_stamp(frames[k], TransitionStamp(self._takes, weight))
         self._fading_from = None
         self._block_start += g.frames_per_block
         self._video_frame += count
         return frames
 
     def reset(self) -> None:
-        self._scene = self._fading_from = None
-        self._block_start = self._video_frame = self._prompt_number = 0
+        self._look = self._fading_from = None
+        self._scenes = {}
+        self._block_start = self._video_frame = self._origin = self._prompt_number = self._takes = 0
 
 
 def _prompt_hue(text: str, rng: np.random.Generator) -> float:
