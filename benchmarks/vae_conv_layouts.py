@@ -11,11 +11,15 @@ CUDA events and TFLOP/s, to decide whether a rewrite would pay.
 from __future__ import annotations
 
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from longlive_rtc.model.io_bench import time_ms
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sibling benchmarks
+
+from benchmarks.io_bench import time_ms  # noqa: E402
 
 # (channels in, channels out, frames incl. the 2 causal ones, height, width): the decoder's stages
 SHAPES = [(384, 384, 5, 60, 104), (384, 384, 8, 120, 208), (192, 192, 14, 240, 416), (96, 96, 14, 480, 832)]

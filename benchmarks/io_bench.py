@@ -1,7 +1,7 @@
 """Benchmark of the IO parts with full-size random weights: streaming decode (Wan VAE, TAE) and prompt encode.
 
-    python -m longlive_rtc.model.io_bench [--json out.json]      (CUDA, full size)
-    python -m longlive_rtc.model.io_bench --smoke                (CPU, tiny shapes: checks the script only)
+    python benchmarks/io_bench.py [--json out.json]      (CUDA, full size)
+    python benchmarks/io_bench.py --smoke                (CPU, tiny shapes: checks the script only)
 
 Times are medians after warm-up (CUDA events on the GPU): ms per 3-latent block (12 frames at 832x480,
 uint8 conversion on the device included) and ms per prompt encode (umT5-XXL, bf16).
@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import torch
 
-from .decode import StreamingDecoder
-from .t5 import T5Config, UMT5Encoder
-from .tae import TAEConfig, TAEDecoder
-from .text_encoder import TextEncoder
-from .vae import VAEConfig, WanVAEDecoder
+from longlive_rtc.model.decode import StreamingDecoder
+from longlive_rtc.model.t5 import T5Config, UMT5Encoder
+from longlive_rtc.model.tae import TAEConfig, TAEDecoder
+from longlive_rtc.model.text_encoder import TextEncoder
+from longlive_rtc.model.vae import VAEConfig, WanVAEDecoder
 
 
 def time_ms(fn: Callable[[], object], iters: int, device: torch.device) -> list[float]:
