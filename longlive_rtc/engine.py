@@ -26,7 +26,7 @@ import numpy as np
 
 from .cards import render_card
 from .frame_buffer import BufferedFrame, FrameBuffer
-from .generators.base import Generator
+from .generators.base import PLAYBACK_FPS, Generator
 from .schedule import PromptSchedule, ScheduledPrompt
 from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEncodingError
 
@@ -110,7 +110,7 @@ class Engine:
         self.idle_card = render_card(self.geometry.width, self.geometry.height, idle_text)
         self.stalls = 0
         self.blocks_generated = 0
-        self.playout_period = 1.0 / 15  # seconds per frame on air; the on-air clock sets its own
+        self.playout_period = 1.0 / PLAYBACK_FPS  # seconds per frame on air; the on-air clock sets its own
         self._cond = threading.Condition()
         self._run = 0
         self._seed = 0

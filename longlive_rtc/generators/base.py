@@ -10,6 +10,7 @@ import numpy as np
 FRAMES_PER_BLOCK = 3  # generation (latent) frames per block
 TEMPORAL_STRIDE = 4  # video frames per latent frame after the stream's first
 CONTENT_FPS = 16.0  # native rate of the generated video
+PLAYBACK_FPS = 15  # frames on air per second: the paced rate of the live stream
 LINEAR, SLERP = "linear", "slerp"  # blend curves (see blend.py)
 BLEND_CURVES = (LINEAR, SLERP)
 

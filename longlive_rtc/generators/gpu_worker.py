@@ -27,12 +27,10 @@ import numpy as np
 import torch
 
 from . import base
+from .base import PLAYBACK_FPS
 from .longlive import LongLiveGenerator
 
 log = logging.getLogger(__name__)
-
-#: The paced playback rate the deadlines assume (the track's default).
-PLAYBACK_FPS = 15.0
 
 
 class GpuWorker:

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+CLOCK_RATE = 90_000  # the pts clock of on-air frames and encoded packets (RTP's video clock)
+
 
 @dataclass(frozen=True)
 class OnAirFrame:

@@ -20,11 +20,11 @@ from typing import Protocol
 import av
 from av.video.frame import PictureType
 
-from . import OnAirFrame
+from ..generators.base import PLAYBACK_FPS
+from . import CLOCK_RATE, OnAirFrame
 
 log = logging.getLogger(__name__)
 
-CLOCK_RATE = 90_000  # the pts clock of on-air frames and encoded packets
 TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
 DEFAULT_BITRATE = 2_000_000
 QUEUE_FRAMES = 30  # frames waiting for the encoder at most (2 s at 15 FPS); older ones are dropped
@@ -55,7 +55,7 @@ class SharedEncoder:
         self,
         width: int,
         height: int,
-        fps: int = 15,
+        fps: int = PLAYBACK_FPS,
         bitrate: int = DEFAULT_BITRATE,
         keyframe_seconds: float = 1.0,
         queue_frames: int = QUEUE_FRAMES,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..generators.base import Generator
+from ..generators.base import PLAYBACK_FPS, Generator
 from ..outputs import FrameSink
 from ..session import Role, Session, Status
 from .codecs import CODECS, choose_codec, configure_aiortc
@@ -22,7 +22,7 @@ from .loop_errors import quiet_vanished_peers
 from .memory import Reclaimer
 from .peer import Peer
 from .sdp import OfferError, check_offer
-from .track import DEFAULT_FPS, OnAirClock
+from .track import OnAirClock
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class OverCapacity(HubError):
 @dataclass
 class HubConfig:
     codec: str = "vp8"
-    fps: int = DEFAULT_FPS
+    fps: int = PLAYBACK_FPS
     ice_servers: list[RTCIceServer] = field(default_factory=list)
     max_sessions: int = 1
     max_peers_per_session: int = 16

@@ -20,12 +20,11 @@ from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 from ..engine import Engine, Playout, PlayoutItem
-from ..outputs import FrameSink, OnAirFrame
+from ..generators.base import PLAYBACK_FPS
+from ..outputs import CLOCK_RATE, FrameSink, OnAirFrame
 
 log = logging.getLogger(__name__)
 
-CLOCK_RATE = 90_000
-DEFAULT_FPS = 15
 #: Frames carry their 90 kHz time in microseconds, rounded up. PyAV rebases a frame in place to the
 #: encoder's 1 us time base and aiortc truncates on the way back to 90 kHz; 90 kHz pts would come out
 #: 1 tick short every third frame (5999/6001 steps), microseconds rounded up come out exact.
@@ -54,7 +53,7 @@ class OnAirClock:
     """
 
     def __init__(
-        self, engine: Engine, fps: int = DEFAULT_FPS, on_shown: Callable[[PlayoutItem], None] | None = None
+        self, engine: Engine, fps: int = PLAYBACK_FPS, on_shown: Callable[[PlayoutItem], None] | None = None
     ) -> None:
         if CLOCK_RATE % fps:
             raise ValueError(f"fps must divide {CLOCK_RATE}")
