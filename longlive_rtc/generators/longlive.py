@@ -94,6 +94,15 @@ class LongLiveGenerator:
     def switch_prompt(self, prompt: torch.Tensor) -> None:
         self.pipeline.switch_prompt(prompt)
 
+    def cut(self, prompt: torch.Tensor) -> None:
+        """Hard cut: the KV cache is dropped (``StreamingPipeline.cut``); the decoder's causal cache goes on,
+        so blocks keep decoding to 12 frames and the first frames after the cut may carry a trace of the
+        last ones before it."""
+        self.pipeline.cut(prompt)
+
+    def set_prompt(self, prompt: torch.Tensor) -> None:
+        self.pipeline.set_prompt(prompt)
+
     def next_block(self) -> np.ndarray:
         return self.collect(self.launch_block())
 

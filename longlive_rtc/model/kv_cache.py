@@ -5,7 +5,8 @@ The bookkeeping follows v1.0 `CausalWanSelfAttention` exactly (reference section
 instead of tokens, on host integers (no `.item()` syncs), and with the writes done in place:
 
 * `global_end` (G): one past the last absolute frame written; `local_end` (L): one past the last used slot.
-* A call for frames `[start, start+n)` is a *recompute* when `start+n <= G and start > 0`.
+* A call for frames `[start, start+n)` is a *recompute* when `start+n <= G and start > origin` (origin: the
+  frame the stream, or the take since a hard cut, began at; 0 in v1.0).
 * It *rolls* when `start+n > G and n+L > window`: `evicted = n+L-window` frames leave, slots
   `[sink+evicted, sink+evicted+rolled)` move to `[sink, sink+rolled)` with `rolled = L-evicted-sink`.
 * New keys go to `[write_start, L')`, `L' = L + (start+n-G) - evicted`; a recompute never writes into
@@ -82,6 +83,7 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.global_end = 0
         self.local_end = 0
+        self.origin = 0  # first frame of the take in the cache (0, or the frame of a hard cut)
         self.rope_mode = ABSOLUTE
         self.slot_frames: list[int] = [-1] * window  # absolute frame held by each slot (-1: zeros)
         self.trace: list[tuple[int, int, list[int]]] | None = None  # set to [] to record (start, n, attended)
@@ -90,10 +92,10 @@ class KVCache:
     def batch_size(self) -> int:
         return self.k.shape[1]
 
-    def reset(self) -> None:
-        """Empty the cache (new stream)."""
+    def reset(self, origin: int = 0) -> None:
+        """Empty the cache for a stream (or a take, after a hard cut) whose first frame is ``origin``."""
         self.clear_values()
-        self.global_end = self.local_end = 0
+        self.global_end, self.local_end, self.origin = origin, 0, origin
         self.rope_mode = ABSOLUTE
 
     def clear_values(self) -> None:
@@ -108,7 +110,7 @@ class KVCache:
         """Plan a call for frames `[start, start+num_frames)`; see the module docstring."""
         n, g, loc, cap, sink = num_frames, self.global_end, self.local_end, self.window, self.sink
         end = start + n
-        is_recompute = end <= g and start > 0
+        is_recompute = end <= g and start > self.origin
         evicted = rolled = 0
         if end > g and n + loc > cap:
             evicted = n + loc - cap

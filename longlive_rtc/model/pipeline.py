@@ -7,6 +7,13 @@ the last `min(window, s)` clean frames are re-run at t=0 with the new prompt in 
 pass: with `global_sink` the sink is kept and the last frames are rewritten, without it the cache
 is zeroed and the recached frames become the new sink and window.
 
+A hard cut (`cut`) drops the cache and the recent frames and goes on with the new prompt exactly as a
+stream begun at that frame does (`begin(..., start_frame=s)`): the next block's keys are written at
+absolute RoPE positions s, s+1, ... into an empty cache and become its sink; a later recache re-runs
+at most the frames since the cut. Only the noise differs: a cut keeps drawing from the run's source.
+`set_prompt` changes the cross-attention conditioning alone (the steps of a blend), after the
+deferred cache pass, which belongs to the previous conditioning.
+
 Two exact reorderings make this cheaper than the official loop, with the same cache contents:
 
 * The t=0 cache pass of a block is *deferred* to the start of the next call, so `next_block` returns
@@ -82,8 +89,9 @@ class StreamingPipeline:
         cfg = self.config
         return (self.batch_size, cfg.num_frame_per_block, cfg.in_dim, cfg.latent_height, cfg.latent_width)
 
-    def begin(self, seed: int | Sequence[int], prompt_embeds: Tensor) -> None:
-        """Start a new stream: empty cache, frame 0, noise seeded (`seed + i` for sample i, or one seed each)."""
+    def begin(self, seed: int | Sequence[int], prompt_embeds: Tensor, start_frame: int = 0) -> None:
+        """Start a new stream: empty cache, frame `start_frame` (0), noise seeded (`seed + i` for sample i, or
+        one seed each). A stream begun at s > 0 is what a hard cut at s continues with (see `cut`)."""
         b = prompt_embeds.shape[0]
         seeds = [seed + i for i in range(b)] if isinstance(seed, int) else list(seed)
         if len(seeds) != b:
@@ -92,11 +100,10 @@ class StreamingPipeline:
         if self.cache is None or self.cache.batch_size != b or self.cache.k.device != model.device:
             self.cache = None  # free the old buffers before allocating new ones
             self.cache = model.new_kv_cache(b)
-        else:
-            self.cache.reset()
+        self.cache.reset(start_frame)
         self.noise.reset(seeds, model.device)
         self.context = model.encode_context(prompt_embeds)
-        self.current_start_frame = 0
+        self.current_start_frame = start_frame
         self._history = []
         self._cache_pass_due = False
         f = self.config.num_frame_per_block
@@ -160,14 +167,35 @@ class StreamingPipeline:
         return x0
 
     @torch.no_grad()
+    def cut(self, prompt_embeds: Tensor) -> None:
+        """Hard cut: empty cache and history, the stream goes on at the same frame with `prompt_embeds`."""
+        cache = self._require_started()
+        self._check_batch(prompt_embeds)
+        self._cache_pass_due = False  # the keys it would write are dropped with the cache
+        cache.reset(self.current_start_frame)
+        self._history = []
+        self.context = self.model.encode_context(prompt_embeds)
+
+    @torch.no_grad()
+    def set_prompt(self, prompt_embeds: Tensor) -> None:
+        """Condition the next blocks on `prompt_embeds`, no recache (the deferred cache pass runs first)."""
+        self._require_started()
+        self._check_batch(prompt_embeds)
+        self.flush()
+        self.context = self.model.encode_context(prompt_embeds)
+
+    def _check_batch(self, prompt_embeds: Tensor) -> None:
+        if prompt_embeds.shape[0] != self.batch_size:
+            raise ValueError("prompt batch size differs from the stream's")
+
+    @torch.no_grad()
     def switch_prompt(self, prompt_embeds: Tensor, *, global_sink: bool | None = None) -> None:
         """Use a new prompt from the next block on, recaching the recent frames (KV-recache)."""
         cache = self._require_started()
-        if prompt_embeds.shape[0] != cache.batch_size:
-            raise ValueError("prompt batch size differs from the stream's")
+        self._check_batch(prompt_embeds)
         keep_sink = self.global_sink if global_sink is None else global_sink
         s = self.current_start_frame
-        n = min(self.config.local_attn_size, s)
+        n = min(self.config.local_attn_size, s - cache.origin)
         self.context = self.model.encode_context(prompt_embeds)
         if not keep_sink:
             cache.clear_values()
