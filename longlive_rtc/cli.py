@@ -40,6 +40,19 @@ def bounded(kind: type, low: float, *, strict: bool = False):
     return parse
 
 
+def byte_size(text: str) -> int:
+    """An argparse ``type``: ``500M``, ``10G``, ``1048576`` -> bytes."""
+    from .outputs.store import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+byte_size.__name__ = "size"
+
+
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -218,6 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from signaling.auth import Auth
     from signaling.limits import RateLimiter
 
+    from .outputs.manager import OutputsConfig
     from .rtc.hub import Hub, HubConfig
     from .rtc.memory import map_large_blocks
 
@@ -266,9 +280,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return pool.pop() if pool else build_generator(args)
 
     hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
+    outputs = OutputsConfig(Path(args.recordings_dir), args.recordings_quota, float(args.clip_seconds))
     app = create_app(
-        hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local, allowed_hosts=allowed_hosts
-    )
+        hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local, allowed_hosts=allowed_hosts,
+        outputs=outputs,
+    )  # fmt: skip
     print(serve_banner(args, config, auth), flush=True)
     if args.reactor_local:
         print(f"  Reactor SDK local mode on: new Reactor({{modelName: 'longlive', local: true}}) (port {args.port})")
@@ -395,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(serve, "rate-burst", 30, type=bounded(int, 1), help="sessions/offers at once per client address")
     add_option(serve, "buffer-blocks", 1, type=bounded(int, 1), help="blocks buffered ahead of playback")
+    add_option(serve, "recordings-dir", "recordings", help="where recordings and clips go (docs/outputs.md)")
+    add_option(serve, "recordings-quota", "10G", type=byte_size, help="room for all recordings and clips (K/M/G/T)")
+    add_option(
+        serve, "clip-seconds", 30.0, type=bounded(float, 0),
+        help="seconds of encoded video each session keeps for clips (0: no clips, no encoding until asked)",
+    )  # fmt: skip
     serve.add_argument(
         "--reactor-local",
         action="store_true",

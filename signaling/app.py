@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from longlive_rtc.outputs.manager import OutputsConfig
 from longlive_rtc.protocol import COMMAND_BURST, COMMAND_RATE
 from longlive_rtc.rtc.hub import Hub
 
@@ -17,6 +18,7 @@ from .access import Access
 from .auth import Auth
 from .hosts import ALLOWED_HOSTS_KEY, known_hosts_only
 from .limits import RateLimiter
+from .outputs import add_output_routes
 from .reactor import REQUEST_HEADERS as REACTOR_HEADERS
 from .reactor import add_reactor_routes
 from .routes import (
@@ -131,13 +133,15 @@ def create_app(
     static_dir: Path = STATIC_DIR,
     reactor_local: bool = False,
     allowed_hosts: Iterable[str] = (),
+    outputs: OutputsConfig | None = None,
 ) -> web.Application:
     """The signaling server over ``hub``; closes every session and peer on shutdown.
 
     ``auth`` defaults to token mode with a fresh API key (``app[ACCESS_KEY].auth.api_key``).
     ``reactor_local`` mounts the Reactor JS SDK's local-mode API (signaling/reactor.py). Without tokens
     (``auth`` mode none) only requests for IP literals, localhost or ``allowed_hosts`` are answered
-    (signaling/hosts.py: DNS rebinding).
+    (signaling/hosts.py: DNS rebinding). ``outputs`` mounts recording, clips and live MPEG-TS
+    (signaling/outputs.py, docs/outputs.md).
     """
     auth = auth or Auth()
     middlewares = [cross_origin, errors_as_json, body_in_time]
@@ -155,6 +159,8 @@ def create_app(
     app.add_routes(routes)
     if reactor_local:
         add_reactor_routes(app)
+    if outputs is not None:
+        add_output_routes(app, hub, outputs)
     if static_dir.is_dir():
         app.router.add_get("/static/{name:.+}", static_files(static_dir))
 

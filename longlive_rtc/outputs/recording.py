@@ -36,7 +36,7 @@ class Recording:
     """One recording; starts at the next keyframe (asked for at once) and runs until :meth:`stop`."""
 
     def __init__(self, store: Store, session_id: str, encoder: SharedEncoder, describe: Describe) -> None:
-        store.check_room(encoder.bitrate // 8)  # room for a second of video at least
+        store.check_room(encoder.bitrate // 4)  # room for two seconds of video at least
         self.session_id = session_id
         self._store, self._encoder, self._describe = store, encoder, describe
         stem = store.new_stem(session_id, "rec")

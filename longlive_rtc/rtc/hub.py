@@ -144,6 +144,7 @@ class Hub:
         self._release = release
         self.sessions: dict[str, LiveSession] = {}
         self.on_freed: list[Callable[[str], None]] = []  # called with the id of every freed session
+        self.on_created: list[Callable[[LiveSession], None]] = []  # called with every new session
         self._reaper: asyncio.Task | None = None
         self.reclaimer = Reclaimer()  # gives back what left peers and sessions held
         configure_aiortc(self.config.fps)
@@ -185,6 +186,8 @@ class Hub:
         session = Session(session_id, self._generator_factory(), buffer_blocks=self.config.buffer_blocks)
         live = LiveSession(session, self.config.fps, codec, provisional)
         self.sessions[session_id] = live
+        for listener in self.on_created:
+            listener(live)
         self._start_reaper()
         log.info("session %s created (%d/%d)", session_id, len(self.sessions), self.config.max_sessions)
         return live
