@@ -13,9 +13,10 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 # The interop tests' third-party clients (tests/test_interop_*.py): Firefox ESR, driven over WebDriver BiDi,
-# GStreamer's webrtcbin through Debian's python3-gi, and iproute2 to give Firefox a network of its own.
+# GStreamer's webrtcbin through Debian's python3-gi, and iproute2 to give Firefox a network of its own;
+# ffmpeg's ffprobe reads the recordings, clips and live MPEG-TS (tests/test_outputs*.py).
 interop=(firefox-esr python3-gi gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-bad gstreamer1.0-plugins-good
-         gstreamer1.0-plugins-base gstreamer1.0-nice iproute2)
+         gstreamer1.0-plugins-base gstreamer1.0-nice iproute2 ffmpeg)
 missing=()
 for package in "${interop[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
