@@ -91,7 +91,6 @@ class TransitionField:
 
 FieldSpec = IntField | StrField | TransitionField
 
-
 TIMESTAMP = IntField(0, MAX_TIMESTAMP)
 
 #: Commands a client may send: type -> {field name: spec}. Every listed field is required but ``transition``.
@@ -167,6 +166,10 @@ class Event:
         if limit not in fitted:
             fitted[limit] = _fit(self, limit)
         return fitted[limit]
+
+    def updated(self, data: dict[str, Any]) -> Event:
+        """The same event with ``data``'s fields replacing its own."""
+        return Event(self.type, {**self.data, **data}, self.id)
 
     @cached_property
     def _json(self) -> str:
@@ -271,6 +274,39 @@ def on_air(timestamp: int, frame: int, video_frame: int) -> Event:
 
 def prompt_applied(timestamp: int, frame: int, prompt: str) -> Event:
     return Event("prompt_applied", {"timestamp": timestamp, "frame": frame, "prompt": prompt})
+
+
+#: What a ``schedule_changed`` event's ``changes`` hold, in order: op -> (meaning, its fields, required ones).
+SCHEDULE_CHANGES: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "put": (
+        "The entry at `timestamp`, as `state` lists it: added, or replacing the one there.",
+        {
+            "timestamp": {"type": "integer", "minimum": 0},
+            "prompt": {"type": "string"},
+            "frame": {"type": "integer", "minimum": 0, "description": "block start where it applies"},
+            "transition": {"type": "object", "description": "as in `state`; absent for the default recache"},
+        },
+        ["timestamp", "prompt", "frame"],
+    ),
+    "remove": ("No prompt at `timestamp` any more.", {"timestamp": {"type": "integer", "minimum": 0}}, ["timestamp"]),
+    "clear": ("No prompt at all (a `reset`).", {}, []),
+    "rewind": (
+        "Every entry applies at its own block start again: `frame` becomes the first block start `>=` its "
+        "`timestamp` (a `stop`, or a run beginning).",
+        {},
+        [],
+    ),
+}
+
+
+def schedule_changed(version: int, changes: list[dict[str, Any]]) -> Event:
+    """The schedule's changes since the previous ``schedule_changed`` (version ``version - 1``)."""
+    return Event("schedule_changed", {"version": version, "changes": changes})
+
+
+def is_snapshot(event: Event) -> bool:
+    """A ``state`` that lists the schedule (on join and ``get_state``), not a change of its other fields."""
+    return event.type == "state" and "scheduled" in event.data
 
 
 class ProtocolError(Exception):
@@ -509,7 +545,9 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
         ["timestamp", "frame", "video_frame"],
     ),
     "state": (
-        "On connect, on every change (once per burst of commands) and on get_state.",
+        "The session. On connect and on `get_state` it lists the schedule (`scheduled`); after a change of "
+        "anything but the schedule (status, seed, a failure; once per burst of commands) it has every field but "
+        "`scheduled` (the schedule's changes come as `schedule_changed`).",
         {
             "status": {"enum": ["idle", "running", "paused"]},
             "current_start_frame": {"type": "integer", "minimum": 0},
@@ -539,6 +577,12 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
                 "type": "boolean",
                 "description": "present when the list was cut to fit one data-channel message",
             },
+            "schedule_version": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "the `version` of the last `schedule_changed` sent before this event "
+                "(`scheduled` is the schedule at that version)",
+            },
             "active_prompt": {"type": ["string", "null"]},
             "seed": {"type": "integer"},
             "geometry": {"type": "object"},
@@ -548,7 +592,16 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
             "controllers": {"type": "integer", "minimum": 0},
             "viewers": {"type": "integer", "minimum": 0},
         },
-        ["status", "current_start_frame", "scheduled", "active_prompt", "seed", "geometry"],
+        ["status", "current_start_frame", "schedule_version", "active_prompt", "seed", "geometry"],
+    ),
+    "schedule_changed": (
+        "After the schedule changed (once per burst of commands): its `changes`, in order, take the schedule "
+        "of version `version - 1` to `version`.",
+        {
+            "version": {"type": "integer", "minimum": 1, "description": "one more than the previous one's"},
+            "changes": {"type": "array", "items": {"$ref": "#/$defs/schedule_change"}, "minItems": 1},
+        },
+        ["version", "changes"],
     ),
 }
 
@@ -608,6 +661,22 @@ def _message_schema(kind: str, description: str, data: dict[str, Any], required:
     }
 
 
+def _schedule_change_schema() -> dict[str, Any]:
+    """One of a ``schedule_changed`` event's ``changes``, from :data:`SCHEDULE_CHANGES`."""
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "description": text,
+                "properties": {"op": {"const": op}, **fields},
+                "required": ["op", *required],
+                "additionalProperties": False,
+            }
+            for op, (text, fields, required) in SCHEDULE_CHANGES.items()
+        ]
+    }
+
+
 def json_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of every client command and server event."""
     commands = {
@@ -632,6 +701,7 @@ def json_schema() -> dict[str, Any]:
             **{f"event.{kind}": schema for kind, schema in events.items()},
             "command": {"oneOf": [{"$ref": f"#/$defs/command.{kind}"} for kind in commands]},
             "event": {"oneOf": [{"$ref": f"#/$defs/event.{kind}"} for kind in events]},
+            "schedule_change": _schedule_change_schema(),
         },
         "oneOf": [{"$ref": "#/$defs/command"}, {"$ref": "#/$defs/event"}],
     }
@@ -683,8 +753,8 @@ def render_markdown(http_section: str = "") -> str:
             f"Limits: a connection may send {COMMAND_BURST} commands at once and {COMMAND_RATE:g} a second in the",
             "long run (HTTP requests are limited per client address); a session schedules at most",
             f"{MAX_SCHEDULED_PROMPTS} prompts. Beyond either, the answer is `limit_exceeded`. Every message gets",
-            "exactly one `ack` or `error` at once; the `state` broadcast that changes cause comes once per",
-            "burst of commands.",
+            "exactly one `ack` or `error` at once; the `schedule_changed` and `state` broadcasts that changes",
+            "cause come once per burst of commands.",
             "",
             "## Server to client",
             "",
@@ -693,8 +763,6 @@ def render_markdown(http_section: str = "") -> str:
             *events,
             "",
             f"Error codes (stable): {codes}. An error never closes the channel.",
-            "",
-            *TRANSITIONS_MARKDOWN,
             "",
             "### When events come",
             "",
@@ -717,6 +785,10 @@ def render_markdown(http_section: str = "") -> str:
             "  frame on air when it was built (null for the idle card). It is not sent per frame: follow",
             "  `on_air` and `progress` for the timeline.",
             "",
+            *_schedule_markdown(),
+            "",
+            *TRANSITIONS_MARKDOWN,
+            "",
             *([http_section, ""] if http_section else []),
             "## JSON Schema",
             "",
@@ -726,6 +798,38 @@ def render_markdown(http_section: str = "") -> str:
             "",
         ]
     )
+
+
+def _schedule_markdown() -> list[str]:
+    """The section on following the schedule through ``schedule_changed`` (its table from SCHEDULE_CHANGES)."""
+    rows = [f"| `{op}` | {', '.join(f'`{f}`' for f in fields) or '—'} | {text} |"
+            for op, (text, fields, _) in SCHEDULE_CHANGES.items()]  # fmt: skip
+    return [
+        "## Schedule changes",
+        "",
+        "A member gets the whole schedule in the `state` that greets it (and in each answer to `get_state`);",
+        "after that it follows the schedule through `schedule_changed` events, so a change costs the same",
+        "whatever the size of the schedule. A `schedule_changed` goes to every member at the end of the",
+        "event-loop turn in which the schedule changed, after the `ack`s of the commands that changed it: the",
+        "changes of a burst of commands travel together, in the order they happened (a burst of long prompts",
+        "may be split over several events). Changes the engine makes go out the same way: a `rewind` when a",
+        "run begins, a `remove` of a prompt the generator could not encode. Each event's `version` is one more",
+        "than the previous one's; every `state` carries `schedule_version`, the version of the last",
+        "`schedule_changed` sent before it (0: none yet).",
+        "",
+        "| op | fields | meaning |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "The gap rule, for a client holding the schedule at version `v`:",
+        "",
+        "- a `state` with `scheduled`: take its list and `v = schedule_version`, unless `schedule_version < v`",
+        "  (a snapshot sent late while later changes went out at once: keep yours; its other fields are current);",
+        "- a `schedule_changed` with `version <= v`: already in what you hold, skip it; with `version == v + 1`:",
+        "  apply its `changes` in order and set `v = version`; with `version > v + 1`, or a `state` without",
+        "  `scheduled` whose `schedule_version > v`: changes were missed: send `get_state`, keep the",
+        "  `schedule_changed` events that arrive meanwhile and apply those above the answer's `schedule_version`.",
+    ]
 
 
 TRANSITIONS_MARKDOWN = [

@@ -4,8 +4,11 @@ All session state lives on the event loop; the engine's worker thread reports ba
 ``call_soon_threadsafe``. Members are controllers (may send commands) and viewers (receive video and
 events; their commands other than ``get_state`` are answered ``forbidden``).
 
-Costs are bounded: every message gets exactly one ``ack`` or ``error`` at once, but the ``state``
-broadcast that changes cause is coalesced (one per event-loop turn, however many commands came in it);
+Costs are bounded: every message gets exactly one ``ack`` or ``error`` at once, but the broadcasts that
+changes cause are coalesced (one per event-loop turn, however many commands came in it) and never carry the
+whole schedule: the schedule's changes go out as a small ``schedule_changed`` (from the schedule's journal),
+other changes as a ``state`` without ``scheduled``; the full ``state`` only greets a member and answers
+``get_state``;
 each member has a token bucket of commands (``limit_exceeded`` when empty); callers that are no member
 (HTTP routes: signaling limits those per address) are not limited here; the schedule holds at most
 ``max_prompts`` prompts.
@@ -14,6 +17,7 @@ each member has a token bucket of commands (``limit_exceeded`` when empty); call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import logging
@@ -26,13 +30,17 @@ from . import protocol
 from .engine import BlockDone, Engine, EngineEvent, GenerationFailed, Playout, PlayoutItem, PromptApplied, PromptFailed
 from .generators.base import Generator, check_prompt
 from .protocol import COMMAND_BURST, COMMAND_RATE, Command, ErrorCode, Event, ProtocolError
-from .schedule import MAX_SCHEDULED_PROMPTS, PromptSchedule, ScheduleFull, Transition
+from .schedule import MAX_SCHEDULED_PROMPTS, ScheduledPrompt, ScheduleFull, Transition
+from .schedule_journal import JournaledSchedule
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[Event], None]
 
 READ_ONLY_COMMANDS = frozenset({"get_state"})
+SCHEDULE_COMMANDS = frozenset({"schedule_prompt", "remove_prompt"})  # they change the schedule alone
+#: Prompt characters of pending changes past which they go out at once (keeps one delta well under 200 KB).
+MAX_DELTA_CHARS = 32_000
 
 
 class Role(enum.StrEnum):
@@ -118,7 +126,7 @@ class Session:
     ) -> None:
         self.id = session_id
         self.geometry = generator.geometry
-        self.schedule = PromptSchedule(self.geometry.frames_per_block, max_prompts)
+        self.schedule = JournaledSchedule(self.geometry.frames_per_block, max_prompts, on_change=self._schedule_changed)
         self._loop = loop or asyncio.get_running_loop()
         self.engine = Engine(generator, self.schedule, self._on_engine_event, self._loop, buffer_blocks)
         self.status = Status.IDLE
@@ -131,6 +139,8 @@ class Session:
         self._run = 0
         self._limit = (command_burst, command_rate, clock)
         self._state_pending: asyncio.Handle | None = None
+        self._changes_pending = False  # a flush of the schedule's journal is scheduled on the loop
+        self.schedule_version = 0  # the version of the last schedule_changed broadcast
         self._scheduled: tuple[int, list[dict[str, Any]]] = (-1, [])  # (schedule version, its entries as dicts)
         self._handlers: dict[str, Callable[[Command], None]] = {
             "schedule_prompt": self._schedule_prompt,
@@ -153,8 +163,9 @@ class Session:
     def join(self, role: Role, send: EventSink) -> Member:
         """Add a member; it receives the current ``state`` at once."""
         member = Member(role, send, bucket=self._new_bucket())
+        state = self.state_event()  # first: changes still pending go to the members who do not have them
         self.members.append(member)
-        self._deliver(member, self.state_event())
+        self._deliver(member, state)
         return member
 
     def leave(self, member: Member) -> None:
@@ -203,7 +214,7 @@ class Session:
         reply(protocol.ack(command.type, command.id))
         if command.type in READ_ONLY_COMMANDS:
             reply(self.state_event())
-        else:
+        elif command.type not in SCHEDULE_COMMANDS:  # the schedule's own changes go out from its journal
             self.state_changed()
 
     def _member_of(self, reply: EventSink) -> Member | None:
@@ -317,35 +328,53 @@ class Session:
 
     # --- events ------------------------------------------------------------------------------------
 
-    def state_data(self) -> dict[str, Any]:
-        return {
+    def state_data(self, scheduled: bool = True) -> dict[str, Any]:
+        """The session as ``state`` has it, with the schedule (``scheduled``) unless told otherwise.
+
+        Changes of the schedule not broadcast yet go out first, so that ``schedule_version`` is the version of
+        the last ``schedule_changed`` every member has been sent and ``scheduled`` the schedule at that version.
+        """
+        if scheduled:
+            changes, version, entries = self.schedule.drain_with_snapshot()
+            self._send_changes(changes)
+        else:
+            self._flush_changes()
+        data: dict[str, Any] = {
             "session": self.id,
             "status": str(self.status),
             "current_start_frame": self.current_start_frame,
             "video_frame": self.video_frame,
             "playback_frame": self.playback_frame,
-            "scheduled": self._scheduled_dicts(),
-            "active_prompt": self.active_prompt,
-            "seed": self.seed,
-            "geometry": self.geometry.to_dict(),
-            "generator": self.engine.generator.name,
-            "stalls": self.engine.stalls,
-            "controllers": self.count(Role.CONTROLLER),
-            "viewers": self.count(Role.VIEWER),
         }
+        if scheduled:
+            data["scheduled"] = self._scheduled_dicts(version, entries)
+        data.update(
+            {
+                "schedule_version": self.schedule_version,
+                "active_prompt": self.active_prompt,
+                "seed": self.seed,
+                "geometry": self.geometry.to_dict(),
+                "generator": self.engine.generator.name,
+                "stalls": self.engine.stalls,
+                "controllers": self.count(Role.CONTROLLER),
+                "viewers": self.count(Role.VIEWER),
+            }
+        )
+        return data
 
-    def _scheduled_dicts(self) -> list[dict[str, Any]]:
+    def _scheduled_dicts(self, version: int, entries: list[ScheduledPrompt]) -> list[dict[str, Any]]:
         """The schedule as ``state`` lists it, rebuilt only when the schedule changed."""
-        version = self.schedule.version  # read first: a change racing with us only costs a rebuild
         if self._scheduled[0] != version:
-            self._scheduled = (version, [entry.to_dict() for entry in self.schedule.snapshot()])
+            self._scheduled = (version, [entry.to_dict() for entry in entries])
         return list(self._scheduled[1])
 
     def state_event(self) -> Event:
+        """The whole ``state``, schedule included: what greets a member and answers ``get_state``."""
         return Event("state", self.state_data())
 
     def state_changed(self) -> None:
-        """Schedule one ``state`` broadcast for the end of this event-loop turn (coalesces a burst)."""
+        """Schedule one ``state`` broadcast (without the schedule) for the end of this event-loop turn
+        (coalesces a burst)."""
         if self._state_pending is not None:
             return
         try:
@@ -355,7 +384,40 @@ class Session:
 
     def _broadcast_state(self) -> None:
         self._state_pending = None
-        self.broadcast(self.state_event())
+        self.broadcast(Event("state", self.state_data(scheduled=False)))
+
+    # --- schedule deltas ---------------------------------------------------------------------------
+
+    def _schedule_changed(self) -> None:
+        """The schedule's journal grew (on the loop, or on the engine's thread): broadcast it at the end of
+        this turn, or at once when it holds many prompt characters."""
+        if not self._on_loop():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody can receive it
+                self._loop.call_soon_threadsafe(self._schedule_changed)
+            return
+        if self.schedule.pending_chars > MAX_DELTA_CHARS:
+            self._flush_changes()
+        elif not self._changes_pending:
+            try:
+                self._loop.call_soon(self._flush_changes)
+                self._changes_pending = True
+            except RuntimeError:
+                self._flush_changes()
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _flush_changes(self) -> None:
+        self._changes_pending = False
+        self._send_changes(self.schedule.drain())
+
+    def _send_changes(self, changes: list[dict[str, Any]]) -> None:
+        if changes:
+            self.schedule_version += 1
+            self.broadcast(protocol.schedule_changed(self.schedule_version, changes))
 
     def broadcast(self, event: Event) -> None:
         for member in list(self.members):

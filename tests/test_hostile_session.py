@@ -80,8 +80,10 @@ async def test_a_lone_surrogate_prompt_is_refused_and_the_session_goes_on(sessio
     mark = wire.mark()
     assert answers(session, cmd("schedule_prompt", new_prompt="a blue sea", timestamp=6))[0].type == "ack"
     await settle()
-    state = wire.events[-1]
-    assert wire.events[mark:] == [state] and state.type == "state"  # the broadcast still goes out, encoded
+    changed = wire.events[-1]
+    assert wire.events[mark:] == [changed] and changed.type == "schedule_changed"  # still goes out, encoded
+    assert [c["prompt"] for c in changed.data["changes"]] == ["a blue sea"]
+    state = answers(session, cmd("get_state"))[-1]
     assert [p["prompt"] for p in state.data["scheduled"]] == ["a red fox", "a blue sea"]
 
 
@@ -145,7 +147,7 @@ async def test_a_prompt_that_fails_to_encode_is_removed_and_named() -> None:
         message = failure.data["message"]
         assert failure.data["code"] == "generator_failed" and "frame 12" in message and "out of memory" in message
         assert "'a prompt that the encoder chokes on" in message and bad.strip() not in message  # cut to ~80
-        await log.wait_for(lambda e: e.type == "state" and len(e.data["scheduled"]) == 1)
+        await log.wait_for(lambda e: e.type == "schedule_changed" and e.data["changes"][-1]["op"] == "remove")
         assert prompts(session) == [(0, "fine")] and session.status is Status.IDLE
         assert answers(session, cmd("start"))[0].type == "ack"
         assert len(await drain(session, 21)) == 21
@@ -182,7 +184,9 @@ async def test_a_failing_first_prompt_leaves_the_session_idle_and_controllable()
         answers(session, cmd("schedule_prompt", new_prompt="bad", timestamp=0))
         assert answers(session, cmd("start"))[0].type == "ack"  # in the same turn: not encoded yet
         await log.wait_for(lambda e: e.type == "error" and "'bad'" in e.data["message"])
-        await log.wait_for(lambda e: e.type == "state" and e.data["status"] == "idle" and not e.data["scheduled"])
+        await log.wait_for(lambda e: e.type == "state" and e.data["status"] == "idle")
+        removed = {"op": "remove", "timestamp": 0}
+        await log.wait_for(lambda e: e.type == "schedule_changed" and removed in e.data["changes"])
         assert session.status is Status.IDLE and prompts(session) == []
         mark = log.mark()
         answers(session, cmd("schedule_prompt", new_prompt="good", timestamp=0))

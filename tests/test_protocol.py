@@ -136,10 +136,31 @@ def test_events_match_the_schema() -> None:
                 "status": "idle",
                 "current_start_frame": 0,
                 "scheduled": [{"timestamp": 0, "prompt": "p", "frame": 0}],
+                "schedule_version": 0,
                 "active_prompt": None,
                 "seed": 0,
                 "geometry": {"width": 832},
             },
+        ),
+        Event(
+            "state",
+            {
+                "status": "running",
+                "current_start_frame": 3,
+                "schedule_version": 2,
+                "active_prompt": "p",
+                "seed": 0,
+                "geometry": {"width": 832},
+            },
+        ),
+        protocol.schedule_changed(
+            2,
+            [
+                {"op": "put", "timestamp": 4, "prompt": "q", "frame": 6},
+                {"op": "remove", "timestamp": 4},
+                {"op": "clear"},
+                {"op": "rewind"},
+            ],
         ),
     ]
     for event in events:
@@ -148,6 +169,9 @@ def test_events_match_the_schema() -> None:
         jsonschema.validate({"type": "progress", "data": {"current_start_frame": 3}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"type": "set_seed", "data": {"seed": -1}}, schema)
+    for change in ({"op": "put", "timestamp": 4}, {"op": "clear", "timestamp": 4}, {"op": "move"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"type": "schedule_changed", "data": {"version": 1, "changes": [change]}}, schema)
 
 
 def test_docs_embed_the_current_schema() -> None:

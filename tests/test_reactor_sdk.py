@@ -196,7 +196,8 @@ def test_a_reactor_app_streams_and_directs_longlive(site: tuple[ServerThread, st
         assert [c["name"] for c in runtime[0]["data"]["commands"]] == list(protocol.COMMANDS)
 
         page.evaluate("() => window.app.reactor.sendCommand('reset', {})")
-        wait_message(page, "m.type === 'state' && m.data.status === 'idle' && m.data.scheduled.length === 0")
+        wait_message(page, "m.type === 'schedule_changed' && m.data.changes.some((c) => c.op === 'clear')")
+        wait_message(page, "m.type === 'state' && m.data.status === 'idle'")
 
         page.click("#stop")  # disconnect(): POST /stop_session
         page.wait_for_function("() => window.app.reactor.getStatus() === 'disconnected'", timeout=10_000)

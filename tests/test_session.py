@@ -150,8 +150,8 @@ async def test_viewer_commands_are_forbidden(session: Session) -> None:
     assert viewer.send("get_state").type == "ack"
     controller.ok("schedule_prompt", new_prompt="x", timestamp=0)
     await settle()
-    assert viewer.log.events[-1].type == "state"  # viewers still receive every change
-    assert viewer.log.events[-1].data["scheduled"][0]["prompt"] == "x"
+    change = viewer.log.events[-1]  # viewers still receive every change
+    assert change.type == "schedule_changed" and change.data["changes"][0]["prompt"] == "x"
 
 
 async def test_schedule_limit_is_limit_exceeded(small_generator: SyntheticGenerator) -> None:
@@ -361,8 +361,9 @@ async def test_stop_keeps_the_schedule_and_seed_and_rewinds(session: Session) ->
     assert kept == [(0, "first", 0), (4, "second", 6)]
     assert session.engine.next_frame().kind is Playout.IDLE
     await settle()
-    state = client.log.events[-1]
-    assert state.type == "state" and state.data["status"] == "idle" and len(state.data["scheduled"]) == 2
+    state, changed = client.log.of("state")[-1], client.log.of("schedule_changed")[-1]
+    assert state.data["status"] == "idle" and "scheduled" not in state.data  # the schedule is not resent
+    assert changed.data["changes"] == [{"op": "rewind"}] and state.data["schedule_version"] == changed.data["version"]
     assert client.refused("stop") == "not_running"
 
 
@@ -421,7 +422,7 @@ class Counting:
         return [e for e in self.events if e.type == kind]
 
 
-async def test_a_burst_of_commands_costs_one_state_broadcast(session: Session) -> None:
+async def test_a_burst_of_commands_costs_one_small_broadcast(session: Session) -> None:
     members = [Counting() for _ in range(3)]
     for send in members:
         session.join(Role.VIEWER, send)
@@ -431,17 +432,18 @@ async def test_a_burst_of_commands_costs_one_state_broadcast(session: Session) -
     for t in range(40):
         session.handle(cmd("schedule_prompt", t, new_prompt=f"p{t}", timestamp=t), Role.CONTROLLER, replies.append)
     assert [r.type for r in replies] == ["ack"] * 40 and [r.id for r in replies] == list(range(40))  # at once
-    assert all(len(m.of("state")) == 1 for m in members)  # the join's only
+    assert all(len(m.events) == 1 for m in members)  # the join's state only
     await settle()
-    assert all(len(m.of("state")) == 2 for m in members)
-    states = controller.log.of("state")
-    assert len(controller.log.events[joined:]) == 1 and len(states[-1].data["scheduled"]) == 40
-    assert len({id(m.of("state")[-1]) for m in members}) == 1  # one event (one serialisation) for everyone
+    assert all([e.type for e in m.events] == ["state", "schedule_changed"] for m in members)  # no state resent
+    changed = controller.log.events[joined:]
+    assert len(changed) == 1 and [c["timestamp"] for c in changed[0].data["changes"]] == list(range(40))
+    assert len({id(m.events[-1]) for m in members}) == 1  # one event (one serialisation) for everyone
     answers: list[Event] = []
     session.handle(cmd("get_state", "q"), Role.VIEWER, answers.append)
     assert [a.type for a in answers] == ["ack", "state"]  # get_state is answered directly
+    assert len(answers[1].data["scheduled"]) == 40
     await settle()
-    assert all(len(m.of("state")) == 2 for m in members)  # and broadcasts nothing
+    assert all(len(m.events) == 2 for m in members)  # and broadcasts nothing
 
 
 async def test_a_broadcast_serialises_each_event_once(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:

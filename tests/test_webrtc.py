@@ -202,7 +202,7 @@ async def test_http_errors_leave_the_server_serving() -> None:
             status, body = await status_of("POST", cmd, json={"type": "get_state"})
             assert [e["type"] for e in body] == ["ack", "state"]
             assert body[1]["data"]["scheduled"][0]["prompt"] == "via http"
-            await client.wait_event(lambda e: e["type"] == "state" and e["data"]["scheduled"])  # broadcast reached
+            await client.wait_event(lambda e: e["type"] == "schedule_changed")  # the broadcast reached the peer
             status, body = await status_of("GET", f"/sessions/{client.session}")
             assert status == 200 and body["status"] == "idle"
             status, body = await status_of("GET", "/health")

@@ -1,15 +1,14 @@
 """A peer's outgoing events on its data channel, with bounded cost and bounded buffering.
 
-Every accepted command changes the session's ``state``, a snapshot that lists the whole schedule (up to
-hundreds of KB with a full one). Sending each snapshot to each member made one command cost the server
-tens of milliseconds per member and filled the channels of clients that read perfectly well. A state is
-a snapshot, so only the latest matters: :class:`Outbox` sends one at most every ``STATE_INTERVAL``, and
+A snapshot (a ``state`` that lists the whole schedule: up to hundreds of KB with a full one) greets a peer
+and answers its ``get_state``; changes travel as small events (``schedule_changed``, ``state`` without the
+schedule). Only the latest snapshot matters: :class:`Outbox` sends one at most every ``STATE_INTERVAL``, and
 large ones no faster than ``STATE_BYTES_PER_SECOND``, and none while ``STATE_BACKLOG`` bytes still wait in
-the channel; a newer one replaces one not yet sent. Delayed snapshots go out on a shared grid of
-``STATE_INTERVAL`` ticks, so the members of a session send the same (latest) snapshot together and it is
-serialised once for all of them.
-Every other event (acks, errors, progress: a few hundred bytes) goes out at once, in order. A channel
-with more than ``MAX_BUFFERED_BYTES`` waiting belongs to a client that stopped reading: ``on_stalled``.
+the channel; a newer one replaces one not yet sent, and a ``state`` change sent meanwhile updates its other
+fields (its schedule stays the one of its ``schedule_version``; the changes since went out at once). Delayed
+snapshots go out on a grid of ``STATE_INTERVAL`` ticks.
+Every other event (acks, errors, progress, changes: a few hundred bytes) goes out at once, in order. A
+channel with more than ``MAX_BUFFERED_BYTES`` waiting belongs to a client that stopped reading: ``on_stalled``.
 """
 
 from __future__ import annotations
@@ -20,13 +19,13 @@ from collections.abc import Callable
 
 from aiortc import RTCDataChannel
 
-from ..protocol import Event
+from ..protocol import Event, is_snapshot
 
 #: Chromium and aiortc accept 256 KiB data-channel messages; keep state events well under that.
 MAX_EVENT_BYTES = 200_000
 #: Bytes queued on a data channel the client does not read; past this the peer is dropped.
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024
-#: Seconds between two state snapshots sent to one peer (a burst of changes costs one snapshot).
+#: Seconds between two state snapshots sent to one peer (a burst of get_state costs one snapshot).
 STATE_INTERVAL = 0.25
 #: Bytes of state snapshots a second to one peer at most (0.5 Mbit/s: a 200 KB snapshot every 3 s).
 STATE_BYTES_PER_SECOND = 64 * 1024
@@ -49,7 +48,11 @@ class Outbox:
     def send(self, event: Event) -> None:
         if not self._open():
             return
-        if event.type != "state":
+        if not is_snapshot(event):
+            if self._pending is not None and event.type == "state":  # the snapshot to come says so too
+                self._pending = self._pending.updated(
+                    {key: value for key, value in event.data.items() if key != "schedule_version"}
+                )
             self.channel.send(event.fit_json(MAX_EVENT_BYTES))
             return
         self._pending = event

@@ -11,7 +11,8 @@ message as ``{"scope": "application" | "runtime", "data": {"type": ..., "data": 
 
 Every event leaves wrapped in the ``application`` scope, so an app's message handler receives the
 protocol's event as is: ``{type: "progress", data: {current_start_frame, ...}}``, ``state``,
-``prompt_applied``, ``ack``, ``error``. A message with no ``scope`` is taken as a plain protocol message.
+``schedule_changed``, ``prompt_applied``, ``ack``, ``error``. A message with no ``scope`` is taken as a
+plain protocol message.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class Enveloped(Event):
 
     def fit_json(self, limit: int) -> str:
         return self._around(self._inner.fit_json(limit - _OVERHEAD))
+
+    def updated(self, data: dict[str, Any]) -> Event:
+        return wrap(self._inner.updated(data), self.scope)
 
     @property
     def _inner(self) -> Event:
