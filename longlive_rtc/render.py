@@ -9,13 +9,15 @@ from pathlib import Path
 import av
 
 from .generators.base import Generator
-from .schedule import PromptSchedule
+from .schedule import DEFAULT_TRANSITION, PromptSchedule, Transition
 from .stream import BlockStream
+
+Entry = tuple[int, str] | tuple[int, str, Transition]
 
 
 def render_to_mp4(
     generator: Generator,
-    entries: list[tuple[int, str]],
+    entries: list[Entry],
     frames: int,
     out: Path,
     seed: int = 0,
@@ -23,13 +25,14 @@ def render_to_mp4(
 ) -> int:
     """Generate ``frames`` generation frames (rounded up to whole blocks) into an H.264 MP4 at the content rate.
 
+    ``entries`` are ``(timestamp, prompt)`` or ``(timestamp, prompt, transition)`` (a schedule file's entries).
     Returns the number of video frames written (``1 + 4(N - 1)`` for N generation frames).
     ``on_block(frames_done, video_frames_done)`` is called after every block.
     """
     geometry = generator.geometry
     schedule = PromptSchedule(geometry.frames_per_block)
-    for timestamp, prompt in entries:
-        schedule.put(timestamp, prompt)
+    for timestamp, prompt, *transition in entries:
+        schedule.put(timestamp, prompt, transition[0] if transition else DEFAULT_TRANSITION)
     stream = BlockStream(generator, schedule)
     stream.begin(seed)
     written = 0

@@ -185,7 +185,7 @@ async def create_session(request: web.Request) -> web.Response:
     live = hub.create_session(session_id, body.get("codec"))
     request.app[ACCESS_KEY].register(live.id)
     messages = [{"type": "set_seed", "data": {"seed": seed}}]
-    messages += [{"type": "schedule_prompt", "data": {"new_prompt": p, "timestamp": t}} for t, p in entries]
+    messages += [entry.command() for entry in entries]
     failed = _run_commands(live, messages + ([{"type": "start"}] if start else []))
     if failed is not None:
         await hub.free_session(live.id)

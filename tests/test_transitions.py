@@ -4,6 +4,8 @@ aiortc client reading them off the received video."""
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +187,56 @@ async def test_a_webrtc_client_sees_the_cut_and_the_blend_in_the_stamps() -> Non
             assert set(seen) >= {0, 3, 6, 9, 12}, seen
         finally:
             await client.close()
+
+
+def test_generate_renders_the_transitions_of_a_schedule_file(tmp_path: Path, capsys) -> None:
+    import av
+
+    from longlive_rtc.cli import main
+
+    schedule = tmp_path / "schedule.json"
+    schedule.write_text(
+        json.dumps([{"timestamp": t, "prompt": p, **({"transition": x} if x else {})} for t, p, x in SCHEDULE])
+    )
+    out = tmp_path / "video.mp4"
+    assert main(["generate", "--schedule", str(schedule), "--frames", "18", "--out", str(out), "--seed", "3"]) == 0
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    assert len(frames) == 1 + 4 * 17
+    for index, frame in enumerate(frames):
+        stamp, band = read_stamp(frame), read_transition_stamp(frame)
+        assert stamp is not None and band is not None and stamp.frame == index
+        assert (stamp.prompt, band.take, band.weight) == EXPECTED[block_of(index)], index
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            [
+                {"timestamp": 0, "prompt": "x"},
+                {"timestamp": 3, "prompt": "y", "transition": {"mode": "blend", "blocks": 99}},
+            ]
+        )
+    )
+    assert main(["generate", "--schedule", str(bad), "--frames", "3", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert f"bad.json[1]: 'transition.blocks' must be in 1..{MAX_BLEND_BLOCKS}" in capsys.readouterr().err
+
+
+async def test_a_session_created_over_http_takes_a_schedule_with_transitions() -> None:
+    import aiohttp
+
+    entries = [{"timestamp": t, "prompt": p, **({"transition": x} if x else {})} for t, p, x in SCHEDULE]
+    async with Server(geometry=TALL) as server, aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/sessions", json={"schedule": entries}) as r:
+            assert r.status == 201, await r.text()
+            created = await r.json()
+        async with http.get(f"{server.url}/sessions/{created['session']}") as r:
+            listed = (await r.json())["state"]["scheduled"]
+        assert [e.get("transition") for e in listed] == [
+            None,
+            {"mode": "cut"},
+            {**SCHEDULE[2][2], "curve": "linear"},
+            None,
+        ]
+        bad = [entries[0], {"timestamp": 3, "prompt": "y", "transition": {"mode": "cut", "curve": "slerp"}}]
+        async with http.post(f"{server.url}/sessions", json={"schedule": bad}) as r:
+            assert r.status == 400 and "unknown fields for a 'cut' transition" in (await r.json())["error"]["message"]
