@@ -39,10 +39,10 @@ def report(result: dict, path: str | None, hide: Iterable[str] = ()) -> int:
 
 class ServerProcess:
     """``serve`` with the synthetic generator on 127.0.0.1, its log in a fresh temporary folder; ``args`` are
-    extra CLI flags. Entering it also lets this process's aiortc clients use 127.0.0.1 on a machine that has
-    no other IPv4 address."""
+    extra CLI flags; ``startup_timeout`` bounds the wait for /health (a GPU model loads first). Entering it
+    also lets this process's aiortc clients use 127.0.0.1 on a machine that has no other IPv4 address."""
 
-    def __init__(self, *args: str, api_key: str | None = None) -> None:
+    def __init__(self, *args: str, api_key: str | None = None, startup_timeout: float = 60.0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
@@ -51,13 +51,14 @@ class ServerProcess:
         self.command = [sys.executable, "-m", "longlive_rtc.cli", "serve", "--generator", "synthetic",
                         "--host", "127.0.0.1", "--port", str(self.port), *auth, *args]  # fmt: skip
         self.process: subprocess.Popen | None = None
+        self.startup_timeout = startup_timeout
 
     def __enter__(self) -> ServerProcess:
         if loopback_only():
             allow_loopback_ice()
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in __exit__)
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.process.returncode}; see {self.log_path}")
@@ -67,7 +68,7 @@ class ServerProcess:
                         return self
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError("serve did not answer /health within 60 s")
+        raise RuntimeError(f"serve did not answer /health within {self.startup_timeout:g} s")
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None

@@ -86,6 +86,7 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
         "--random-weights", action="store_true", help="full-size model with random weights (benchmarks, no files)"
     )
     add_option(parser, "compile", "auto", choices=["auto", "on", "off"], help="torch.compile the DiT")
+    add_option(parser, "block-ms", 0, type=bounded(float, 0), help="synthetic: least ms per block (TAE ~310, VAE ~420)")
 
 
 def build_generator(args: argparse.Namespace):
@@ -95,7 +96,7 @@ def build_generator(args: argparse.Namespace):
     geometry = Geometry(width=int(args.width), height=int(args.height))
     if args.generator == "synthetic":
         log.info("generator: synthetic (procedural video, no GPU or weights needed)")
-        return SyntheticGenerator(geometry)
+        return SyntheticGenerator(geometry, block_ms=float(args.block_ms))
     try:
         from .generators.longlive import build_longlive_generator
     except ImportError as exc:
@@ -254,6 +255,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_peers=int(args.max_peers),
         session_idle=float(args.session_idle),
         buffer_blocks=int(args.buffer_blocks),
+        late_binding=args.late_binding == "on",
     )
     if args.auth not in ("token", "none"):
         raise SystemExit("error: --auth must be 'token' or 'none'")
@@ -411,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(serve, "rate-burst", 30, type=bounded(int, 1), help="sessions/offers at once per client address")
     add_option(serve, "buffer-blocks", 1, type=bounded(int, 1), help="blocks buffered ahead of playback")
+    add_option(serve, "late-binding", "on", choices=["on", "off"], help="start each block just in time (off: asap)")
     add_option(serve, "recordings-dir", "recordings", help="where recordings and clips go (docs/outputs.md)")
     add_option(serve, "recordings-quota", "10G", type=byte_size, help="room for all recordings and clips (K/M/G/T)")
     add_option(

@@ -27,6 +27,7 @@ import numpy as np
 from .cards import render_card
 from .frame_buffer import BufferedFrame, FrameBuffer
 from .generators.base import PLAYBACK_FPS, Generator
+from .pacing import Pacer
 from .schedule import PromptSchedule, ScheduledPrompt
 from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEncodingError
 
@@ -111,6 +112,9 @@ class Engine:
         self.stalls = 0
         self.blocks_generated = 0
         self.playout_period = 1.0 / PLAYBACK_FPS  # seconds per frame on air; the on-air clock sets its own
+        self.pacer = Pacer()  # late binding: each block starts just in time (``pacer.enabled = False``: asap)
+        self._last_shown: float | None = None  # when the last buffered frame went on air, this playback
+        self._stalls_seen = 0
         self._cond = threading.Condition()
         self._run = 0
         self._seed = 0
@@ -132,7 +136,7 @@ class Engine:
             self._run += 1
             self._seed = seed
             self._running, self._paused = True, False
-            self._begin_pending, self._playing = True, False
+            self._begin_pending, self._playing, self._last_shown = True, False, None
             self.buffer.clear()
             self._cond.notify_all()
             return self._run
@@ -144,7 +148,7 @@ class Engine:
 
     def resume(self) -> None:
         with self._cond:
-            self._paused, self._playing = False, False
+            self._paused, self._playing, self._last_shown = False, False, None
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -156,7 +160,7 @@ class Engine:
         with self._cond:
             self._run += 1
             self._running = self._paused = self._playing = False
-            self._drop_pending = True
+            self._drop_pending, self._last_shown = True, None
             self.buffer.clear()
             self._cond.notify_all()
 
@@ -189,15 +193,16 @@ class Engine:
             return PlayoutItem(Playout.IDLE, self.idle_card)
         if paused:
             return PlayoutItem(Playout.PAUSED)
-        frame = self.buffer.pop()
         with self._cond:
+            frame = self.buffer.pop()
             while frame is not None and frame.run != self._run:  # queued by a run stopped meanwhile
                 frame = self.buffer.pop()
             if frame is None:
                 if self._playing:
                     self.stalls += 1
                 return PlayoutItem(Playout.STALL)
-            self._playing = True
+            self._playing, self._last_shown = True, time.monotonic()
+            self._cond.notify_all()  # the worker's just-in-time start is counted from this frame
         return PlayoutItem(Playout.FRAME, frame.image, frame.index, frame.run, frame.applied, frame.block_start)
 
     # --- the worker thread -----------------------------------------------------------------------------
@@ -205,10 +210,14 @@ class Engine:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not (
-                    self._closed or self._to_prepare or self._drop_pending or (self._running and not self._paused)
-                ):
-                    self._cond.wait()
+                while not (self._closed or self._to_prepare or self._drop_pending):
+                    if not self._running or self._paused:
+                        self._cond.wait()
+                        continue
+                    wait = 0.0 if self._begin_pending else self._start_in()
+                    if wait <= 0.0:
+                        break
+                    self._cond.wait(wait)  # late binding: the block's prompt is read when it starts
                 if self._closed:
                     break
                 entries = list(self._to_prepare)
@@ -216,7 +225,7 @@ class Engine:
                 drop, self._drop_pending = self._drop_pending, False
                 begin, self._begin_pending = self._begin_pending, False
                 run, seed = self._run, self._seed
-                generate = self._running and not self._paused
+                generate = self._running and not self._paused and (begin or self._start_in() <= 0.0)
             try:
                 if drop:
                     self._stream.reset()
@@ -258,15 +267,27 @@ class Engine:
         if removed or ended:
             self._emit(PromptFailed(run, entry, f"{type(cause).__name__}: {cause}", ended))
 
+    def _start_in(self) -> float:
+        """Seconds until the next block should start (under ``_cond``)."""
+        return self.pacer.start_in(time.monotonic(), len(self.buffer), self._last_shown, self.playout_period)
+
     def _generate_block(self, run: int) -> None:
-        started = time.perf_counter()
+        started = time.monotonic()
         try:
             block = self._stream.step()
         except PromptEncodingError as exc:  # nothing reached the generator: retry the block without it
             self._prompt_failed(run, exc.entry, exc.cause, ends_run=self._stream.next_frame == 0)
             return
         self.blocks_generated += 1
-        log.debug("block %d generated in %.1f ms", block.start_frame, 1e3 * (time.perf_counter() - started))
+        finished = time.monotonic()
+        with self._cond:
+            slack = self.pacer.slack(finished, len(self.buffer), self._last_shown, self.playout_period)
+            stalled, self._stalls_seen = self.stalls > self._stalls_seen, self.stalls
+            if block.start_frame > 0:  # block 0 (the stream's begin) says little about the blocks after it
+                self.pacer.record(finished - started, slack, self.playout_period, block.applied is not None, stalled)
+        log.debug("block %d generated in %.1f ms (ready %s ms early, margin %.0f ms)", block.start_frame,
+                  1e3 * (finished - started), "?" if slack is None else f"{1e3 * slack:.0f}",
+                  1e3 * self.pacer.margin)  # fmt: skip
         if run != self.current_run:
             return
         if block.applied is not None:  # before its frames can go on air: on_air always follows prompt_applied

@@ -773,7 +773,7 @@ def render_markdown(http_section: str = "") -> str:
             "- `prompt_applied`: when the block that switches the prompt in has been generated and decoded, just",
             "  before it is queued for air; so before that block's `progress` and before its `on_air`. With late",
             "  binding (the default) a block is generated just in time, so this is about one safety margin",
-            "  (0.05 to 1 s, adapted to the measured block times) before the block's first frame is on air.",
+            "  (0.04 to 1 s, adapted to the measured block times) before the block's first frame is on air.",
             "- `progress`: when a block entered the playout buffer (generated, decoded, queued); with the default",
             "  one-block buffer its first frame goes on air at the next tick of the on-air clock (1/15 s later).",
             "- `on_air`: when the first frame of the block that switched a prompt in is handed to the viewers'",

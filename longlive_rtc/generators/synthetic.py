@@ -13,6 +13,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,8 +114,11 @@ class SyntheticGenerator:
 
     name = "synthetic"
 
-    def __init__(self, geometry: Geometry | None = None) -> None:
+    def __init__(self, geometry: Geometry | None = None, block_ms: float = 0.0) -> None:
+        """``block_ms``: each block takes at least this long, emulating a model's block time (LongLive on one
+        H200: about 310 ms with the TAE decoder, 420 ms with the Wan VAE)."""
         self.geometry = geometry or Geometry()
+        self.block_ms = block_ms
         self._look: SyntheticEmbedding | None = None  # the conditioning in effect
         self._fading_from: SyntheticEmbedding | None = None  # a recache's previous conditioning, for one block
         self._scenes: dict[bytes, Scene] = {}
@@ -207,6 +211,7 @@ class SyntheticGenerator:
             total += weight
 
     def next_block(self) -> np.ndarray:
+        started = time.monotonic()
         look = self._require_begun("next_block")
         g = self.geometry
         count = g.video_frames_in_block(self._block_start)
@@ -228,6 +233,7 @@ class SyntheticGenerator:
         self._fading_from = None
         self._block_start += g.frames_per_block
         self._video_frame += count
+        time.sleep(max(0.0, started + self.block_ms / 1000 - time.monotonic()))  # the emulated block time
         return frames
 
     def reset(self) -> None:

@@ -67,6 +67,7 @@ class HubConfig:
     max_peers: int = 64  # peers of every session together
     session_idle: float = 600.0  # a session with no peer that is not running is freed after this long
     buffer_blocks: int = 1
+    late_binding: bool = True  # each block starts just in time (see longlive_rtc.pacing); False: asap
     connect_timeout: float = 15.0  # a peer not connected by then (client gone after its offer) is closed
 
     def __post_init__(self) -> None:
@@ -83,8 +84,11 @@ class LiveSession:
     connects: a new session may take the slot of one whose peer never connected.
     """
 
-    def __init__(self, session: Session, fps: int, codec: str, provisional: bool = False) -> None:
+    def __init__(
+        self, session: Session, fps: int, codec: str, provisional: bool = False, late_binding: bool = True
+    ) -> None:
         self.session = session
+        session.engine.pacer.enabled = late_binding
         self.clock = OnAirClock(session.engine, fps, on_shown=session.shown)
         self.clock.start()
         self.codec = codec
@@ -184,7 +188,7 @@ class Hub:
             )
         session_id = session_id or secrets.token_urlsafe(8)
         session = Session(session_id, self._generator_factory(), buffer_blocks=self.config.buffer_blocks)
-        live = LiveSession(session, self.config.fps, codec, provisional)
+        live = LiveSession(session, self.config.fps, codec, provisional, self.config.late_binding)
         self.sessions[session_id] = live
         for listener in self.on_created:
             listener(live)

@@ -1,0 +1,65 @@
+"""Late binding: when the engine starts the next block, so that its prompt is read as late as possible.
+
+A block generated as early as the buffer allows reads its prompt a whole block (0.8 s at 15 FPS) before it
+is needed; started *just in time* (the measured block time plus a safety margin before the tick that would
+find the buffer empty) it reads the prompt only that long before its first frame is on air. Zero stalls stays
+the first rule: the margin doubles after a near-stall (a block ready less than a third of a frame early) or
+a stall, and shrinks by 2 % per block on time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Pacer:
+    """Just-in-time block starts from measured block times and an adaptive safety margin (seconds)."""
+
+    enabled: bool = True
+    margin: float = 0.15
+    min_margin: float = 0.04
+    max_margin: float = 1.0
+    shrink: float = 0.98  # per block on time
+    window: int = 8  # blocks whose longest time is the estimate
+    durations: deque[float] = field(default_factory=deque)
+    switch_durations: deque[float] = field(default_factory=deque)  # blocks that switched a prompt in
+    near_stalls: int = 0
+
+    def estimate(self) -> float | None:
+        """The time the next block may take: the longest of the recent ones and of recent prompt switches."""
+        recent = [*self.durations, *self.switch_durations]
+        return max(recent) if recent else None
+
+    def start_in(self, now: float, buffered: int, last_shown: float | None, period: float) -> float:
+        """Seconds to wait before starting the next block (0: at once).
+
+        ``buffered`` frames wait to go on air, one per ``period``; the last frame went on air at ``last_shown``
+        (None: playback has not begun, so there is nothing to wait for).
+        """
+        estimate = self.estimate()
+        if not self.enabled or estimate is None or last_shown is None or buffered == 0:
+            return 0.0
+        needed = last_shown + (buffered + 1) * period  # the first tick that would find the buffer empty
+        return max(0.0, needed - estimate - self.margin - now)
+
+    def slack(self, now: float, buffered: int, last_shown: float | None, period: float) -> float | None:
+        """How long before it is needed a block finished at ``now`` is ready (negative: too late)."""
+        if last_shown is None:
+            return None
+        return last_shown + (buffered + 1) * period - now
+
+    def record(self, duration: float, slack: float | None, period: float, switched: bool, stalled: bool) -> None:
+        """A block took ``duration`` s and was ready ``slack`` s early; adapt the estimate and the margin."""
+        kept = self.switch_durations if switched else self.durations
+        kept.append(duration)
+        while len(kept) > (self.window // 2 if switched else self.window):
+            kept.popleft()
+        if slack is None:
+            return
+        if stalled or slack < period / 3:
+            self.near_stalls += 1
+            self.margin = min(self.max_margin, max(2 * self.margin, self.margin + period / 3 - slack))
+        else:
+            self.margin = max(self.min_margin, self.margin * self.shrink)
