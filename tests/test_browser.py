@@ -514,7 +514,7 @@ def test_viewer_and_obs_pages_play_the_same_session_without_a_click(server: Serv
         "() => [document.querySelector('#frame').getBoundingClientRect().height,"
         " document.querySelector('video').getBoundingClientRect().height]"
     )
-    assert video_height == 480 and frame_height == 448  # the 32-row band falls outside the frame
+    assert video_height == 480 and frame_height == 416  # the two 32-row bands (stamp, transitions) fall outside
     screenshot(overlay, "obs-overlay")
 
     assert pages.console_errors() == {}

@@ -374,8 +374,9 @@ def test_the_pages_hold_the_servers_limits_and_geometry() -> None:
     import re
 
     from longlive_rtc.generators.base import Geometry
-    from longlive_rtc.generators.stamp import BAND_HEIGHT
+    from longlive_rtc.generators.stamp import BAND_HEIGHT, TRANSITION_BAND_MIN_HEIGHT
     from longlive_rtc.rtc.hub import SESSION_ID
+    from longlive_rtc.schedule import MAX_BLEND_BLOCKS
 
     static = Path(__file__).resolve().parent.parent / "signaling" / "static"
 
@@ -389,9 +390,11 @@ def test_the_pages_hold_the_servers_limits_and_geometry() -> None:
         return {key: float(value) for key, value in re.findall(r"(\w+):\s*([\d_.]+)", body)}
 
     limits = {"promptChars": protocol.MAX_PROMPT_CHARS, "timestamp": protocol.MAX_TIMESTAMP, "seed": protocol.MAX_SEED}
+    limits["blendBlocks"] = MAX_BLEND_BLOCKS
     assert frozen("LIMITS") == limits
     assert frozen("DEFAULT_GEOMETRY") == Geometry().to_dict()
     assert literal("connection.js", r"const SESSION_ID = /\^(.+?)\$/;") == SESSION_ID.pattern
     assert int(literal("obs.js", r"const STAMP_BAND_ROWS = (\d+);")) == BAND_HEIGHT
+    assert int(literal("obs.js", r"const TRANSITION_BAND_MIN_HEIGHT = (\d+);")) == TRANSITION_BAND_MIN_HEIGHT
     # the director's fields take their limits from LIMITS, not from copies in the markup
     assert not re.search(r"\bmax(length)?=", (static / "index.html").read_text(), re.I)

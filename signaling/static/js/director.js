@@ -215,7 +215,7 @@ async function showSessionsHolding() {
 }
 
 $("#new-session").addEventListener("click", () => {
-  const schedule = model.scheduled.map(({ timestamp, prompt }) => ({ timestamp, prompt }));
+  const schedule = model.scheduled.map(({ timestamp, prompt, transition }) => ({ timestamp, prompt, transition }));
   carried = { seed: model.state?.seed ?? 0, schedule };
   connection.switchSession(null, null);
 });

@@ -4,6 +4,7 @@
 
 import { $ } from "./dom.js";
 import { formatSeconds } from "./protocol.js";
+import { describeTransition, TransitionPicker } from "./transition-picker.js";
 
 export class LivePrompt {
   /**
@@ -18,6 +19,7 @@ export class LivePrompt {
     this.form = $("#live-form");
     this.text = $("#live-prompt");
     this.hint = $("#live-hint");
+    this.transition = new TransitionPicker($("#live-transition"));
     this.text.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
@@ -60,9 +62,13 @@ export class LivePrompt {
     const prompt = this.text.value.trim();
     if (!prompt) return;
     const frame = this.target();
-    if (await this.send("schedule_prompt", { new_prompt: prompt, timestamp: frame })) {
+    const data = { new_prompt: prompt, timestamp: frame };
+    const transition = this.transition.value();
+    if (transition) data.transition = transition;
+    if (await this.send("schedule_prompt", data)) {
       this.text.value = "";
-      this.notices.info(`Live prompt at frame ${frame} (${formatSeconds(this.model.timebase.seconds(frame))}).`);
+      const how = transition ? `, ${describeTransition(transition)}` : "";
+      this.notices.info(`Live prompt at frame ${frame} (${formatSeconds(this.model.timebase.seconds(frame))})${how}.`);
     }
   }
 }

@@ -14,6 +14,7 @@ import { SessionModel } from "./session-model.js";
 import { audienceOptions, flag, param } from "./urls.js";
 
 const STAMP_BAND_ROWS = 32; // height of the machine-readable stamp band (longlive_rtc/generators/stamp.py)
+const TRANSITION_BAND_MIN_HEIGHT = 160; // frames this tall carry a second band, of transitions, above it
 
 const video = $("#video");
 const frame = $("#frame");
@@ -23,11 +24,12 @@ const connection = new StreamConnection({ video, ...options.connection, backoff:
 const hideStamp = !flag("stamp", true);
 document.body.classList.toggle("cover", param("fit") === "cover");
 
-/** Size the frame to the picture, less the stamp band when it is hidden. */
+/** Size the frame to the picture, less the stamp bands when they are hidden. */
 function fitFrame() {
   const width = video.videoWidth || DEFAULT_GEOMETRY.width;
   const height = video.videoHeight || DEFAULT_GEOMETRY.height;
-  const shown = hideStamp ? height - STAMP_BAND_ROWS : height;
+  const bands = height >= TRANSITION_BAND_MIN_HEIGHT ? 2 : 1;
+  const shown = hideStamp ? height - bands * STAMP_BAND_ROWS : height;
   frame.style.setProperty("--ratio", String(width / shown));
   frame.style.setProperty("--overscan", String(height / shown));
 }

@@ -5,6 +5,7 @@ export const LIMITS = Object.freeze({
   promptChars: 2000,
   timestamp: 10_000_000,
   seed: 4_294_967_295,
+  blendBlocks: 64,
 });
 
 /** LongLive's geometry; every generator uses it, and `state` events carry it. */
@@ -90,7 +91,7 @@ export function formatSeconds(seconds) {
 /** A schedule as the JSON file the director exports: `[{timestamp, prompt}]` sorted by frame. */
 export function scheduleToJson(scheduled) {
   const entries = scheduled
-    .map(({ timestamp, prompt }) => ({ timestamp, prompt }))
+    .map(({ timestamp, prompt, transition }) => (transition ? { timestamp, prompt, transition } : { timestamp, prompt }))
     .sort((a, b) => a.timestamp - b.timestamp);
   return JSON.stringify(entries, null, 2) + "\n";
 }
@@ -117,18 +118,20 @@ export function parseSchedule(text) {
     if (typeof prompt !== "string" || !prompt.trim() || prompt.length > LIMITS.promptChars) {
       throw new Error(`entry ${index + 1}: 'prompt' must be text of 1..${LIMITS.promptChars} characters`);
     }
-    return { timestamp, prompt };
+    const transition = entry?.transition; // checked by the server, as every schedule_prompt's
+    return transition === undefined ? { timestamp, prompt } : { timestamp, prompt, transition };
   });
 }
 
 /**
- * Schedule `entries` ({timestamp, prompt}) one by one with `send` (a command; null when refused), so that
+ * Schedule `entries` ({timestamp, prompt, transition?}) one by one with `send` (a command; null when refused), so that
  * the server's command budget paces them; resolves to how many were accepted.
  */
 export async function schedulePrompts(send, entries) {
   let added = 0;
-  for (const { timestamp, prompt } of entries) {
-    if (await send("schedule_prompt", { new_prompt: prompt, timestamp })) added += 1;
+  for (const { timestamp, prompt, transition } of entries) {
+    const data = transition ? { new_prompt: prompt, timestamp, transition } : { new_prompt: prompt, timestamp };
+    if (await send("schedule_prompt", data)) added += 1;
   }
   return added;
 }

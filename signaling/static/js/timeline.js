@@ -6,6 +6,7 @@
 
 import { $, h } from "./dom.js";
 import { formatSeconds, parseSchedule, schedulePrompts, scheduleToJson, wholeFrame } from "./protocol.js";
+import { describeTransition, TransitionPicker } from "./transition-picker.js";
 
 export class TimelineEditor {
   /**
@@ -28,6 +29,7 @@ export class TimelineEditor {
     this.preview = $("#schedule-preview");
     this.list = $("#schedule-list");
     this.empty = $("#schedule-empty");
+    this.transition = new TransitionPicker($("#schedule-transition"));
 
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -111,6 +113,7 @@ export class TimelineEditor {
       time: h("span", { class: "entry-time" }),
       prompt: h("p", { class: "entry-prompt" }),
       applies: h("span", {}),
+      transition: h("span", { class: "entry-transition" }),
       tag: h("span", { class: "entry-tag", hidden: true }, "on air"),
     };
     const find = () => this.model.scheduled.find((entry) => entry.timestamp === timestamp);
@@ -119,7 +122,7 @@ export class TimelineEditor {
       { class: "entry", dataset: { timestamp: String(timestamp) } },
       h("div", { class: "entry-when" }, parts.frame, parts.time),
       parts.prompt,
-      h("p", { class: "entry-applies" }, parts.applies, parts.tag),
+      h("p", { class: "entry-applies" }, parts.applies, parts.transition, parts.tag),
       h(
         "div",
         { class: "entry-actions" },
@@ -138,7 +141,8 @@ export class TimelineEditor {
     const start = timebase.appliesAt(entry);
     const onAir = this.model.isOnAir(entry);
     const state = onAir ? "active" : start < current ? "past" : "planned";
-    const key = `${state}\u0000${start}\u0000${entry.prompt}\u0000${timebase.framesPerBlock}`;
+    const transition = describeTransition(entry.transition);
+    const key = `${state}\u0000${start}\u0000${entry.prompt}\u0000${timebase.framesPerBlock}\u0000${transition}`;
     if (key === item.key) return;
     item.key = key;
     const { parts, li } = item;
@@ -147,6 +151,7 @@ export class TimelineEditor {
     parts.prompt.textContent = entry.prompt;
     parts.applies.textContent =
       start === entry.timestamp ? "block start" : `applies at block start ${start} · ${formatSeconds(timebase.seconds(start))}`;
+    parts.transition.textContent = transition ? ` · ${transition}` : "";
     parts.tag.hidden = !onAir;
   }
 
@@ -155,6 +160,7 @@ export class TimelineEditor {
     this.prompt.value = entry.prompt;
     this.at.value = String(entry.timestamp);
     this.unit.value = "frame";
+    this.transition.set(entry.transition);
     this.submit.textContent = "Save";
     this.cancel.hidden = false;
     this.form.classList.add("editing");
@@ -165,6 +171,7 @@ export class TimelineEditor {
   stopEditing() {
     this.editing = null;
     this.form.reset();
+    this.transition.reset();
     this.submit.textContent = "Add";
     this.cancel.hidden = true;
     this.form.classList.remove("editing");
@@ -179,7 +186,10 @@ export class TimelineEditor {
       return;
     }
     const moved = this.editing !== null && this.editing !== frame ? this.editing : null;
-    if (!(await this.send("schedule_prompt", { new_prompt: prompt, timestamp: frame }))) return;
+    const data = { new_prompt: prompt, timestamp: frame };
+    const transition = this.transition.value();
+    if (transition) data.transition = transition;
+    if (!(await this.send("schedule_prompt", data))) return;
     if (moved !== null) await this.send("remove_prompt", { timestamp: moved });
     this.stopEditing();
   }
