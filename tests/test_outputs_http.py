@@ -252,7 +252,7 @@ async def test_live_ts_keeps_arriving_for_many_readers_and_a_reader_that_stops_r
                 async for chunk in response.content.iter_any():
                     data[i].extend(chunk)
                     arrivals[i].append(time.monotonic() - started)
-                    if arrivals[i][-1] > 5.0:
+                    if arrivals[i][-1] > 6.0:
                         return
 
         await asyncio.wait_for(asyncio.gather(read(0), read(1)), 60)
@@ -264,8 +264,8 @@ async def test_live_ts_keeps_arriving_for_many_readers_and_a_reader_that_stops_r
         stalled.close()
         assert live(server, session).running
     for i in range(2):
-        for second in range(5):  # frames keep arriving: something in every second of the 5
-            assert any(second <= t < second + 1 for t in arrivals[i]), f"reader {i}: nothing in second {second}"
+        for start in (0, 2, 4):  # frames keep arriving: something in every 2 s of the 6
+            assert any(start <= t < start + 2 for t in arrivals[i]), f"reader {i}: nothing in {start}..{start + 2} s"
         (tmp_path / f"{i}.ts").write_bytes(data[i])
         probe = ffprobe(tmp_path / f"{i}.ts")
         assert probe["codec_name"] == "h264" and probe["r_frame_rate"] == "15/1" and probe["nb_read_frames"] >= 30

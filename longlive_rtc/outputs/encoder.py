@@ -112,6 +112,15 @@ class SharedEncoder:
             self._keyframe_wanted = True
 
     @property
+    def taken(self) -> int:
+        """Frames handed in so far (each is encoded, dropped or skipped in turn)."""
+        return self.frames_in
+
+    def caught_up(self, taken: int) -> bool:
+        """Whether every one of the first ``taken`` frames has been encoded (or dropped, or skipped)."""
+        return self.frames_encoded + self.dropped + self.out_of_order >= taken or not self.alive
+
+    @property
     def sinks(self) -> int:
         with self._cond:
             return len(self._sinks)
@@ -183,11 +192,10 @@ class SharedEncoder:
         picture.pts, picture.time_base = frame.pts, TIME_BASE
         if keyframe:
             picture.pict_type = PictureType.I
-        packets = codec.encode(picture)
-        self.frames_encoded += 1
-        for packet in packets:  # zerolatency, no B-frames: the packet of this very frame
+        for packet in codec.encode(picture):  # zerolatency, no B-frames: the packet of this very frame
             pts = frame.pts if packet.pts is None else packet.pts
             self._deliver(EncodedPacket(bytes(packet), pts, packet.is_keyframe, frame.video_frame, frame.wall))
+        self.frames_encoded += 1  # counted once its packet is with every output
 
     def _deliver(self, packet: EncodedPacket) -> None:
         self.packets += 1

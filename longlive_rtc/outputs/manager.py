@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,10 +115,20 @@ class SessionOutputs:
         if recording is None:
             ended = f" (the last one ended: {self.recording.reason})" if self.recording else ""
             raise OutputConflict(f"session {self.session_id} is not recording{ended}")
+        await self._catch_up()  # what went on air before the stop is in the file
         recording.stop(reason)
         await asyncio.to_thread(recording.wait)
         self._release_if_idle()
         return recording.info()
+
+    async def _catch_up(self, timeout: float = 2.0) -> None:
+        """Wait (a frame or two) for the encoder to finish the frames on air until now."""
+        encoder = self.encoder
+        if encoder is None:
+            return
+        taken, deadline = encoder.taken, time.monotonic() + timeout
+        while not encoder.caught_up(taken) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     # --- clips -------------------------------------------------------------------------------------
 
