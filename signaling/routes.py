@@ -69,6 +69,12 @@ HTTP_MARKDOWN = "\n".join([
     "| `PATCH /whep/{id}/{peer}` | any token of it | trickle ICE (`application/trickle-ice-sdpfrag`) -> 204; "
     "422 for an ICE restart ([interop.md](interop.md)) |",
     "| `DELETE /whep/{id}/{peer}`, `DELETE /sessions/{id}/peers/{peer}` | any token of it | -> 204 |",
+    "| `POST`/`DELETE`/`GET /sessions/{id}/recording` | controller | start (201) / stop (200) / status of the "
+    "recording; 409, 507 when the quota or disk is full ([outputs.md](outputs.md)) |",
+    "| `GET /sessions/{id}/recordings`, `GET`/`DELETE /sessions/{id}/recordings/{name}` | controller | the "
+    "recordings and clips; a file (MP4 or its replay JSON); 204 |",
+    "| `POST /sessions/{id}/clips` | controller | `{seconds}` -> 201 the clip of the last N seconds |",
+    "| `GET /sessions/{id}/stream.ts` | any token of it | live H.264 in MPEG-TS, chunked |",
 ])  # fmt: skip
 
 
