@@ -243,7 +243,7 @@ async def test_a_first_prompt_that_fails_at_block_zero_ends_the_run() -> None:
         run.engine.start(0)
         failed = await run.wait(PromptFailed)
         assert failed.entry.prompt == "bad" and failed.ended_run
-        assert generator._scene is None  # begin() was never called
+        assert generator._look is None  # begin() was never called
         await asyncio.sleep(0.05)
         assert not any(isinstance(e, BlockDone) for e in run.events)
         assert [e.prompt for e in schedule.snapshot()] == ["other"]
