@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 
@@ -13,7 +15,9 @@ from longlive_rtc.bench import bench_sessions
 from longlive_rtc.generators.base import Generator
 from longlive_rtc.generators.gpu_worker import GpuWorker, WorkerSession
 from longlive_rtc.generators.longlive import LongLiveGenerator
+from longlive_rtc.session import Role, Session
 
+from .support import EventLog
 from .test_longlive_generator import tiny_longlive
 
 #: (seed, prompts by block: a switch where the prompt changes, None = reset then begin again)
@@ -115,6 +119,18 @@ def test_sessions_share_the_weights_and_keep_their_own_state() -> None:
         assert one.pipeline.cache is None and two.pipeline.cache is not None
     finally:
         worker.close()
+
+
+def test_a_fork_keeps_the_settings_not_the_instance_wrappers() -> None:
+    generator = tiny_longlive("tae")
+    pipeline = generator.pipeline
+    pipeline.global_sink, pipeline.context_noise = False, 0.25
+    pipeline._step = None  # type: ignore[assignment]  # e.g. a profiler's wrapper
+    pipeline.begin(0, generator.encode_prompt("p"))
+    fork = pipeline.fork()
+    assert (fork.global_sink, fork.context_noise, fork.sampler) == (False, 0.25, pipeline.sampler)
+    assert fork._step is not None and fork.cache is None and fork.noise is not pipeline.noise
+    assert type(fork.noise) is type(pipeline.noise)
 
 
 def test_a_failing_request_fails_its_caller_only() -> None:
@@ -226,3 +242,78 @@ def test_two_full_size_sessions_on_one_gpu_equal_each_alone() -> None:
         frames, x0 = want[name]
         assert all(np.array_equal(g, w) for g, w in zip(got[name], frames, strict=True)), name
         assert all(torch.equal(g, w) for g, w in zip(latents[name], x0, strict=True)), name
+
+
+def command(session: Session, kind: str, **data) -> None:
+    replies: list = []
+    session.handle(json.dumps({"type": kind, "data": data}), Role.CONTROLLER, replies.append)
+    assert [r.type for r in replies] == ["ack"], [r.to_dict() for r in replies]
+
+
+def start(session: Session, schedule: list[tuple[int, str]], seed: int) -> None:
+    for timestamp, prompt in schedule:
+        command(session, "schedule_prompt", new_prompt=prompt, timestamp=timestamp)
+    command(session, "set_seed", seed=seed)
+    command(session, "start")
+
+
+async def pull(session: Session, frames: dict[int, np.ndarray]) -> None:
+    item = session.engine.next_frame()
+    if item.image is not None and item.index is not None:
+        frames[item.index] = item.image
+    await asyncio.sleep(0.002)
+
+
+A_SCHEDULE = [(0, "first"), (3, "second"), (7, "third")]
+WANT_FRAMES = 9 + 12 * 4
+
+
+async def test_engines_on_one_worker_stream_undisturbed_by_each_other() -> None:
+    """Session A streams through its engine while session B on the same worker pauses, resets and starts
+    again: A's frames equal A's alone, frame by frame."""
+    alone = Session("alone", tiny_longlive("tae"))
+    alone.join(Role.CONTROLLER, EventLog())
+    want: dict[int, np.ndarray] = {}
+    try:
+        start(alone, A_SCHEDULE, seed=5)
+        for _ in range(4000):
+            if len(want) >= WANT_FRAMES:
+                break
+            await pull(alone, want)
+    finally:
+        alone.close()
+    assert len(want) >= WANT_FRAMES
+
+    worker = GpuWorker(tiny_longlive("tae"))
+    a, b = Session("a", worker.session()), Session("b", worker.session())
+    b_log = EventLog()
+    for session, log in ((a, EventLog()), (b, b_log)):
+        session.join(Role.CONTROLLER, log)
+    got: dict[int, np.ndarray] = {}
+    b_frames: dict[int, np.ndarray] = {}
+    try:
+        start(b, [(0, "other")], seed=9)
+        start(a, A_SCHEDULE, seed=5)
+        steps = iter([(12, "pause"), (24, "reset"), (36, "restart")])
+        at, action = next(steps)
+        restarted = 0
+        for _ in range(4000):
+            if len(got) >= WANT_FRAMES:
+                break
+            await pull(a, got)
+            await pull(b, b_frames)
+            if action and len(got) >= at:
+                if action == "restart":
+                    restarted = b_log.mark()
+                    start(b, [(0, "again")], seed=2)
+                else:
+                    command(b, action)
+                at, action = next(steps, (0, None))
+        assert action is None and len(got) >= WANT_FRAMES
+        assert all(np.array_equal(got[i], want[i]) for i in range(WANT_FRAMES))
+        await b_log.wait_for(lambda e: e.type == "progress", since=restarted)  # B streams again
+    finally:
+        a.close()
+        b.close()
+        worker.close()
+    assert b_frames  # B streamed before its pause

@@ -135,7 +135,9 @@ class LongLiveGenerator:
         """Another stream over the same weights, text encoder and decoder: its own KV cache, cross-attention
         cache, noise and decoder cache (one per session on a shared GPU)."""
         decoder = StreamingDecoder(self.decoder.model, self.decoder.frame_chunk)
-        return LongLiveGenerator(self.pipeline.fork(), self._encode, decoder)
+        other = LongLiveGenerator(self.pipeline.fork(), self._encode, decoder)
+        other._side = self._side  # one decode stream: its memory pool is warm, and shared, from the warm-up
+        return other
 
     def reset(self) -> None:
         self.pipeline.end()

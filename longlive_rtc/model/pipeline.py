@@ -75,9 +75,14 @@ class StreamingPipeline:
 
     def fork(self) -> StreamingPipeline:
         """A new, unstarted stream over the same model and settings (its own cache, context and noise)."""
-        other = copy.copy(self)
-        other.noise = copy.copy(self.noise)  # every source replaces its generators on reset
-        other.end()
+        other = StreamingPipeline(
+            self.model,
+            noise=copy.copy(self.noise),  # every source replaces its generators on reset
+            global_sink=self.global_sink,
+            context_noise=self.context_noise,
+            beyond_rope_limit=self.beyond_rope_limit,
+        )
+        other.sampler = self.sampler  # the same steps and shift (stateless); wrappers on this instance stay here
         return other
 
     @property
