@@ -240,3 +240,27 @@ async def test_a_session_created_over_http_takes_a_schedule_with_transitions() -
         bad = [entries[0], {"timestamp": 3, "prompt": "y", "transition": {"mode": "cut", "curve": "slerp"}}]
         async with http.post(f"{server.url}/sessions", json={"schedule": bad}) as r:
             assert r.status == 400 and "unknown fields for a 'cut' transition" in (await r.json())["error"]["message"]
+
+
+def test_a_repeated_prompt_is_a_no_op_unless_it_cuts_and_a_recache_ends_a_blend() -> None:
+    blocks = stream_blocks(
+        [
+            (0, "a red fox", None),
+            (3, "a red fox", None),  # the same prompt by recache: nothing happens
+            (6, "a red fox", {"mode": "cut"}),  # a cut with the same prompt still cuts
+            (9, "a blue sea", {"mode": "blend", "blocks": 4}),
+            (15, "a green forest", None),  # a recache in the middle of the blend ends it at once
+        ],
+        7,
+    )
+    shown = [(read_stamp(b.frames[0]).prompt, read_transition_stamp(b.frames[0])) for b in blocks]  # type: ignore[union-attr]
+    assert [(p, t.take, t.weight) for p, t in shown] == [  # type: ignore[union-attr]
+        (0, 0, 255),
+        (0, 0, 255),
+        (1, 1, 255),
+        (2, 1, 64),
+        (2, 1, 128),
+        (3, 1, 255),
+        (3, 1, 255),
+    ]
+    assert [b.blend_weight for b in blocks] == [None, None, None, 0.25, 0.5, None, None]
