@@ -256,6 +256,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         session_idle=float(args.session_idle),
         buffer_blocks=int(args.buffer_blocks),
         late_binding=args.late_binding == "on",
+        live_switch=args.live_switch,
     )
     if args.auth not in ("token", "none"):
         raise SystemExit("error: --auth must be 'token' or 'none'")
@@ -414,6 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(serve, "rate-burst", 30, type=bounded(int, 1), help="sessions/offers at once per client address")
     add_option(serve, "buffer-blocks", 1, type=bounded(int, 1), help="blocks buffered ahead of playback")
     add_option(serve, "late-binding", "on", choices=["on", "off"], help="start each block just in time (off: asap)")
+    add_option(
+        serve,
+        "live-switch",
+        "block-end",
+        choices=["block-end", "asap"],
+        help="a live prompt airs when the block on air ends, or asap (skipping the rest of that block)",
+    )
     add_option(serve, "recordings-dir", "recordings", help="where recordings and clips go (docs/outputs.md)")
     add_option(serve, "recordings-quota", "10G", type=byte_size, help="room for all recordings and clips (K/M/G/T)")
     add_option(

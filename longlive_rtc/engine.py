@@ -114,6 +114,8 @@ class Engine:
         self.playout_period = 1.0 / PLAYBACK_FPS  # seconds per frame on air; the on-air clock sets its own
         self.pacer = Pacer()  # late binding: each block starts just in time (``pacer.enabled = False``: asap)
         self._last_shown: float | None = None  # when the last buffered frame went on air, this playback
+        self._live: list[ScheduledPrompt] = []  # prompts scheduled for the next block, for ``pacer.asap``
+        self.frames_skipped = 0  # queued frames a live prompt's block replaced (``pacer.asap``)
         self._stalls_seen = 0
         self._cond = threading.Condition()
         self._run = 0
@@ -137,6 +139,7 @@ class Engine:
             self._seed = seed
             self._running, self._paused = True, False
             self._begin_pending, self._playing, self._last_shown = True, False, None
+            self._live.clear()
             self.buffer.clear()
             self._cond.notify_all()
             return self._run
@@ -161,6 +164,7 @@ class Engine:
             self._run += 1
             self._running = self._paused = self._playing = False
             self._drop_pending, self._last_shown = True, None
+            self._live.clear()
             self.buffer.clear()
             self._cond.notify_all()
 
@@ -168,6 +172,8 @@ class Engine:
         """Encode ``entry``'s prompt ahead of its switch (on the worker, between blocks)."""
         with self._cond:
             self._to_prepare.append(entry)
+            if self.pacer.asap and self._running and entry.timestamp <= self._stream.next_frame:
+                self._live.append(entry)  # a live prompt: its block starts at once
             self._cond.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -269,15 +275,21 @@ class Engine:
 
     def _start_in(self) -> float:
         """Seconds until the next block should start (under ``_cond``)."""
+        if self._live:
+            return 0.0
         return self.pacer.start_in(time.monotonic(), len(self.buffer), self._last_shown, self.playout_period)
 
     def _generate_block(self, run: int) -> None:
         started = time.monotonic()
+        with self._cond:
+            live = list(self._live)  # scheduled before this block read its prompt: it applies them or none
         try:
             block = self._stream.step()
         except PromptEncodingError as exc:  # nothing reached the generator: retry the block without it
             self._prompt_failed(run, exc.entry, exc.cause, ends_run=self._stream.next_frame == 0)
             return
+        with self._cond:
+            self._live = [entry for entry in self._live if entry not in live]
         self.blocks_generated += 1
         finished = time.monotonic()
         with self._cond:
@@ -292,7 +304,12 @@ class Engine:
             return
         if block.applied is not None:  # before its frames can go on air: on_air always follows prompt_applied
             self._emit(PromptApplied(run, block.applied, block.start_frame))
-        if not self.buffer.put_block(_buffered(block, run)):
+        if block.applied is not None and block.applied in live:  # at once, in place of the frames queued
+            with self._cond:
+                if run != self._run:
+                    return
+                self.frames_skipped += self.buffer.replace(_buffered(block, run))
+        elif not self.buffer.put_block(_buffered(block, run)):
             return
         self._emit(BlockDone(run, block.end_frame, block.end_video_frame))
 

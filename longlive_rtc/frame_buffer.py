@@ -57,6 +57,16 @@ class FrameBuffer:
                 self.high_water = max(self.high_water, len(self._frames))
             return True
 
+    def replace(self, frames: list[BufferedFrame]) -> int:
+        """Drop every queued frame and queue ``frames`` in their place at once; the number dropped."""
+        with self._cond:
+            dropped = len(self._frames)
+            self._frames.clear()
+            self._frames.extend(frames)
+            self.high_water = max(self.high_water, len(self._frames))
+            self._cond.notify_all()
+            return dropped
+
     def pop(self) -> BufferedFrame | None:
         """The oldest frame, or None when empty (never blocks)."""
         with self._cond:

@@ -5,6 +5,11 @@ is needed; started *just in time* (the measured block time plus a safety margin 
 find the buffer empty) it reads the prompt only that long before its first frame is on air. Zero stalls stays
 the first rule: the margin doubles after a near-stall (a block ready less than a third of a frame early) or
 a stall, and shrinks by 2 % per block on time.
+
+Even just in time, a prompt waits for the block on air to end: up to a block more. With ``asap`` a *live*
+prompt (one scheduled at or before the next block to generate) starts its block at once and that block
+replaces what is left of the one on air, so the prompt airs one block time after it came (two at most, when a
+block had just begun); the frames skipped are never shown.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ class Pacer:
     """Just-in-time block starts from measured block times and an adaptive safety margin (seconds)."""
 
     enabled: bool = True
+    asap: bool = False  # live prompts: their block airs as soon as it is generated (skipping queued frames)
     margin: float = 0.15
     min_margin: float = 0.04
     max_margin: float = 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -97,3 +98,37 @@ def test_block_ms_comes_from_the_flag_or_the_environment(monkeypatch: pytest.Mon
     assert build_generator(build_parser().parse_args(["serve"])).block_ms == 420.0
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--block-ms", "-1"])
+
+
+async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_once() -> None:
+    session = Session("asap", SyntheticGenerator(SMALL, block_ms=100))
+    session.engine.pacer.asap = True
+    clock = OnAirClock(session.engine, on_shown=session.shown)
+    shown: list[int | None] = []
+    clock.add_sink(type("Sink", (), {"on_air": lambda self, frame: shown.append(frame.video_frame)})())
+    clock.start()
+    log = EventLog()
+    session.join(Role.CONTROLLER, log)
+    try:
+        command(session, "schedule_prompt", new_prompt="first", timestamp=0)
+        command(session, "schedule_prompt", new_prompt="planned", timestamp=9)  # not live: no skipping
+        command(session, "start")
+        await log.wait_for(lambda e: e.type == "on_air" and e.data["timestamp"] == 9)
+        await log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] >= 15)
+        assert session.engine.frames_skipped == 0, "a prompt scheduled ahead airs at its block, nothing skipped"
+        on_air = []
+        for number in range(3):
+            progress = await log.wait_for(lambda e: e.type == "progress", since=log.mark())
+            frame = progress.data["current_start_frame"]
+            command(session, "schedule_prompt", new_prompt=f"live {number}", timestamp=frame)
+            on_air.append(await log.wait_for(lambda e, t=frame: e.type == "on_air" and e.data["timestamp"] == t))
+        await asyncio.sleep(0.3)
+        assert session.engine.frames_skipped > 0 and session.engine.stalls == 0
+        frames = [f for f in shown if f is not None]
+        assert frames == sorted(frames) and len(set(frames)) == len(frames), "in order, each frame once"
+        for event in on_air:  # each live block cut in: the frame before it on screen is not its predecessor
+            index = frames.index(event.data["video_frame"])
+            assert frames[index - 1] < event.data["video_frame"] - 1, "the rest of the block on air was skipped"
+    finally:
+        clock.stop()
+        session.close()

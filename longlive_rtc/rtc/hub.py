@@ -26,6 +26,7 @@ from .track import OnAirClock
 
 log = logging.getLogger(__name__)
 
+LIVE_SWITCHES = ("block-end", "asap")
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{4,64}")
 #: Wraps a session's (join, handle) for a peer's data channel (see Hub.connect).
 ChannelAdapter = Callable[[Callable, Callable], tuple[Callable, Callable]]
@@ -68,11 +69,14 @@ class HubConfig:
     session_idle: float = 600.0  # a session with no peer that is not running is freed after this long
     buffer_blocks: int = 1
     late_binding: bool = True  # each block starts just in time (see longlive_rtc.pacing); False: asap
+    live_switch: str = "block-end"  # a live prompt airs when the block on air ends, or "asap" (skipping its rest)
     connect_timeout: float = 15.0  # a peer not connected by then (client gone after its offer) is closed
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
             raise ValueError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+        if self.live_switch not in LIVE_SWITCHES:
+            raise ValueError(f"live_switch must be one of {', '.join(LIVE_SWITCHES)}")
 
 
 class LiveSession:
@@ -85,10 +89,12 @@ class LiveSession:
     """
 
     def __init__(
-        self, session: Session, fps: int, codec: str, provisional: bool = False, late_binding: bool = True
+        self, session: Session, fps: int, codec: str, provisional: bool = False, config: HubConfig | None = None
     ) -> None:
         self.session = session
-        session.engine.pacer.enabled = late_binding
+        config = config or HubConfig()
+        session.engine.pacer.enabled = config.late_binding
+        session.engine.pacer.asap = config.live_switch == "asap"
         self.clock = OnAirClock(session.engine, fps, on_shown=session.shown)
         self.clock.start()
         self.codec = codec
@@ -188,7 +194,7 @@ class Hub:
             )
         session_id = session_id or secrets.token_urlsafe(8)
         session = Session(session_id, self._generator_factory(), buffer_blocks=self.config.buffer_blocks)
-        live = LiveSession(session, self.config.fps, codec, provisional, self.config.late_binding)
+        live = LiveSession(session, self.config.fps, codec, provisional, self.config)
         self.sessions[session_id] = live
         for listener in self.on_created:
             listener(live)
