@@ -225,6 +225,17 @@ async def test_live_ts_readers_share_one_encode_and_a_slow_one_is_dropped(frames
     assert len(late_data) % 188 == 0 and late_data[0] == 0x47
 
 
+def test_a_session_id_is_never_a_path_out_of_the_recordings_folder(tmp_path: Path) -> None:
+    name = "rec-20260101T000000Z-abcdef.mp4"
+    (tmp_path / name).write_bytes(b"outside the recordings folder")
+    store = Store(tmp_path / "recordings", quota=1 << 20)
+    store.folder("sess-1")
+    assert store.path("..", name) is None and store.files("..") == [] and not store.delete("..", name)
+    with pytest.raises(ValueError):
+        store.new_stem("../x", "rec")
+    assert (tmp_path / name).exists()
+
+
 def test_the_replay_frame_of_a_video_frame() -> None:
     assert [generation_frame(v) for v in (0, 1, 4, 5, 8, 9, 89)] == [0, 1, 1, 2, 2, 3, 23]
     assert STEP == 6000

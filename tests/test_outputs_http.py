@@ -170,6 +170,7 @@ async def test_bad_output_requests_get_json_errors_and_the_stream_plays_on(tmp_p
         await refused("POST", "/sessions/nope-nope/recording", API_KEY, 404)
         await refused("POST", "/sessions/nope-nope/clips", API_KEY, 404, json={"seconds": 2})
         await refused("GET", "/sessions/nope-nope/stream.ts", API_KEY, 404)
+        await refused("GET", "/sessions/nope-nope/recordings", API_KEY, 404)
         await refused("POST", f"{base}/recording", None, 401)
         await refused("GET", f"{base}/stream.ts", None, 401)
         await refused("GET", f"{base}/recordings", None, 401)

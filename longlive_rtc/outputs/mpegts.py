@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 TS_OPTIONS = {"flush_packets": "1", "max_delay": "0", "mpegts_flags": "resend_headers"}
 MAX_LAG = 3.0  # seconds a reader may fall behind before it is dropped
 MAX_BYTES = 8 * 1024 * 1024
+NO_VIDEO_TIMEOUT = 10.0  # a reader that got nothing for this long is ended (the encoder failed or stopped)
 
 
 class TooManyReaders(Exception):
@@ -65,7 +66,10 @@ class TsReader:
         """Everything waiting (at least one chunk), or None once the reader is closed."""
         while not self._chunks and self.closed is None:
             self._ready.clear()
-            await self._ready.wait()
+            try:
+                await asyncio.wait_for(self._ready.wait(), NO_VIDEO_TIMEOUT)
+            except TimeoutError:
+                self.close(f"no video for {NO_VIDEO_TIMEOUT:g} s")
         if self.closed is not None:
             return None
         data = b"".join(chunk for chunk, _ in self._chunks)

@@ -14,6 +14,7 @@ from pathlib import Path
 MIN_FREE_BYTES = 64 * 1024 * 1024  # nothing new starts on a disk with less free space than this
 #: Names of files in a session's folder: ``rec-`` (recordings) or ``clip-``, a UTC time, a random tag.
 FILE_NAME = re.compile(r"(rec|clip)-\d{8}T\d{6}Z-[0-9a-f]{6}\.(mp4|json)")
+SESSION_FOLDER = re.compile(r"[A-Za-z0-9_-]{4,64}")  # a session id (the hub's rule): never a path
 SIZE_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -100,8 +101,13 @@ class Store:
             if self._used is not None:
                 self._used = max(0, self._used - size)
 
+    def _folder(self, session_id: str) -> Path:
+        if not SESSION_FOLDER.fullmatch(session_id):
+            raise ValueError(f"not a session id: {session_id[:80]!r}")
+        return self.root / session_id
+
     def folder(self, session_id: str) -> Path:
-        folder = self.root / session_id
+        folder = self._folder(session_id)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -112,14 +118,16 @@ class Store:
 
     def path(self, session_id: str, name: str) -> Path | None:
         """The file ``name`` of a session, or None (a name that is not one of ours is never a path)."""
-        if not FILE_NAME.fullmatch(name):
+        if not FILE_NAME.fullmatch(name) or not SESSION_FOLDER.fullmatch(session_id):
             return None
-        path = self.root / session_id / name
+        path = self._folder(session_id) / name
         return path if path.is_file() else None
 
     def files(self, session_id: str) -> list[Path]:
         """A session's MP4 files, oldest first."""
-        folder = self.root / session_id
+        if not SESSION_FOLDER.fullmatch(session_id):
+            return []
+        folder = self._folder(session_id)
         if not folder.is_dir():
             return []
         return sorted(p for p in folder.iterdir() if FILE_NAME.fullmatch(p.name) and p.suffix == ".mp4")
