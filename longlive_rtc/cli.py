@@ -257,6 +257,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         buffer_blocks=int(args.buffer_blocks),
         late_binding=args.late_binding == "on",
         live_switch=args.live_switch,
+        stamp_frames=args.stamp_frames,
     )
     if args.auth not in ("token", "none"):
         raise SystemExit("error: --auth must be 'token' or 'none'")
@@ -428,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
         serve, "clip-seconds", 30.0, type=bounded(float, 0),
         help="seconds of encoded video each session keeps for clips (0: no clips, no encoding until asked)",
     )  # fmt: skip
+    serve.add_argument(
+        "--stamp-frames",
+        action="store_true",
+        default=os.environ.get(ENV_PREFIX + "STAMP_FRAMES", "").lower() not in ("", "0", "false", "no"),
+        help="stamp each frame on air with its index and prompt number (latency probes: benchmarks/switch_latency.py) [env LONGLIVE_RTC_STAMP_FRAMES=1]",
+    )
     serve.add_argument(
         "--reactor-local",
         action="store_true",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from longlive_rtc.generators import SyntheticGenerator
@@ -120,3 +121,46 @@ async def test_on_air_follows_prompt_applied_and_matches_the_received_stamps() -
             assert state["data"]["playback_frame"] >= on_air[-1]["data"]["video_frame"]
         finally:
             await client.close()
+
+
+class Flat:
+    """A generator of grey frames with no stamp of its own."""
+
+    name = "flat"
+    geometry = SMALL
+
+    def encode_prompt(self, prompt: str) -> str:
+        return prompt
+
+    def begin(self, seed: int, prompt: str) -> None:
+        self.start = 0
+
+    def switch_prompt(self, prompt: str) -> None:
+        pass
+
+    def next_block(self):
+        count = self.geometry.video_frames_in_block(self.start)
+        self.start += self.geometry.frames_per_block
+        return np.full((count, self.geometry.height, self.geometry.width, 3), 128, dtype=np.uint8)
+
+    def reset(self) -> None:
+        self.start = 0
+
+
+async def test_the_clock_stamps_frames_of_any_generator_when_asked() -> None:
+    hub = Hub(Flat, HubConfig(max_sessions=1, stamp_frames=True))
+    try:
+        live = hub.create_session("stamped")
+        sink = Collect()
+        live.add_sink(sink)
+        for t, prompt in [(0, "one"), (6, "two"), (12, "three")]:
+            command(live.session, "schedule_prompt", new_prompt=prompt, timestamp=t)
+        command(live.session, "start")
+        await wait_until(lambda: any((f.video_frame or 0) >= 50 for f in sink.frames), what="frames on air")
+        shown = [f for f in sink.frames if f.video_frame is not None and not f.repeat]
+        for f in shown:
+            stamp = read_stamp(f.planes[: SMALL.height])
+            assert stamp is not None and stamp.frame == f.video_frame
+            assert stamp.prompt == (0 if f.video_frame < 21 else 1 if f.video_frame < 45 else 2), stamp
+    finally:
+        await hub.close()

@@ -70,6 +70,7 @@ class HubConfig:
     buffer_blocks: int = 1
     late_binding: bool = True  # each block starts just in time (see longlive_rtc.pacing); False: asap
     live_switch: str = "block-end"  # a live prompt airs when the block on air ends, or "asap" (skipping its rest)
+    stamp_frames: bool = False  # the on-air clock stamps frame index and prompt number into every frame
     connect_timeout: float = 15.0  # a peer not connected by then (client gone after its offer) is closed
 
     def __post_init__(self) -> None:
@@ -95,7 +96,7 @@ class LiveSession:
         config = config or HubConfig()
         session.engine.pacer.enabled = config.late_binding
         session.engine.pacer.asap = config.live_switch == "asap"
-        self.clock = OnAirClock(session.engine, fps, on_shown=session.shown)
+        self.clock = OnAirClock(session.engine, fps, on_shown=session.shown, stamp=config.stamp_frames)
         self.clock.start()
         self.codec = codec
         self.provisional = provisional

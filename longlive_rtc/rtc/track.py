@@ -21,6 +21,7 @@ from av import VideoFrame
 
 from ..engine import Engine, Playout, PlayoutItem
 from ..generators.base import PLAYBACK_FPS
+from ..generators.stamp import Stamp, draw_stamp
 from ..outputs import CLOCK_RATE, FrameSink, OnAirFrame
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,16 @@ class OnAirClock:
     (the engine counts the stall); before start the engine's idle card is shown. ``on_shown`` is called
     with each tick's :class:`PlayoutItem` just after the frame went out (soon after, on the loop), so events
     tied to the screen follow the picture. A sink that raises is removed and logged; nothing stops the
-    clock but :meth:`stop`.
+    clock but :meth:`stop`. With ``stamp`` every generated frame gets the :mod:`stamp` band (its index and
+    the number of prompt switches so far), whatever the generator: latency probes read it.
     """
 
     def __init__(
-        self, engine: Engine, fps: int = PLAYBACK_FPS, on_shown: Callable[[PlayoutItem], None] | None = None
+        self,
+        engine: Engine,
+        fps: int = PLAYBACK_FPS,
+        on_shown: Callable[[PlayoutItem], None] | None = None,
+        stamp: bool = False,
     ) -> None:
         if CLOCK_RATE % fps:
             raise ValueError(f"fps must divide {CLOCK_RATE}")
@@ -67,6 +73,8 @@ class OnAirClock:
         self.latest: OnAirFrame | None = None
         self.sinks: list[FrameSink] = []
         self._on_shown = on_shown
+        self.stamp = stamp
+        self._prompt_number = 0
         self._planes: np.ndarray | None = None
         self._idle: np.ndarray | None = None
         self._waiters: list[asyncio.Future[OnAirFrame | None]] = []
@@ -141,6 +149,8 @@ class OnAirClock:
         repeat = True
         if item.kind is Playout.FRAME and item.image is not None:
             self._planes, self.last_index, repeat = to_yuv420p(item.image), item.index, False
+            if self.stamp:
+                self._stamp(self._planes, item)
         elif item.kind is Playout.IDLE:
             if self._idle is None:
                 self._idle = to_yuv420p(self.engine.idle_card)
@@ -166,6 +176,12 @@ class OnAirClock:
             with contextlib.suppress(RuntimeError):  # no loop (a test ticking by hand): nobody to tell
                 asyncio.get_running_loop().call_soon(self._shown, item)
         return frame
+
+    def _stamp(self, planes: np.ndarray, item: PlayoutItem) -> None:
+        """The stamp band into the luma plane of a fresh frame (the synthetic generator's numbering)."""
+        if item.applied is not None:
+            self._prompt_number = 0 if item.frame == 0 else self._prompt_number + 1
+        draw_stamp(planes[: self.engine.geometry.height], Stamp(item.index or 0, self._prompt_number))
 
     def _shown(self, item: PlayoutItem) -> None:
         try:
