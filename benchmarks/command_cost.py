@@ -27,7 +27,7 @@ from longlive_rtc.schedule import FRAMES_PER_BLOCK  # noqa: E402
 from tests.fuzz_stage import PACE, ChannelPeer, fps  # noqa: E402
 from tests.rtc_client import Client  # noqa: E402
 
-DRAIN = 6.0  # seconds for the last delayed state snapshots to go out before CPU is measured
+DRAIN = 6.0  # seconds for the last delayed events to go out before CPU is measured
 
 
 def prompt(timestamp: int, chars: int, version: int = 0) -> str:
@@ -83,7 +83,10 @@ async def measure(args: argparse.Namespace, server: ServerProcess) -> dict:
     assert (await controllers[0].request("start"))["type"] == "ack"
     print(f"{loaded} prompts scheduled in {time.monotonic() - loading:.1f} s; streaming", flush=True)
     await viewer.wait_frames(30, timeout=30)
-    state_bytes = len(json.dumps(controllers[1].states[-1])) if controllers[1].states else 0
+    assert (await controllers[1].request("get_state"))["type"] == "ack"  # the snapshot a joiner gets
+    await asyncio.sleep(1.0)
+    snapshots = [s for s in controllers[1].states if "scheduled" in s]
+    state_bytes = len(json.dumps(snapshots[-1], separators=(",", ":"), ensure_ascii=False).encode()) if snapshots else 0
 
     await asyncio.sleep(DRAIN)
     idle_began = time.monotonic()

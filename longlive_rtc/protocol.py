@@ -33,6 +33,7 @@ MAX_ID_CHARS = 128
 MAX_ID_INT = 2**53 - 1  # exactly representable in every JSON client
 COMMAND_BURST = 50  # commands one connection may send at once ...
 COMMAND_RATE = 20.0  # ... and a second in the long run (a token bucket)
+SCHEDULE_EVENT_INTERVAL = 0.25  # seconds between two schedule_changed of a session at least
 EXCERPT_CHARS = 80  # client text quoted back in error messages is cut to this
 TEXT_RULES = (
     "Surrounding whitespace is stripped (the length counts what is left); valid Unicode only, no control "
@@ -813,12 +814,13 @@ def _schedule_markdown() -> list[str]:
         "A member gets the whole schedule in the `state` that greets it (and in each answer to `get_state`);",
         "after that it follows the schedule through `schedule_changed` events, so a change costs the same",
         "whatever the size of the schedule. A `schedule_changed` goes to every member at the end of the",
-        "event-loop turn in which the schedule changed, after the `ack`s of the commands that changed it: the",
-        "changes of a burst of commands travel together, in the order they happened (a burst of long prompts",
-        "may be split over several events). Changes the engine makes go out the same way: a `rewind` when a",
-        "run begins, a `remove` of a prompt the generator could not encode. Each event's `version` is one more",
-        "than the previous one's; every `state` carries `schedule_version`, the version of the last",
-        "`schedule_changed` sent before it (0: none yet).",
+        "event-loop turn in which the schedule changed, after the `ack`s of the commands that changed it, but",
+        f"no sooner than {SCHEDULE_EVENT_INTERVAL:g} s after the previous one: the changes made meanwhile travel",
+        "together, in the order they happened (a burst of long prompts may be split over several events; a",
+        "`state` goes out after the changes made before it). Changes the engine makes go out the same way:",
+        "a `rewind` when a run begins, a `remove` of a prompt the generator could not encode. Each event's",
+        "`version` is one more than the previous one's; every `state` carries `schedule_version`, the version",
+        "of the last `schedule_changed` sent before it (0: none yet).",
         "",
         "| op | fields | meaning |",
         "|---|---|---|",

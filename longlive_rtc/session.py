@@ -29,7 +29,7 @@ from typing import Any
 from . import protocol
 from .engine import BlockDone, Engine, EngineEvent, GenerationFailed, Playout, PlayoutItem, PromptApplied, PromptFailed
 from .generators.base import Generator, check_prompt
-from .protocol import COMMAND_BURST, COMMAND_RATE, Command, ErrorCode, Event, ProtocolError
+from .protocol import COMMAND_BURST, COMMAND_RATE, SCHEDULE_EVENT_INTERVAL, Command, ErrorCode, Event, ProtocolError
 from .schedule import MAX_SCHEDULED_PROMPTS, ScheduledPrompt, ScheduleFull, Transition
 from .schedule_journal import JournaledSchedule
 
@@ -139,7 +139,8 @@ class Session:
         self._run = 0
         self._limit = (command_burst, command_rate, clock)
         self._state_pending: asyncio.Handle | None = None
-        self._changes_pending = False  # a flush of the schedule's journal is scheduled on the loop
+        self._changes_pending: asyncio.Handle | None = None  # the scheduled flush of the schedule's journal
+        self._changes_sent = -SCHEDULE_EVENT_INTERVAL  # loop time of the last schedule_changed
         self.schedule_version = 0  # the version of the last schedule_changed broadcast
         self._scheduled: tuple[int, list[dict[str, Any]]] = (-1, [])  # (schedule version, its entries as dicts)
         self._handlers: dict[str, Callable[[Command], None]] = {
@@ -390,17 +391,21 @@ class Session:
 
     def _schedule_changed(self) -> None:
         """The schedule's journal grew (on the loop, or on the engine's thread): broadcast it at the end of
-        this turn, or at once when it holds many prompt characters."""
+        this turn, but no sooner than ``SCHEDULE_EVENT_INTERVAL`` after the last one (a flood of changes costs
+        a few events a second), and at once when it holds many prompt characters."""
         if not self._on_loop():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody can receive it
                 self._loop.call_soon_threadsafe(self._schedule_changed)
             return
         if self.schedule.pending_chars > MAX_DELTA_CHARS:
             self._flush_changes()
-        elif not self._changes_pending:
+        elif self._changes_pending is None:
+            wait = self._changes_sent + SCHEDULE_EVENT_INTERVAL - self._loop.time()
             try:
-                self._loop.call_soon(self._flush_changes)
-                self._changes_pending = True
+                if wait > 0:
+                    self._changes_pending = self._loop.call_later(wait, self._flush_changes)
+                else:
+                    self._changes_pending = self._loop.call_soon(self._flush_changes)
             except RuntimeError:
                 self._flush_changes()
 
@@ -411,11 +416,14 @@ class Session:
             return False
 
     def _flush_changes(self) -> None:
-        self._changes_pending = False
+        if self._changes_pending is not None:
+            self._changes_pending.cancel()
+            self._changes_pending = None
         self._send_changes(self.schedule.drain())
 
     def _send_changes(self, changes: list[dict[str, Any]]) -> None:
         if changes:
+            self._changes_sent = self._loop.time()
             self.schedule_version += 1
             self.broadcast(protocol.schedule_changed(self.schedule_version, changes))
 
@@ -430,6 +438,9 @@ class Session:
             log.exception("could not deliver %s to member %d", event.type, member.id)
 
     def close(self) -> None:
+        if self._changes_pending is not None:
+            self._changes_pending.cancel()
+            self._changes_pending = None
         if self._state_pending is not None:
             self._state_pending.cancel()
             self._state_pending = None

@@ -363,7 +363,7 @@ async def test_stop_keeps_the_schedule_and_seed_and_rewinds(session: Session) ->
     await settle()
     state, changed = client.log.of("state")[-1], client.log.of("schedule_changed")[-1]
     assert state.data["status"] == "idle" and "scheduled" not in state.data  # the schedule is not resent
-    assert changed.data["changes"] == [{"op": "rewind"}] and state.data["schedule_version"] == changed.data["version"]
+    assert changed.data["changes"][-1] == {"op": "rewind"} and state.data["schedule_version"] == changed.data["version"]
     assert client.refused("stop") == "not_running"
 
 
