@@ -119,6 +119,8 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
         await asyncio.sleep(3.0)  # the last switch reaches the screen
         elapsed = time.monotonic() - began
         received = len(probe.client.frames) - frames_before
+        indices = [f.stamp.frame for f in probe.client.frames[frames_before:] if f.stamp is not None]
+        missing = sum(max(0, b - a - 1) for a, b in zip(indices, indices[1:], strict=False))
         await probe.command("get_state", "end")
         await asyncio.sleep(0.5)  # the state follows its ack
         state = next(e for _, e in reversed(probe.events) if e["type"] == "state")
@@ -133,6 +135,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
         "request_to_on_air_s": percentiles([r["on_air"] for r in rows if r["on_air"]]),
         "request_to_frame_s": percentiles([r["frame"] for r in rows if r["frame"]]),
         "received_fps": round(received / elapsed, 2),
+        "frames_not_received": missing,  # video frames between the first and last received: skipped or lost
         "stalls": state["data"].get("stalls"),
         "generator": state["data"].get("generator"),
         "per_switch": rows,
