@@ -284,7 +284,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return pool.pop() if pool else build_generator(args)
 
     hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
-    outputs = OutputsConfig(Path(args.recordings_dir), args.recordings_quota, float(args.clip_seconds))
+    outputs = OutputsConfig(
+        Path(args.recordings_dir), args.recordings_quota, float(args.clip_seconds), encode_once=args.encode_once
+    )
     app = create_app(
         hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local, allowed_hosts=allowed_hosts,
         outputs=outputs,
@@ -429,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
         serve, "clip-seconds", 30.0, type=bounded(float, 0),
         help="seconds of encoded video each session keeps for clips (0: no clips, no encoding until asked)",
     )  # fmt: skip
+    serve.add_argument(
+        "--encode-once",
+        action="store_true",
+        default=os.environ.get(ENV_PREFIX + "ENCODE_ONCE", "").lower() not in ("", "0", "false", "no"),
+        help="H.264 viewers share the session's one encode (no per-viewer bitrate; docs/outputs.md) "
+        "[env LONGLIVE_RTC_ENCODE_ONCE=1]",
+    )
     serve.add_argument(
         "--stamp-frames",
         action="store_true",

@@ -24,6 +24,7 @@ from longlive_rtc.outputs.mpegts import TooManyReaders
 from longlive_rtc.outputs.recording import Describe
 from longlive_rtc.outputs.store import Store, StoreFull
 from longlive_rtc.rtc.hub import Hub, LiveSession
+from longlive_rtc.rtc.packet_track import PacketFanOut
 
 from .routes import ACCESS_KEY, HUB_KEY, _json_body, _limit, json_error
 
@@ -42,9 +43,10 @@ class Outputs:
         self.hub, self.config = hub, config
         self.store = Store(config.recordings_dir, config.quota, config.min_free)
         self.sessions: dict[str, SessionOutputs] = {}
+        self.viewers: dict[str, PacketFanOut] = {}  # H.264 viewers of each session, when encoding once
         self._closing: set[asyncio.Task] = set()
         hub.on_freed.append(self._freed)
-        if config.clip_seconds > 0:
+        if config.clip_seconds > 0 or config.encode_once:
             hub.on_created.append(self._created)
 
     def _created(self, live: LiveSession) -> None:
@@ -62,9 +64,15 @@ class Outputs:
                 describe(live, self.hub.config.fps), live.add_sink, live.remove_sink,
             )  # fmt: skip
             self.sessions[live.id] = outputs
+            if self.config.encode_once:
+                fan_out = self.viewers[live.id] = PacketFanOut(outputs.viewer_encoder)
+                live.packet_track = fan_out.track
         return outputs
 
     def _freed(self, session_id: str) -> None:
+        fan_out = self.viewers.pop(session_id, None)
+        if fan_out is not None:
+            fan_out.close()
         outputs = self.sessions.pop(session_id, None)
         if outputs is not None:
             task = asyncio.ensure_future(outputs.close())

@@ -64,6 +64,19 @@ def test_the_encoder_keeps_the_on_air_timing_and_a_keyframe_a_second(frames) -> 
     assert enc.dropped == 0 and enc.failed is None
 
 
+def test_with_no_output_attached_nothing_is_encoded_and_the_first_packet_after_is_a_keyframe(frames) -> None:
+    enc, keep = encoder(), Keep()
+    try:
+        feed(enc, frames[:20])
+        assert enc.unwatched == 20 and enc.frames_in == 0
+        enc.add(keep, keyframe=False)
+        feed(enc, frames[20:40], enc)
+        wait_encoded(enc, 40)
+    finally:
+        enc.close()
+    assert enc.frames_encoded == 20 and keep.packets[0].keyframe and keep.packets[0].pts == frames[20].pts
+
+
 def test_a_flood_of_frames_drops_the_oldest_and_never_blocks(frames) -> None:
     enc, keep = SharedEncoder(GEOMETRY.width, GEOMETRY.height, 15, queue_frames=4, name="flood"), Keep()
     enc.add(keep)

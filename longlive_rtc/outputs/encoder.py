@@ -60,15 +60,19 @@ class SharedEncoder:
         keyframe_seconds: float = 1.0,
         queue_frames: int = QUEUE_FRAMES,
         name: str = "session",
+        profile: str = "high",
     ) -> None:
+        """``profile``: ``high``, or ``baseline`` (Constrained Baseline) for WebRTC viewers (encoded once)."""
         if width % 2 or height % 2:
             raise ValueError("H.264 (yuv420p) needs an even width and height")
         self.width, self.height, self.fps, self.bitrate = width, height, fps, bitrate
+        self.profile = profile
         self.keyframe_interval = max(1, round(keyframe_seconds * fps))  # frames between keyframes
         self.frames_in = 0
         self.frames_encoded = 0
         self.dropped = 0  # frames dropped from a full queue (the encoder was behind)
         self.out_of_order = 0  # frames whose pts did not advance (skipped)
+        self.unwatched = 0  # frames not encoded: no output was attached
         self.packets = 0
         self.failed: str | None = None  # why the encoder stopped, if it failed
         self._queue: deque[OnAirFrame] = deque()
@@ -87,6 +91,10 @@ class SharedEncoder:
         """Queue one frame; when the queue is full the oldest waiting frame is dropped (never blocks)."""
         with self._cond:
             if self._closed:
+                return
+            if not self._sinks:  # nobody to encode for: the next frame someone gets starts a keyframe
+                self.unwatched += 1
+                self._keyframe_wanted = True
                 return
             self.frames_in += 1
             self._queue.append(frame)
@@ -132,6 +140,7 @@ class SharedEncoder:
     def stats(self) -> dict[str, object]:
         return {
             "frames_in": self.frames_in, "frames_encoded": self.frames_encoded, "dropped": self.dropped,
+            "unwatched": self.unwatched, "profile": self.profile,
             "packets": self.packets, "bitrate": self.bitrate, "keyframe_interval": self.keyframe_interval,
             "failed": self.failed,
         }  # fmt: skip
@@ -157,7 +166,7 @@ class SharedEncoder:
         codec.bit_rate = self.bitrate
         kbps = max(1, self.bitrate // 1000)
         codec.options = {  # half a second of VBV: a steady rate for live readers; no scene-cut keyframes
-            "preset": "veryfast", "tune": "zerolatency", "profile": "high", "forced-idr": "1",
+            "preset": "veryfast", "tune": "zerolatency", "profile": self.profile, "forced-idr": "1",
             "x264-params": f"scenecut=0:vbv-maxrate={kbps}:vbv-bufsize={max(1, kbps // 2)}",
         }  # fmt: skip
         codec.open()

@@ -43,6 +43,7 @@ class OutputsConfig:
     max_ts_readers: int = 16  # per session
     ts_max_lag: float = MAX_LAG
     min_free: int = MIN_FREE_BYTES
+    encode_once: bool = False  # H.264 WebRTC viewers get the shared encoder's packets (Constrained Baseline)
 
 
 class SessionOutputs:
@@ -71,8 +72,9 @@ class SessionOutputs:
             self._drop_encoder()
         width, height = self.size
         encoder = SharedEncoder(
-            width, height, self.fps, self.config.bitrate, self.config.keyframe_seconds, name=self.session_id
-        )
+            width, height, self.fps, self.config.bitrate, self.config.keyframe_seconds, name=self.session_id,
+            profile="baseline" if self.config.encode_once else "high",
+        )  # fmt: skip
         self.encoder = encoder
         self._attach(encoder)
         if self.config.clip_seconds > 0:
@@ -91,9 +93,15 @@ class SessionOutputs:
 
     def _release_if_idle(self) -> None:
         """Stop the encoder when nothing needs it (clips off, no recording, no reader)."""
+        if self.encoder is None:
+            return
         busy = self.config.clip_seconds > 0 or self.recording_now is not None or (self.ts and self.ts.readers)
-        if not busy and self.encoder is not None:
+        if not busy and not self.encoder.sinks:  # WebRTC viewers' packets keep it too
             self._drop_encoder()
+
+    def viewer_encoder(self) -> SharedEncoder:
+        """The running encoder, for WebRTC viewers that take its packets (see ``encode_once``)."""
+        return self._encoder()
 
     # --- recording ---------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer
 
 from ..generators.base import PLAYBACK_FPS, Generator
 from ..outputs import FrameSink
@@ -103,6 +103,8 @@ class LiveSession:
         self.peers: dict[str, Peer] = {}
         self.created = time.monotonic()
         self.idle_since: float | None = None  # since when it has had no peer and not been running
+        #: A new H.264 viewer's track of already-encoded packets (set by outputs that encode once), or None
+        self.packet_track: Callable[[], MediaStreamTrack] | None = None
 
     @property
     def id(self) -> str:
@@ -302,7 +304,8 @@ class Hub:
         live.peers[peer.id] = peer
         peer.bind_channels(*(adapt or _direct)(live.session.join, live.session.handle))
         try:
-            answer = await peer.answer(offer, live.clock.track(), chosen)
+            packets = live.packet_track is not None and chosen == "h264"
+            answer = await peer.answer(offer, live.packet_track() if packets else live.clock.track(), chosen)
         except Exception as exc:
             log.info("could not answer an offer for session %s: %s: %s", live.id, type(exc).__name__, exc)
             await peer.close()
