@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stamp-frames",
         action="store_true",
         default=os.environ.get(ENV_PREFIX + "STAMP_FRAMES", "").lower() not in ("", "0", "false", "no"),
-        help="stamp each frame on air with its index and prompt number (latency probes: benchmarks/switch_latency.py) [env LONGLIVE_RTC_STAMP_FRAMES=1]",
+        help="stamp each frame on air with its index and prompt number (latency probes: "
+        "benchmarks/switch_latency.py) [env LONGLIVE_RTC_STAMP_FRAMES=1]",
     )
     serve.add_argument(
         "--reactor-local",
