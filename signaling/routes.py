@@ -407,9 +407,15 @@ async def ice_servers(request: web.Request) -> web.Response:
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    return web.json_response(
-        {"status": "ok", "sessions": len(hub.sessions), "capacity": hub.config.max_sessions, "peers": hub.peer_count}
-    )
+    body: dict[str, Any] = {
+        "status": "ok", "sessions": len(hub.sessions), "capacity": hub.config.max_sessions, "peers": hub.peer_count,
+    }  # fmt: skip
+    devices = hub.capacity_report()
+    if devices:  # serve --devices: each device's state; a failed one makes the server degraded, all of them 503
+        failed = sum(d.get("state") == "failed" for d in devices)
+        body["status"] = "failed" if failed == len(devices) else "degraded" if failed else "ok"
+        body["devices"] = devices
+    return web.json_response(body, status=503 if body["status"] == "failed" else 200)
 
 
 @routes.get("/metrics")
@@ -429,8 +435,27 @@ async def metrics(request: web.Request) -> web.Response:
         *(f'longlive_stalls_total{{session="{s.id}"}} {s.session.engine.stalls}' for s in lives),
         "# HELP longlive_blocks_total Blocks generated.", "# TYPE longlive_blocks_total counter",
         *(f'longlive_blocks_total{{session="{s.id}"}} {s.session.engine.blocks_generated}' for s in lives),
+        *_device_metrics(hub.capacity_report(), lives),
     ]  # fmt: skip
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _device_metrics(devices: list[dict[str, Any]], lives: list[LiveSession]) -> list[str]:
+    """Per-device lines (``serve --devices``): slots, sessions placed, up, and which device runs each session."""
+    if not devices:
+        return []
+    placed = [(s.id, getattr(s.session.engine.generator, "placement", None)) for s in lives]
+    return [
+        "# HELP longlive_device_up 1 while the device serves, 0 once it failed.", "# TYPE longlive_device_up gauge",
+        *(f'longlive_device_up{{device="{d["device"]}"}} {int(d["state"] != "failed")}' for d in devices),
+        "# HELP longlive_device_slots Generation slots of the device.", "# TYPE longlive_device_slots gauge",
+        *(f'longlive_device_slots{{device="{d["device"]}"}} {d["slots"]}' for d in devices),
+        "# HELP longlive_device_sessions Sessions placed on the device.", "# TYPE longlive_device_sessions gauge",
+        *(f'longlive_device_sessions{{device="{d["device"]}"}} {d["sessions"]}' for d in devices),
+        "# HELP longlive_session_device The device a session runs on (always 1).",
+        "# TYPE longlive_session_device gauge",
+        *(f'longlive_session_device{{session="{sid}",device="{dev}"}} 1' for sid, dev in placed if dev is not None),
+    ]  # fmt: skip
 
 
 def _page(name: str):

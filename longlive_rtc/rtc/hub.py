@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer
 
 from ..generators.base import PLAYBACK_FPS, Generator
+from ..generators.devices import NoFreeSlot
 from ..outputs import FrameSink
 from ..session import Role, Session, Status
 from .codecs import CODECS, choose_codec, configure_aiortc
@@ -150,11 +151,14 @@ class Hub:
         generator_factory: Callable[[], Generator],
         config: HubConfig | None = None,
         release: Callable[[Generator], None] | None = None,
+        report: Callable[[], list[dict[str, object]]] | None = None,
     ) -> None:
-        """``release`` takes back the generator of a freed session (e.g. to reuse loaded weights)."""
+        """``release`` takes back the generator of a freed session (e.g. to reuse loaded weights); ``report``
+        says how the factory's capacity stands, one dict per part (a device pool's devices), for /health."""
         self.config = config or HubConfig()
         self._generator_factory = generator_factory
         self._release = release
+        self._report = report
         self.sessions: dict[str, LiveSession] = {}
         self.on_freed: list[Callable[[str], None]] = []  # called with the id of every freed session
         self.on_created: list[Callable[[LiveSession], None]] = []  # called with every new session
@@ -196,7 +200,12 @@ class Hub:
                 retry_after=max(1, int(self.config.connect_timeout)),
             )
         session_id = session_id or secrets.token_urlsafe(8)
-        session = Session(session_id, self._generator_factory(), buffer_blocks=self.config.buffer_blocks)
+        try:
+            generator = self._generator_factory()
+        except NoFreeSlot as exc:  # e.g. the free slots are on a failed device, or a freed one not handed back yet
+            retry = max(1, int(self.config.connect_timeout))
+            raise OverCapacity(f"{exc}; try again later", retry_after=retry) from None
+        session = Session(session_id, generator, buffer_blocks=self.config.buffer_blocks)
         live = LiveSession(session, self.config.fps, codec, provisional, self.config)
         self.sessions[session_id] = live
         for listener in self.on_created:
@@ -259,6 +268,10 @@ class Hub:
                     log.info("session %s idle for %.0f s; freeing it", live.id, now - live.idle_since)
                     await self.free_session(live.id)
             await asyncio.sleep(period)
+
+    def capacity_report(self) -> list[dict[str, object]]:
+        """The generator factory's parts (devices) with their state and slots; empty when it reports none."""
+        return self._report() if self._report is not None else []
 
     # --- peers ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,99 @@
+"""Sessions over several devices (a DevicePool of cpu devices): placement by free slots, a failed device isolated."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from longlive_rtc.generators import Geometry, SyntheticGenerator
+from longlive_rtc.generators.devices import DeviceFailed, DevicePool, NoFreeSlot, parse_devices
+from longlive_rtc.session import Role, Session
+
+from .support import EventLog
+
+GEOMETRY = Geometry(width=160, height=96)
+
+
+class Breaking(SyntheticGenerator):
+    """A device whose blocks fail once ``broken`` is set (as a CUDA error would)."""
+
+    broken = False
+
+    def next_block(self) -> np.ndarray:
+        if Breaking.broken:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().next_block()
+
+
+def opener(name: str):
+    return lambda: (Breaking if name == "cpu-bad" else SyntheticGenerator)(GEOMETRY)
+
+
+def test_parse_devices() -> None:
+    assert parse_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+    assert parse_devices("all", cuda_count=lambda: 3) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    for bad in ("cuda:0,cuda:0", "gpu0", "", "cpu:1"):
+        with pytest.raises(ValueError):
+            parse_devices(bad)
+    with pytest.raises(ValueError, match="no CUDA"):
+        parse_devices("all", cuda_count=lambda: 0)
+
+
+def test_sessions_go_where_most_slots_are_free() -> None:
+    pool = DevicePool(["cpu", "cpu", "cpu"], slots=2, opener=lambda _n: lambda: SyntheticGenerator(GEOMETRY))
+    placed = [pool.device_of(pool()) for _ in range(4)]
+    assert placed == ["cpu#0", "cpu#1", "cpu#2", "cpu#0"]
+    freed = pool()  # cpu#1's second slot
+    assert pool.device_of(freed) == "cpu#1"
+    pool.release(freed)
+    assert [d["sessions"] for d in pool.report()] == [2, 1, 1]
+    assert pool.device_of(pool()) == "cpu#1" and pool.device_of(pool()) == "cpu#2"
+    with pytest.raises(NoFreeSlot):
+        pool()
+
+
+async def test_a_failed_device_fails_its_sessions_only() -> None:
+    Breaking.broken = False
+    pool = DevicePool(["cpu-bad", "cpu"], slots=1, opener=opener)
+    sessions = [Session(f"s{i}", pool()) for i in range(2)]
+    logs = [EventLog() for _ in sessions]
+    try:
+        for session, log in zip(sessions, logs, strict=True):
+            session.join(Role.CONTROLLER, log)
+            message = {"type": "schedule_prompt", "data": {"new_prompt": "p", "timestamp": 0}}
+            session.handle(json.dumps(message), Role.CONTROLLER, lambda _e: None)
+            session.handle('{"type": "start"}', Role.CONTROLLER, lambda _e: None)
+        for log in logs:
+            await log.wait_for(lambda e: e.type == "progress")
+        Breaking.broken = True
+        bad, good = sessions
+        for _ in range(400):  # keep the buffers draining so both engines keep generating
+            for session in sessions:
+                session.engine.next_frame()
+            if logs[0].of("error"):
+                break
+            await asyncio.sleep(0.01)
+        failure = logs[0].of("error")
+        assert failure and failure[0].data["code"] == "generator_failed"
+        assert [d["state"] for d in pool.report()] == ["failed", "ok"]
+        before = good.engine.blocks_generated
+        for _ in range(300):
+            good.engine.next_frame()
+            if good.engine.blocks_generated >= before + 2:
+                break
+            await asyncio.sleep(0.01)
+        assert good.engine.blocks_generated >= before + 2, "the healthy device's session streams on"
+        assert not logs[1].of("error")
+        with pytest.raises(DeviceFailed):
+            bad.engine.generator.begin(0, None)
+        pool.release(bad.engine.generator)
+        with pytest.raises(NoFreeSlot):  # the free slot is on the failed device: new sessions avoid it
+            pool()
+    finally:
+        for session in sessions:
+            session.close()
+        Breaking.broken = False
