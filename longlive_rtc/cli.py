@@ -225,6 +225,38 @@ def listen_problem(host: str, port: int) -> str | None:
     return None
 
 
+def device_pool(args: argparse.Namespace, config):
+    """``serve --devices``: a DevicePool (every device loaded now), ``config.max_sessions`` made the slots of all."""
+    from .generators.devices import DevicePool, parse_devices
+
+    try:
+        names = parse_devices(args.devices)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    slots = int(args.max_sessions or default_max_sessions(args.generator))
+
+    def open_device(name: str):
+        own = argparse.Namespace(**vars(args))
+        own.device = name
+        if own.t5_device == "cuda":
+            own.t5_device = name  # umT5 beside its DiT, not on cuda:0 for every device
+        template = build_generator(own)
+        if args.generator != "longlive":
+            spare = [template]
+            return lambda: spare.pop() if spare else build_generator(own)
+        from .generators.gpu_worker import GpuWorker
+
+        return GpuWorker(template).session
+
+    pool = DevicePool(names, slots, open_device)
+    try:
+        pool.open_all()
+    except RuntimeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    config.max_sessions = pool.capacity
+    return pool
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -269,8 +301,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    pool = [build_generator(args)]  # fail fast, before listening, if the generator cannot be built
-    if args.generator == "longlive" and config.max_sessions > 1:  # one GPU worker, weights loaded once
+    if args.devices:  # one worker per device, --max-sessions slots on each (generators/devices.py)
+        devices = device_pool(args, config)
+        hub = Hub(devices, config, release=devices.release, report=devices.report)
+    else:
+        hub = None
+    pool = [] if hub else [build_generator(args)]  # fail fast, before listening, if it cannot be built
+    if hub:
+        pass
+    elif args.generator == "longlive" and config.max_sessions > 1:  # one GPU worker, weights loaded once
         from .generators.gpu_worker import GpuWorker
 
         worker = GpuWorker(pool.pop())
@@ -283,7 +322,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         def generator_factory():
             return pool.pop() if pool else build_generator(args)
 
-    hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
+    if hub is None:
+        hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
     outputs = OutputsConfig(
         Path(args.recordings_dir), args.recordings_quota, float(args.clip_seconds), encode_once=args.encode_once
     )
@@ -383,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="generation slots (default: 1 for longlive, CPU cores for synthetic); longlive with N > 1 shares "
         "one GPU and one copy of the weights among N streams",
     )
+    add_option(
+        serve, "devices", None,
+        help="cuda:0,cuda:1,... or all: one GPU worker per device (weights loaded once each), --max-sessions "
+        "slots per device, a session on the device with the most free slots (docs/deploying.md)",
+    )  # fmt: skip
     add_option(
         serve,
         "session-idle",

@@ -97,3 +97,40 @@ async def test_a_failed_device_fails_its_sessions_only() -> None:
         for session in sessions:
             session.close()
         Breaking.broken = False
+
+
+async def test_serve_devices_flag_health_and_metrics_per_device() -> None:
+    import aiohttp
+    from aiohttp import web
+
+    from longlive_rtc.cli import build_parser, device_pool
+    from longlive_rtc.rtc.hub import Hub, HubConfig
+    from signaling.app import create_app
+    from signaling.auth import Auth
+
+    args = build_parser().parse_args(["serve", "--devices", "cpu,cpu", "--max-sessions", "2", "--width", "160",
+                                      "--height", "96"])  # fmt: skip
+    config = HubConfig()
+    pool = device_pool(args, config)
+    assert config.max_sessions == 4
+    hub = Hub(pool, config, release=pool.release, report=pool.report)
+    runner = web.AppRunner(create_app(hub, Auth("none")))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                async with http.post(url + "/sessions", json={}) as r:
+                    assert r.status == 201, await r.text()
+            async with http.get(url + "/health") as r:
+                health = await r.json()
+            assert health["status"] == "ok" and health["capacity"] == 4
+            assert [(d["device"], d["sessions"]) for d in health["devices"]] == [("cpu#0", 2), ("cpu#1", 1)]
+            async with http.get(url + "/metrics") as r:
+                text = await r.text()
+            assert 'longlive_device_sessions{device="cpu#1"} 1' in text and "longlive_session_device{" in text
+    finally:
+        await hub.close()
+        await runner.cleanup()
