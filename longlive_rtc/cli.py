@@ -82,6 +82,7 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "decoder", "wan", choices=["wan", "tae"], help="latent decoder: Wan VAE or TAEHV (faster)")
     add_option(parser, "t5-device", "cuda", choices=["cuda", "cpu"], help="where the text encoder runs")
     add_option(parser, "device", "cuda", help="torch device of the DiT and decoder")
+    add_option(parser, "decoder-device", None, help="another device for the decoder (latents copied over per block)")
     parser.add_argument(
         "--random-weights", action="store_true", help="full-size model with random weights (benchmarks, no files)"
     )

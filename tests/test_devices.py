@@ -134,3 +134,18 @@ async def test_serve_devices_flag_health_and_metrics_per_device() -> None:
     finally:
         await hub.close()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("mode", ["peer", "host"])
+def test_decoder_on_its_own_device_gives_the_same_frames(mode: str) -> None:
+    from longlive_rtc.generators.handover import place_decoder
+
+    from .test_gpu_worker import PLANS, play
+    from .test_longlive_generator import tiny_longlive
+
+    want = play(tiny_longlive("tae"), *PLANS["b"])
+    moved = tiny_longlive("tae")
+    place_decoder(moved, "cpu", mode)
+    got = play(moved, *PLANS["b"])
+    assert moved.handover is not None and moved.handover.blocks == len(want)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))

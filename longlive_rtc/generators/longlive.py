@@ -65,6 +65,7 @@ class LongLiveGenerator:
         most = self.geometry.max_video_frames_in_block
         shape = (most, self.geometry.height, self.geometry.width, 3)
         self._host = torch.empty(shape, dtype=torch.uint8, pin_memory=cuda)
+        self.handover = None  # a LatentHandover when the decoder is on another device (handover.place_decoder)
 
     def check_prompt(self, prompt: str) -> None:
         """UTF-8 text that the umT5 tokenizer turns into at least one token once cleaned (as ``encode_prompt``
@@ -111,9 +112,14 @@ class LongLiveGenerator:
         """Queue the next block (DiT forwards, then the decode and host copy on the side stream) without
         waiting for it; ``collect`` waits. A GPU worker queues another session's block in between."""
         latents = self.pipeline.next_block()
+        if self.handover is not None:
+            latents = self.handover.send(latents)
         if self._side is None:
             return LaunchedBlock(self.decoder.decode(latents)[0].cpu().numpy())
-        self._side.wait_stream(torch.cuda.current_stream(self.device))
+        if self.handover is not None and self.handover.stream is not None:
+            self._side.wait_stream(self.handover.stream)
+        else:
+            self._side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._side):
             latents.record_stream(self._side)
             frames = self.decoder.decode(latents)[0]
@@ -136,6 +142,7 @@ class LongLiveGenerator:
         cache, noise and decoder cache (one per session on a shared GPU)."""
         decoder = StreamingDecoder(self.decoder.model, self.decoder.frame_chunk)
         other = LongLiveGenerator(self.pipeline.fork(), self._encode, decoder)
+        other.handover = self.handover.fork() if self.handover is not None else None
         other._side = self._side  # one decode stream: its memory pool is warm, and shared, from the warm-up
         return other
 
@@ -225,6 +232,10 @@ def build_longlive_generator(args, geometry: Geometry) -> LongLiveGenerator:
         generator = LongLiveGenerator(longlive.pipeline, longlive.text_encoder, longlive.decoder)
     if (generator.geometry.width, generator.geometry.height) != (geometry.width, geometry.height):
         log.info("longlive renders %dx%d", generator.geometry.width, generator.geometry.height)
+    if getattr(args, "decoder_device", None):  # the decoder on its own device (generators/handover.py)
+        from .handover import place_decoder
+
+        place_decoder(generator, args.decoder_device)
     if args.compile in ("on", "auto") and generator.device.type == "cuda":
         enable_compile(generator)
     print(f"warming up LongLive ({args.decoder} decoder)...", flush=True)
