@@ -1,4 +1,4 @@
-"""One RTCPeerConnection per client: video from the session's relay, the protocol on its data channel."""
+"""One RTCPeerConnection per client: video from the session's on-air clock, the protocol on its data channel."""
 
 from __future__ import annotations
 
