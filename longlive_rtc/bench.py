@@ -96,7 +96,7 @@ def bench_generator(generator: LongLiveGenerator, blocks: int, runs: int) -> dic
             # a switch block against the median block: what a prompt switch adds to the stream
             "switch_ms": 1e3 * (statistics.median(switch_block_s) - statistics.median(block_s)),
             "fps": e2e_frames / e2e_s,
-            "staged_fps": (12 * (blocks - 1)) / steady_s,
+            "staged_fps": generator.geometry.max_video_frames_in_block * (blocks - 1) / steady_s,
             "first_block_frames": frames,
         })  # fmt: skip
     med = {key: statistics.median(r[key] for r in per_run) for key in per_run[0]}

@@ -184,8 +184,8 @@ async def test_connections_that_never_finish_their_headers_or_body_are_closed(
     async with Server(http_limits={"keepalive_timeout": 1.0}) as server:
         stalled = [
             b"",  # connects and says nothing
-            b"GET /health HTTP/1.1\r\nHost: x\r\n",  # headers never finished
-            b"POST /offer HTTP/1.1\r\nHost: x\r\nX-Slow: ",  # ... in the middle of a field
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # headers never finished
+            b"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",  # ... in the middle of a field
         ]
         opened = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(60)]
         for i, (_, writer) in enumerate(opened):
@@ -193,7 +193,7 @@ async def test_connections_that_never_finish_their_headers_or_body_are_closed(
         body_writers = []
         for _ in range(5):  # headers done, a body promised and never sent in full
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(b"POST /offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            writer.write(b"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 1000\r\n\r\n{\"sdp\": ")  # fmt: skip
             body_writers.append((reader, writer))
         closed = await asyncio.gather(*(read_until_closed(r, 8.0) for r, _ in opened))
@@ -213,7 +213,7 @@ async def test_a_client_that_leaves_mid_body_causes_no_traceback(caplog: pytest.
     async with Server() as server:
         for _ in range(5):
             _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(b"POST /offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            writer.write(b"POST /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 1000\r\n\r\n{")  # fmt: skip
             await writer.drain()
             await asyncio.sleep(0.05)
