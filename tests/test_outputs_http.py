@@ -242,7 +242,8 @@ async def test_live_ts_keeps_arriving_for_many_readers_and_a_reader_that_stops_r
         url = f"{server.url}/sessions/{session}/stream.ts?token={viewer}"
         stalled = socket.create_connection(("127.0.0.1", server.port))
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.sendall(f"GET /sessions/{session}/stream.ts?token={viewer} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        request = f"GET /sessions/{session}/stream.ts?token={viewer} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        stalled.sendall(request.encode())
         arrivals: list[list[float]] = [[], []]
         data: list[bytearray] = [bytearray(), bytearray()]
 
