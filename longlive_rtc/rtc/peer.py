@@ -14,6 +14,7 @@ from ..session import Member, Role
 from .codecs import prefer_codec
 from .ice import accept_remote_candidates, answer_dtls_passive
 from .outbox import Outbox
+from .packet_track import PacketTrack, forward_keyframe_requests
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class Peer:
         self.codec = codec
         offer_sdp = await accept_remote_candidates(offer_sdp)
         sender = self.pc.addTrack(track)
+        if isinstance(track, PacketTrack):  # encoded once: the viewer's PLI/FIR goes to the shared encoder
+            forward_keyframe_requests(sender, track)
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
         prefer_codec(transceiver, self.codec)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
