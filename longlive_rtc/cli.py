@@ -53,6 +53,19 @@ def byte_size(text: str) -> int:
 byte_size.__name__ = "size"
 
 
+def bit_rate(text: str) -> int:
+    """An argparse ``type``: ``2M``, ``800k`` -> bits per second."""
+    from .outputs.encoder import parse_bitrate
+
+    try:
+        return parse_bitrate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+bit_rate.__name__ = "bitrate"
+
+
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -326,7 +339,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if hub is None:
         hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
     outputs = OutputsConfig(
-        Path(args.recordings_dir), args.recordings_quota, float(args.clip_seconds), encode_once=args.encode_once
+        Path(args.recordings_dir),
+        args.recordings_quota,
+        float(args.clip_seconds),
+        bitrate=args.bitrate,
+        encode_once=args.encode_once,
     )
     app = create_app(
         hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local, allowed_hosts=allowed_hosts,
@@ -476,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(
         serve, "clip-seconds", 30.0, type=bounded(float, 0),
         help="seconds of encoded video each session keeps for clips (0: no clips, no encoding until asked)",
+    )  # fmt: skip
+    add_option(
+        serve, "bitrate", "2M", type=bit_rate,
+        help="the shared H.264 encode's bitrate (recordings, clips, stream.ts, --encode-once viewers), e.g. 800k",
     )  # fmt: skip
     serve.add_argument(
         "--encode-once",

@@ -77,6 +77,28 @@ def test_with_no_output_attached_nothing_is_encoded_and_the_first_packet_after_i
     assert enc.frames_encoded == 20 and keep.packets[0].keyframe and keep.packets[0].pts == frames[20].pts
 
 
+def test_serve_bitrate_sets_the_shared_encoders_rate(frames) -> None:
+    from longlive_rtc.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).bitrate == 2_000_000
+    assert build_parser().parse_args(["serve", "--bitrate", "800k"]).bitrate == 800_000
+    for bad in ("fast", "10", "1G"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "--bitrate", bad])
+    sizes = {}
+    for bitrate in (100_000, 2_000_000):
+        enc, keep = encoder(bitrate), Keep()
+        enc.add(keep)
+        try:
+            feed(enc, frames[:90], enc)
+            wait_encoded(enc, 90)
+        finally:
+            enc.close()
+        sizes[bitrate] = sum(len(p.data) for p in keep.packets)
+    assert sizes[2_000_000] > 2 * sizes[100_000], sizes
+    assert sizes[100_000] * 8 / 6 < 1.5 * 100_000, f"6 s at 100 kbit/s: {sizes[100_000]} bytes"
+
+
 def test_a_flood_of_frames_drops_the_oldest_and_never_blocks(frames) -> None:
     enc, keep = SharedEncoder(GEOMETRY.width, GEOMETRY.height, 15, queue_frames=4, name="flood"), Keep()
     enc.add(keep)

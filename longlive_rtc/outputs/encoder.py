@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fractions
 import logging
+import re
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -28,6 +29,20 @@ log = logging.getLogger(__name__)
 TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
 DEFAULT_BITRATE = 2_000_000
 QUEUE_FRAMES = 30  # frames waiting for the encoder at most (2 s at 15 FPS); older ones are dropped
+
+
+MIN_BITRATE, MAX_BITRATE = 100_000, 50_000_000
+
+
+def parse_bitrate(text: str) -> int:
+    """``"2M"``, ``"800k"``, ``"1500000"`` -> bits per second (k/M are powers of 1000), within 100k..50M."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([km]?)(?:bit/?s|bps|b)?\s*", str(text).lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a bitrate (e.g. 2M, 800k)")
+    bits = int(float(match.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2)])
+    if not MIN_BITRATE <= bits <= MAX_BITRATE:
+        raise ValueError(f"a bitrate of {bits} bit/s is outside {MIN_BITRATE}..{MAX_BITRATE}")
+    return bits
 
 
 @dataclass(frozen=True)
