@@ -26,7 +26,7 @@ from longlive_rtc.outputs.store import Store, StoreFull
 from longlive_rtc.rtc.hub import Hub, LiveSession
 from longlive_rtc.rtc.packet_track import PacketFanOut
 
-from .routes import ACCESS_KEY, HUB_KEY, _json_body, _limit, json_error
+from .routes import ACCESS_KEY, HUB_KEY, OUTPUT_ROUTES_KEY, _json_body, _limit, json_error
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +289,7 @@ def add_output_routes(app: web.Application, hub: Hub, config: OutputsConfig) -> 
     """Mount the outputs' routes on ``app``; its outputs close with it."""
     outputs = Outputs(hub, config)
     app[OUTPUTS_KEY] = outputs
+    app[OUTPUT_ROUTES_KEY] = True  # sessions' urls name the recordings and stream.ts (the director's panel)
     app.router.add_post("/sessions/{session}/recording", start_recording)
     app.router.add_delete("/sessions/{session}/recording", stop_recording)
     app.router.add_get("/sessions/{session}/recording", recording_status)

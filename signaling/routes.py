@@ -28,6 +28,7 @@ ACCESS_KEY = web.AppKey("access", Access)
 LIMITER_KEY = web.AppKey("limiter", RateLimiter)
 COMMAND_LIMITER_KEY = web.AppKey("command_limiter", RateLimiter)
 STATIC_KEY = web.AppKey("static_dir", Path)
+OUTPUT_ROUTES_KEY = web.AppKey("output_routes", bool)  # set when signaling/outputs.py mounted its routes
 
 routes = web.RouteTableDef()
 
@@ -55,7 +56,8 @@ HTTP_MARKDOWN = "\n".join([
     "| route | credential | body -> answer |",
     "|---|---|---|",
     "| `POST /sessions` | API key | `{id?, seed?, schedule?: [{timestamp, prompt}], start?, codec?}` -> 201 "
-    "`{session, status, ..., state, tokens {controller, viewer}, urls {director, viewer, obs, whep}}` |",
+    "`{session, status, ..., state, tokens {controller, viewer}, urls {director, viewer, obs, whep, "
+    "recordings?, stream_ts?}}` |",
     "| `GET /sessions` | API key | -> `{sessions: [...], capacity}` |",
     "| `GET /sessions/{id}` | any token of it | -> `{session, ..., state, urls}` (a viewer: viewer links) |",
     "| `DELETE /sessions/{id}` | controller | -> 204 |",
@@ -134,6 +136,11 @@ def session_urls(request: web.Request, session_id: str, tokens: SessionTokens | 
     }
     if controller:
         urls["director"] = f"{origin}/?session={session_id}" + (f"&token={tokens.controller}" if tokens else "")
+    if request.app.get(OUTPUT_ROUTES_KEY):  # recordings and live MPEG-TS (docs/outputs.md)
+        urls["stream_ts"] = f"{origin}/sessions/{session_id}/stream.ts{viewer}"
+        if controller:
+            token = f"?token={tokens.controller}" if tokens else ""
+            urls["recordings"] = f"{origin}/sessions/{session_id}/recordings{token}"
     return urls
 
 
