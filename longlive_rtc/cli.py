@@ -111,11 +111,45 @@ def build_generator(args: argparse.Namespace):
     if args.generator == "synthetic":
         log.info("generator: synthetic (procedural video, no GPU or weights needed)")
         return SyntheticGenerator(geometry, block_ms=float(args.block_ms))
+    return build_longlive_generator(args, geometry)
+
+
+def build_longlive_generator(args: argparse.Namespace, geometry):
+    """``--generator longlive``: random weights for benchmarks, else the official files in ``--weights``; the
+    decoder placed, compiled and warmed up as the flags say."""
     try:
-        from .generators.longlive import build_longlive_generator
+        import torch
+
+        from .generators.longlive import LongLiveGenerator, enable_compile, random_longlive, warm_up
+        from .model import MissingWeightsError, build_longlive
     except ImportError as exc:
         raise SystemExit(f"the longlive generator is not available in this build: {exc}") from None
-    return build_longlive_generator(args, geometry)
+    if not torch.cuda.is_available() and str(args.device).startswith("cuda"):
+        raise SystemExit("error: the longlive generator needs a CUDA GPU (or use --generator synthetic)")
+    torch.backends.cudnn.benchmark = True  # the Wan VAE's 3D convolutions: autotuned once, during warm-up
+    if args.random_weights:
+        log.warning("longlive with RANDOM weights: the video is noise; for benchmarks only")
+        generator = random_longlive(args.device, args.decoder)
+    else:
+        try:
+            longlive = build_longlive(
+                args.weights, device=args.device, decoder=args.decoder, text_encoder_device=args.t5_device
+            )
+        except MissingWeightsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        generator = LongLiveGenerator(longlive.pipeline, longlive.text_encoder, longlive.decoder)
+    if (generator.geometry.width, generator.geometry.height) != (geometry.width, geometry.height):
+        log.info("longlive renders %dx%d", generator.geometry.width, generator.geometry.height)
+    if getattr(args, "decoder_device", None):  # the decoder on its own device (generators/handover.py)
+        from .generators.handover import place_decoder
+
+        place_decoder(generator, args.decoder_device)
+    if args.compile in ("on", "auto") and generator.device.type == "cuda":
+        enable_compile(generator)
+    print(f"warming up LongLive ({args.decoder} decoder)...", flush=True)
+    seconds = warm_up(generator, report=lambda line: print("  " + line, flush=True))
+    print(f"warm-up done in {seconds:.1f} s", flush=True)
+    return generator
 
 
 def output_problem(out: Path) -> str | None:
@@ -271,6 +305,26 @@ def device_pool(args: argparse.Namespace, config):
     return pool
 
 
+def one_device_generators(args: argparse.Namespace, max_sessions: int):
+    """``serve`` without ``--devices``: the hub's generator factory and release. The first generator is built
+    now (fail fast, before listening); LongLive with several slots shares one GPU worker (weights loaded
+    once); a freed session hands its generator back for the next one."""
+    spare = [build_generator(args)]
+    if args.generator == "longlive" and max_sessions > 1:
+        from .generators.gpu_worker import GpuWorker
+
+        make = GpuWorker(spare.pop()).session
+    else:
+
+        def make():
+            return build_generator(args)
+
+    def factory():
+        return spare.pop() if spare else make()
+
+    return factory, spare.append
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -319,25 +373,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         devices = device_pool(args, config)
         hub = Hub(devices, config, release=devices.release, report=devices.report)
     else:
-        hub = None
-    pool = [] if hub else [build_generator(args)]  # fail fast, before listening, if it cannot be built
-    if hub:
-        pass
-    elif args.generator == "longlive" and config.max_sessions > 1:  # one GPU worker, weights loaded once
-        from .generators.gpu_worker import GpuWorker
-
-        worker = GpuWorker(pool.pop())
-
-        def generator_factory():
-            return pool.pop() if pool else worker.session()
-
-    else:
-
-        def generator_factory():
-            return pool.pop() if pool else build_generator(args)
-
-    if hub is None:
-        hub = Hub(generator_factory, config, release=pool.append)  # freed sessions hand their generator back
+        factory, release = one_device_generators(args, config.max_sessions)
+        hub = Hub(factory, config, release=release)
     outputs = OutputsConfig(
         Path(args.recordings_dir),
         args.recordings_quota,
@@ -525,7 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = command(
         "bench",
         "GPU benchmark of the full-size model (random weights, no files needed)",
-        "  longlive-rtc bench\n  longlive-rtc bench --decoders tae --blocks 24 --json bench.json\n",
+        "  longlive-rtc bench\n  longlive-rtc bench --decoders tae --blocks 24 --json bench.json\n"
+        "  longlive-rtc bench --devices cuda:0,cuda:1 --sessions 4 --decoders wan\n"
+        "  longlive-rtc bench --decoders wan --decoder-device cuda:1\n",
     )
     bench.add_argument(
         "--decoders", nargs="+", default=["wan", "tae"], choices=["wan", "tae"], help="decoders to measure, in turn"
@@ -536,7 +575,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--sessions",
         nargs="+",
         type=bounded(int, 1),
-        help="also run this many streams at once on one GPU worker (shared weights), e.g. --sessions 1 2 3",
+        help="also run this many streams at once (one GPU worker per device, shared weights), e.g. --sessions 1 2 3",
+    )
+    bench.add_argument(
+        "--devices",
+        help="cuda:0,cuda:1,... or all: --sessions placed over these devices as serve --devices places them",
+    )
+    bench.add_argument(
+        "--decoder-device", help="also measure with the decoder on this device, against the same-device figure"
+    )
+    bench.add_argument(
+        "--tiny", action="store_true", help="tiny random configs (CPU devices allowed): checks the bench itself"
     )
     add_option(bench, "compile", "on", choices=["on", "off"], help="torch.compile the DiT blocks")
     bench.add_argument("--no-t5", dest="with_t5", action="store_false", help="leave the umT5 encoder out")

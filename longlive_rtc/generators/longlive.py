@@ -20,12 +20,11 @@ import torch
 
 from ..model import (
     CausalWanModel,
-    MissingWeightsError,
     StreamingDecoder,
     StreamingPipeline,
-    build_longlive,
     fused,
     longlive_1_3b,
+    tiny,
 )
 from ..model.random_init import randomize_
 from ..model.tae import TAEConfig, TAEDecoder
@@ -164,15 +163,23 @@ class RandomPromptEncoder:
 
 
 def random_longlive(
-    device: str = "cuda", decoder: str = "wan", dtype: torch.dtype = torch.bfloat16
+    device: str = "cuda", decoder: str = "wan", dtype: torch.dtype = torch.bfloat16, *, tiny_model: bool = False
 ) -> LongLiveGenerator:
-    """Full-size LongLive with random weights (benchmarks and GPU tests; no files needed)."""
+    """Full-size LongLive with random weights (benchmarks and GPU tests; no files needed).
+
+    ``tiny_model``: tiny configs instead (48x32 frames; pass ``dtype=torch.float32`` on the CPU), to check a
+    benchmark itself in seconds; their numbers mean nothing.
+    """
+    config = tiny().with_(in_dim=16, out_dim=16, latent_height=4, latent_width=6) if tiny_model else longlive_1_3b()
     with torch.device("meta"):
-        model = CausalWanModel(longlive_1_3b())
+        model = CausalWanModel(config)
     model = randomize_(model.to_empty(device=device), std=0.02).to(dtype).eval().requires_grad_(False)
     torch.manual_seed(0)
     with torch.device(device):
-        frames = WanVAEDecoder(VAEConfig.wan2_1()) if decoder == "wan" else TAEDecoder(TAEConfig.taew2_1())
+        if decoder == "wan":
+            frames = WanVAEDecoder(VAEConfig.tiny() if tiny_model else VAEConfig.wan2_1())
+        else:
+            frames = TAEDecoder(TAEConfig.tiny() if tiny_model else TAEConfig.taew2_1())
         frames = frames.to(dtype).eval().requires_grad_(False)
     encoder = RandomPromptEncoder(torch.device(device), dtype, model.config.text_len, model.config.text_dim)
     return LongLiveGenerator(StreamingPipeline(model), encoder, StreamingDecoder(frames))
@@ -212,33 +219,3 @@ def warm_up(generator: LongLiveGenerator, blocks: int = 7, report: Callable[[str
     generator.pipeline.flush()  # the last block's deferred cache pass: the slot-mode one
     generator.reset()
     return time.perf_counter() - started
-
-
-def build_longlive_generator(args, geometry: Geometry) -> LongLiveGenerator:
-    """From CLI flags: random weights for benchmarks, else the official files in ``--weights``."""
-    if not torch.cuda.is_available() and str(args.device).startswith("cuda"):
-        raise SystemExit("error: the longlive generator needs a CUDA GPU (or use --generator synthetic)")
-    torch.backends.cudnn.benchmark = True  # the Wan VAE's 3D convolutions: autotuned once, during warm-up
-    if args.random_weights:
-        log.warning("longlive with RANDOM weights: the video is noise; for benchmarks only")
-        generator = random_longlive(args.device, args.decoder)
-    else:
-        try:
-            longlive = build_longlive(
-                args.weights, device=args.device, decoder=args.decoder, text_encoder_device=args.t5_device
-            )
-        except MissingWeightsError as exc:
-            raise SystemExit(f"error: {exc}") from None
-        generator = LongLiveGenerator(longlive.pipeline, longlive.text_encoder, longlive.decoder)
-    if (generator.geometry.width, generator.geometry.height) != (geometry.width, geometry.height):
-        log.info("longlive renders %dx%d", generator.geometry.width, generator.geometry.height)
-    if getattr(args, "decoder_device", None):  # the decoder on its own device (generators/handover.py)
-        from .handover import place_decoder
-
-        place_decoder(generator, args.decoder_device)
-    if args.compile in ("on", "auto") and generator.device.type == "cuda":
-        enable_compile(generator)
-    print(f"warming up LongLive ({args.decoder} decoder)...", flush=True)
-    seconds = warm_up(generator, report=lambda line: print("  " + line, flush=True))
-    print(f"warm-up done in {seconds:.1f} s", flush=True)
-    return generator

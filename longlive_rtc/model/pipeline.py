@@ -31,7 +31,8 @@ live stream can run forever.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor
@@ -41,9 +42,17 @@ from .kv_cache import ABSOLUTE, KVCache
 from .noise import NoiseSource, SeededNoise
 from .sampler import DENOISING_STEPS, DenoisingSampler
 
+#: Called around every model call of a pipeline as ``hook(kind, x)`` (``kind``: "denoise", "cache" or
+#: "recache"; ``x``: the call's `[B, F, C, H, W]` input); the call runs inside the context it returns.
+StepHook = Callable[[str, Tensor], AbstractContextManager[object]]
+
 
 class StreamingPipeline:
-    """Generates latent blocks `[B, F, C, H, W]` (F = 3) one at a time for a batch of B streams."""
+    """Generates latent blocks `[B, F, C, H, W]` (F = 3) one at a time for a batch of B streams.
+
+    ``step_hook`` (a :data:`StepHook`, None by default) observes every model call, e.g. to time it
+    (``longlive_rtc.timing.StageTimer``); it changes nothing that is computed. A fork does not inherit it.
+    """
 
     def __init__(
         self,
@@ -72,6 +81,7 @@ class StreamingPipeline:
         self._cache_pass_due = False  # the last block's t=0 cache pass (its clean latents: _history[-1])
         self._t_steps: list[Tensor] = []
         self._t_clean: Tensor | None = None
+        self.step_hook: StepHook | None = None
 
     def fork(self) -> StreamingPipeline:
         """A new, unstarted stream over the same model and settings (its own cache, context and noise)."""
@@ -130,10 +140,14 @@ class StreamingPipeline:
     def _step(self, kind: str, x: Tensor, t: Tensor, start: int, **kw: bool) -> Tensor | None:
         """Model call on `[B, F, C, H, W]` latents; returns the flow in the same layout.
 
-        `kind` ("denoise", "cache" or "recache") only labels the call, for profiling wrappers.
+        `kind` ("denoise", "cache" or "recache") only labels the call, for ``step_hook``.
         """
         cache = self._require_started()
-        flow = self.model(x.transpose(1, 2), t, self.context, cache, start, **kw)
+        if self.step_hook is None:
+            flow = self.model(x.transpose(1, 2), t, self.context, cache, start, **kw)
+        else:
+            with self.step_hook(kind, x):
+                flow = self.model(x.transpose(1, 2), t, self.context, cache, start, **kw)
         return None if flow is None else flow.transpose(1, 2)
 
     @torch.no_grad()
