@@ -11,6 +11,7 @@ import { $, h } from "./dom.js";
 import { LivePrompt } from "./live-prompt.js";
 import { Notices } from "./notices.js";
 import { ProgressView } from "./progress.js";
+import { RecordingPanel } from "./recording.js";
 import { describeError, LIMITS, schedulePrompts } from "./protocol.js";
 import { SessionModel } from "./session-model.js";
 import { formatStats, StatsMonitor } from "./stats.js";
@@ -65,6 +66,7 @@ $("#session-id").textContent = connection.session ?? "new";
 new ProgressView($("#progress"), model);
 new TimelineEditor(model, send, notices);
 new LivePrompt(model, send, notices);
+new RecordingPanel($("#recording-panel"), connection, notices);
 
 // --- transport and seed ---------------------------------------------------------------------------
 
