@@ -1,10 +1,14 @@
-"""A long paced stream through the engine, on-air clock and a viewer track, with a prompt switch every N seconds.
+"""Long paced streams through the engine, on-air clock and a viewer track, each switching prompts every N seconds.
 
-Counts the engine's stalls (underruns after playback began), the track's repeated frames and what each
+Per session: the engine's stalls (underruns after playback began), the track's repeated frames and what each
 switch took from request to screen. Frames are VP8-encoded in a worker thread as aiortc's sender does.
+``--sessions N`` runs N sessions at once, each with its own clock, viewer track and switches; with LongLive
+they share one GPU worker (weights loaded once), as ``serve --max-sessions N`` does.
 
     python benchmarks/paced_stream.py --seconds 600 --switch-every 10 --decoder tae      (GPU, random weights)
+    python benchmarks/paced_stream.py --sessions 2 --decoder wan --seconds 600           (two sessions, one GPU)
     python benchmarks/paced_stream.py --generator synthetic --seconds 20                 (CPU, checks the script)
+    python benchmarks/paced_stream.py --generator tiny --sessions 2 --seconds 5          (CPU, the GPU-worker path)
 """
 
 from __future__ import annotations
@@ -17,30 +21,39 @@ import time
 
 from aiortc.codecs.vpx import Vp8Encoder
 
+from longlive_rtc.generators.base import Generator
 from longlive_rtc.protocol import Event
 from longlive_rtc.rtc.track import OnAirClock
 from longlive_rtc.session import Role, Session
 
 
-def build(args):
+def build(args) -> tuple[list[Generator], object | None]:
+    """One generator per session, and the GPU worker they share (None for the synthetic generator)."""
     if args.generator == "synthetic":
         from longlive_rtc.generators import SyntheticGenerator
 
-        return SyntheticGenerator()
+        return [SyntheticGenerator() for _ in range(args.sessions)], None
     import torch
 
+    from longlive_rtc.generators.gpu_worker import GpuWorker
     from longlive_rtc.generators.longlive import enable_compile, random_longlive, warm_up
 
-    torch.backends.cudnn.benchmark = True
-    generator = random_longlive("cuda", args.decoder)
-    if args.compile:
-        enable_compile(generator)
-    print(f"warm-up {warm_up(generator, report=lambda line: None):.1f} s", flush=True)
-    return generator
+    if args.generator == "tiny":  # tiny random configs on the CPU: the same path, numbers meaningless
+        template = random_longlive("cpu", args.decoder, torch.float32, tiny_model=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+        template = random_longlive("cuda", args.decoder)
+        if args.compile:
+            enable_compile(template)
+    print(f"warm-up {warm_up(template, report=lambda line: None):.1f} s", flush=True)
+    if args.sessions == 1:
+        return [template], None
+    worker = GpuWorker(template)  # as serve does with --max-sessions N: shared weights, one stream each
+    return [worker.session() for _ in range(args.sessions)], worker
 
 
-async def run(args) -> dict:
-    session = Session("paced", build(args), buffer_blocks=args.buffer_blocks)
+async def run_one(session: Session, args, started: float) -> dict:
+    """Stream one session until ``args.seconds`` after ``started``, switching every ``args.switch_every`` s."""
     events: list[tuple[float, Event]] = []
     session.join(Role.CONTROLLER, lambda e: events.append((time.monotonic(), e)))
 
@@ -49,7 +62,7 @@ async def run(args) -> dict:
         session.handle(json.dumps({"type": kind, "data": data}), Role.CONTROLLER, replies.append)
         assert replies[0].type == "ack", replies[0]
 
-    command("schedule_prompt", new_prompt="prompt 0", timestamp=0)
+    command("schedule_prompt", new_prompt=f"{session.id} prompt 0", timestamp=0)
     command("start")
     clock = OnAirClock(session.engine)
     clock.start()
@@ -58,51 +71,79 @@ async def run(args) -> dict:
     loop = asyncio.get_running_loop()
     requested: dict[str, float] = {}
     shown: dict[str, float] = {}
-    started = time.monotonic()
     next_switch, number = started + args.switch_every, 1
     frames = encoded_bytes = 0
-    while time.monotonic() - started < args.seconds:
-        frame = await track.recv()
-        payloads, _ = await loop.run_in_executor(None, encoder.encode, frame)
-        frames += 1
-        encoded_bytes += sum(len(p) for p in payloads)
-        if time.monotonic() >= next_switch:
-            prompt = f"prompt {number}"
-            command("schedule_prompt", new_prompt=prompt, timestamp=session.current_start_frame)
-            requested[prompt], next_switch, number = time.monotonic(), next_switch + args.switch_every, number + 1
-        for at, event in events:
-            if event.type == "prompt_applied" and event.data["prompt"] not in shown:
-                shown[event.data["prompt"]] = at
+    try:
+        while time.monotonic() - started < args.seconds:
+            frame = await track.recv()
+            payloads, _ = await loop.run_in_executor(None, encoder.encode, frame)
+            frames += 1
+            encoded_bytes += sum(len(p) for p in payloads)
+            if time.monotonic() >= next_switch:
+                prompt = f"{session.id} prompt {number}"
+                command("schedule_prompt", new_prompt=prompt, timestamp=session.current_start_frame)
+                requested[prompt], next_switch, number = time.monotonic(), next_switch + args.switch_every, number + 1
+            for at, event in events:
+                if event.type == "prompt_applied" and event.data["prompt"] not in shown:
+                    shown[event.data["prompt"]] = at
+    finally:
+        clock.stop()
     elapsed = time.monotonic() - started
-    clock.stop()
-    session.close()
     delays = [shown[p] - requested[p] for p in requested if p in shown]
+    engine = session.engine
     return {
-        "generator": args.generator,
-        "decoder": args.decoder,
+        "session": session.id,
         "seconds": round(elapsed, 1),
         "frames_sent": frames,
         "fps": round(frames / elapsed, 3),
-        "stalls": session.engine.stalls,
+        "stalls": engine.stalls,
         "repeated_frames": clock.repeats,
-        "blocks_generated": session.engine.blocks_generated,
+        "blocks_generated": engine.blocks_generated,
         "switches_requested": len(requested),
         "switches_applied": len(delays),
         "switch_request_to_applied_s_median": round(statistics.median(delays), 3) if delays else None,
-        "buffer_high_water_frames": session.engine.buffer.high_water,
+        "buffer_high_water_frames": engine.buffer.high_water,
         "vp8_kbps": round(8 * encoded_bytes / elapsed / 1000, 1),
     }
 
 
-def main() -> None:
+async def run(args) -> dict:
+    generators, worker = build(args)
+    sessions = [Session(f"s{i}", g, buffer_blocks=args.buffer_blocks) for i, g in enumerate(generators)]
+    try:
+        started = time.monotonic()
+        per_session = await asyncio.gather(*(run_one(s, args, started) for s in sessions))
+    finally:
+        for session in sessions:
+            session.close()
+        if worker is not None:
+            worker.close()
+    return {
+        "generator": args.generator,
+        "decoder": args.decoder,
+        "sessions": len(sessions),
+        "stalls": [r["stalls"] for r in per_session],  # one number per session
+        "per_session": per_session,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generator", default="longlive", choices=["longlive", "synthetic"])
+    parser.add_argument("--generator", default="longlive", choices=["longlive", "synthetic", "tiny"])
     parser.add_argument("--decoder", default="tae", choices=["wan", "tae"])
+    parser.add_argument("--sessions", type=int, default=1, help="sessions at once (LongLive: on one GPU worker)")
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--switch-every", type=float, default=10)
     parser.add_argument("--buffer-blocks", type=int, default=1)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
-    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+    args = parser.parse_args(argv)
+    if args.sessions < 1:
+        parser.error("--sessions must be >= 1")
+    return args
+
+
+def main() -> None:
+    print(json.dumps(asyncio.run(run(parse_args())), indent=2))
 
 
 if __name__ == "__main__":
