@@ -17,17 +17,13 @@ import statistics
 import torch
 
 from longlive_rtc.generators.longlive import enable_compile, random_longlive
+from longlive_rtc.timing import device_ms
 
 FILL = 4  # blocks before the window is full (12 frames)
 
 
 def block_ms(step) -> float:
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    begin.record()
-    step()
-    end.record()
-    end.synchronize()
-    return begin.elapsed_time(end)
+    return device_ms(step, "cuda")
 
 
 def main() -> None:

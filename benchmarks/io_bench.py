@@ -23,24 +23,12 @@ from longlive_rtc.model.t5 import T5Config, UMT5Encoder
 from longlive_rtc.model.tae import TAEConfig, TAEDecoder
 from longlive_rtc.model.text_encoder import TextEncoder
 from longlive_rtc.model.vae import VAEConfig, WanVAEDecoder
+from longlive_rtc.timing import device_ms
 
 
 def time_ms(fn: Callable[[], object], iters: int, device: torch.device) -> list[float]:
     """Milliseconds per call: CUDA events (synchronised after each call) or the host clock on CPU."""
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t0))
-    return times
+    return [device_ms(fn, device) for _ in range(iters)]
 
 
 def summary(times: list[float]) -> dict[str, float]:

@@ -21,6 +21,7 @@ import torch
 
 from longlive_rtc.model import CausalWanModel, StreamingPipeline, WanConfig, backend_for, longlive_1_3b, tiny
 from longlive_rtc.model.random_init import randomize_
+from longlive_rtc.timing import Span, StageTimer
 
 
 def random_model(device: torch.device, cfg: WanConfig, seed: int = 0) -> CausalWanModel:
@@ -30,26 +31,9 @@ def random_model(device: torch.device, cfg: WanConfig, seed: int = 0) -> CausalW
     return randomize_(model.to_empty(device=device), std=0.02, seed=seed).to(torch.bfloat16).eval()
 
 
-class ForwardTimer:
-    """Wraps `pipe._step` to record CUDA events around every DiT forward."""
-
-    def __init__(self, pipe: StreamingPipeline) -> None:
-        self.records: list[tuple[int, str, torch.cuda.Event, torch.cuda.Event]] = []
-        self.block = -1
-        inner = pipe._step
-
-        def timed(kind, x, t, start, **kw):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            out = inner(kind, x, t, start, **kw)
-            b.record()
-            self.records.append((self.block, kind, a, b))
-            return out
-
-        pipe._step = timed  # type: ignore[method-assign]
-
-    def times(self, kind: str, blocks: range) -> list[float]:
-        return [a.elapsed_time(b) for blk, k, a, b in self.records if k == kind and blk in blocks]
+def times(timer: StageTimer, kind: str, blocks: range) -> list[float]:
+    """Milliseconds of the forwards of ``kind`` made while the blocks in ``blocks`` ran (tagged by block)."""
+    return timer.ms(kind, lambda block: block in blocks)
 
 
 def med(xs: list[float]) -> float:
@@ -60,9 +44,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--blocks", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--tiny", action="store_true", help="tiny config (to check the script itself)")
+    ap.add_argument("--tiny", action="store_true", help="tiny config (to check the script itself; CPU if no GPU)")
     args = ap.parse_args()
-    device = torch.device("cuda")
+    cuda = torch.cuda.is_available() or not args.tiny
+    device = torch.device("cuda" if cuda else "cpu")
     torch.backends.cudnn.benchmark = False
 
     t0 = time.perf_counter()
@@ -78,58 +63,53 @@ def main() -> None:
         if i == 5:
             pipe.switch_prompt(prompts[1])
         pipe.next_block()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
 
-    timer = ForwardTimer(pipe)
-    block_ev, switch_ev = [], []
+    timer = StageTimer(device).attach(pipe)
+    block_spans, switch_spans = [], []
     switches = {5: (prompts[1], True), 8: (prompts[2], False)}
     pipe.begin(0, prompts[0])
     checksum = []
     for blk in range(args.blocks):
-        timer.block = blk
+        timer.tag = blk
         if blk in switches:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
+            span = Span(device).start()
             pipe.switch_prompt(switches[blk][0], global_sink=switches[blk][1])
-            b.record()
-            switch_ev.append((blk, a, b))
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
+            switch_spans.append((blk, span.stop()))
+        span = Span(device).start()
         x0 = pipe.next_block()
-        b.record()
-        block_ev.append((a, b))
+        block_spans.append(span.stop())
         checksum.append(x0.float().abs().mean())
-    torch.cuda.synchronize()
-    peak_gb = torch.cuda.max_memory_allocated() / 2**30
-    block_ms = [a.elapsed_time(b) for a, b in block_ev]
+    block_ms = [span.ms for span in block_spans]
+    peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
     finite = all(bool(torch.isfinite(c)) for c in checksum)
 
     # host-sync check on one steady-state block
-    timer.block = -2
-    torch.cuda.set_sync_debug_mode("warn")
+    timer.tag = -2
+    if cuda:
+        torch.cuda.set_sync_debug_mode("warn")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pipe.next_block()
-    torch.cuda.set_sync_debug_mode("default")
+    if cuda:
+        torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
 
     # float32 RoPE (nearly identical numerics, fewer bytes): 3 steady blocks
     model.rope.dtype = torch.float32
-    ev = []
+    spans = []
     for _ in range(4):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
+        span = Span(device).start()
         pipe.next_block()
-        b.record()
-        ev.append((a, b))
-    torch.cuda.synchronize()
-    rope32_block = [a.elapsed_time(b) for a, b in ev[1:]]
+        spans.append(span.stop())
+    rope32_block = [span.ms for span in spans[1:]]
 
     steady = range(4, args.blocks)
     kv_gb = (pipe.cache.k.numel() + pipe.cache.v.numel()) * 2 / 2**30
     summary = {
-        "device": torch.cuda.get_device_name(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__,
         "attention": backend_for(torch.empty(1, device=device, dtype=torch.bfloat16)),
         "params_B": round(sum(p.numel() for p in model.parameters()) / 1e9, 4),
@@ -137,15 +117,15 @@ def main() -> None:
         "kv_cache_GiB": round(kv_gb, 2),
         "peak_mem_GiB": round(peak_gb, 2),
         "forward_ms": {
-            "denoise_steady_window12": med(timer.times("denoise", steady)),
-            "cache_pass_steady": med(timer.times("cache", steady)),
-            "denoise_block0_window3": med(timer.times("denoise", range(0, 1))),
-            "recache": [round(x, 2) for x in timer.times("recache", range(args.blocks))],
+            "denoise_steady_window12": med(times(timer, "denoise", steady)),
+            "cache_pass_steady": med(times(timer, "cache", steady)),
+            "denoise_block0_window3": med(times(timer, "denoise", range(0, 1))),
+            "recache": [round(x, 2) for x in times(timer, "recache", range(args.blocks))],
         },
         "block_ms": {
             "steady_median": med([block_ms[i] for i in steady]),
             "per_block": [round(x, 1) for x in block_ms],
-            "switch_prompt": [(blk, round(a.elapsed_time(b), 1)) for blk, a, b in switch_ev],
+            "switch_prompt": [(blk, round(span.ms, 1)) for blk, span in switch_spans],
             "steady_median_rope_float32": med(rope32_block),
         },
         "dit_fps_12_frames_per_block": round(12000 / statistics.median([block_ms[i] for i in steady]), 1),
