@@ -70,6 +70,7 @@ class StageTimer:
     spans: list[tuple[str, object, Span]] = field(default_factory=list)
 
     def attach(self, pipeline: StreamingPipeline) -> StageTimer:
+        """Time ``pipeline``'s model calls from now on (replacing its hook)."""
         if self.device is None:
             self.device = pipeline.model.device
         pipeline.step_hook = self._around

@@ -54,6 +54,9 @@ def test_step_hook_times_every_model_call_and_changes_nothing() -> None:
             latents.append(pipeline.next_block())
         return latents, timer
 
+    parent = tiny_longlive("tae").pipeline
+    StageTimer().attach(parent)
+    assert parent.step_hook is not None and parent.fork().step_hook is None  # a session's fork is not timed
     plain, _ = stream(False)
     timed, timer = stream(True)
     assert all(torch.equal(a, b) for a, b in zip(plain, timed, strict=True))
