@@ -97,10 +97,6 @@ class BlockStream:
     def next_frame(self) -> int:
         return self._next_frame
 
-    @property
-    def active_prompt(self) -> str | None:
-        return self._active_prompt
-
     def begin(self, seed: int) -> None:
         """Rewind to frame 0; the generator begins on the first :meth:`step`."""
         self._seed = seed

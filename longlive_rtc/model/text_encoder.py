@@ -1,27 +1,26 @@
-"""Prompt -> context embeddings [1, 512, 4096] for the DiT, with an LRU cache of encoded prompts.
+"""Prompt -> context embeddings [1, 512, 4096] for the DiT.
 
 The umT5 encoder may run on the GPU or, for small GPUs, on the CPU with the result moved to the generator's
 device (`output_device`). Padded positions of the output are zeroed, as in the official wrapper. Because the
 padding keys are masked, real tokens do not depend on the padding, so the encoder only runs on the longest
 real length of the batch (`trim_padding`; same result up to float rounding, several times cheaper for
-typical prompts); the output is zero-filled back to 512 positions.
+typical prompts); the output is zero-filled back to 512 positions. Nothing is cached here: a session's
+engine keeps each scheduled prompt's embedding (``stream.PromptCache``), the one cache of encoded prompts.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from .t5 import T5Config, UMT5Encoder, load_umt5
-from .tokenizer import TEXT_LEN, PromptTokenizer, clean_prompt
+from .tokenizer import TEXT_LEN, PromptTokenizer
 
 
 class TextEncoder:
-    """Encodes prompts; `__call__(prompt)` is cached (thread-safe), `encode(prompts)` is not."""
+    """Encodes prompts: `__call__(prompt)` one, `encode(prompts)` a batch."""
 
     def __init__(
         self,
@@ -30,7 +29,6 @@ class TextEncoder:
         *,
         output_device: torch.device | str | None = None,
         output_dtype: torch.dtype | None = None,
-        cache_size: int = 32,
         trim_padding: bool = True,
     ):
         self.encoder = encoder
@@ -38,12 +36,7 @@ class TextEncoder:
         self.device = encoder.device
         self.output_device = torch.device(output_device) if output_device is not None else self.device
         self.output_dtype = output_dtype
-        self.cache_size = cache_size
         self.trim_padding = trim_padding
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -57,26 +50,8 @@ class TextEncoder:
         return context.to(self.output_device, self.output_dtype or context.dtype)
 
     def __call__(self, prompt: str) -> torch.Tensor:
-        """[1, text_len, dim] for one prompt, from the cache when it was encoded before."""
-        key = clean_prompt(prompt)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                return self._cache[key]
-            self.misses += 1
-        context = self.encode([prompt])  # outside the lock: cached look-ups never wait for an encode
-        with self._lock:
-            self._cache[key] = context
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return context
-
-    def prefetch(self, prompts: Iterable[str]) -> None:
-        """Encode prompts ahead of use (e.g. a scheduled prompt before its switch)."""
-        for prompt in prompts:
-            self(prompt)
+        """[1, text_len, dim] for one prompt."""
+        return self.encode([prompt])
 
 
 def load_text_encoder(
@@ -86,11 +61,10 @@ def load_text_encoder(
     device: torch.device | str = "cuda",
     dtype: torch.dtype = torch.bfloat16,
     output_device: torch.device | str | None = None,
-    cache_size: int = 32,
     cfg: T5Config | None = None,
     text_len: int = TEXT_LEN,
 ) -> TextEncoder:
     """umT5 weights + tokenizer -> TextEncoder. `device="cpu"` keeps the 11 GB encoder off the GPU."""
     encoder = load_umt5(t5_path, device=device, dtype=dtype, cfg=cfg)
     tokenizer = PromptTokenizer.from_dir(tokenizer_dir, text_len)
-    return TextEncoder(encoder, tokenizer, output_device=output_device, output_dtype=dtype, cache_size=cache_size)
+    return TextEncoder(encoder, tokenizer, output_device=output_device, output_dtype=dtype)

@@ -165,7 +165,6 @@ def build_longlive(
     lora: bool = True,
     use_ema: bool = False,
     global_sink: bool = True,
-    prompt_cache_size: int = 32,
     configs: ModelConfigs | None = None,
 ) -> LongLive:
     """Load every part from `weights_dir` (official layout); clear error first if any file is missing.
@@ -186,7 +185,6 @@ def build_longlive(
         device=text_encoder_device or device,
         dtype=dtype,
         output_device=device,
-        cache_size=prompt_cache_size,
         cfg=configs.t5,
         text_len=configs.dit.text_len,
     )
