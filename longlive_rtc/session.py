@@ -129,6 +129,9 @@ class Session:
         self.schedule = JournaledSchedule(self.geometry.frames_per_block, max_prompts, on_change=self._schedule_changed)
         self._loop = loop or asyncio.get_running_loop()
         self.engine = Engine(generator, self.schedule, self._on_engine_event, self._loop, buffer_blocks)
+        # The protocol's status: set by commands and, on the loop, by the failure events the session broadcasts,
+        # in order with them (the engine's own flags change earlier, on its thread). The run counter is the
+        # engine's alone (``engine.current_run``): it equals the run started while the status is not idle.
         self.status = Status.IDLE
         self.seed = 0
         self.current_start_frame = 0
@@ -136,7 +139,6 @@ class Session:
         self.active_prompt: str | None = None
         self.playback_frame: int | None = None  # the video frame on air (None: the idle card)
         self.members: list[Member] = []
-        self._run = 0
         self._limit = (command_burst, command_rate, clock)
         self._state_pending: asyncio.Handle | None = None
         self._changes_pending: asyncio.Handle | None = None  # the scheduled flush of the schedule's journal
@@ -248,7 +250,7 @@ class Session:
             raise ProtocolError(ErrorCode.NO_INITIAL_PROMPT, "schedule a prompt at frame 0 before start")
         self.current_start_frame = self.video_frame = 0
         self.active_prompt = None
-        self._run = self.engine.start(self.seed)
+        self.engine.start(self.seed)
         self.status = Status.RUNNING
 
     def _pause(self, command: Command) -> None:
@@ -291,7 +293,7 @@ class Session:
         if isinstance(event, PromptFailed):  # the schedule changed, whichever run it came from
             self._prompt_failed(event)
             return
-        if event.run != self._run or self.status is Status.IDLE:
+        if self.status is Status.IDLE or event.run != self.engine.current_run:
             return  # from a run that was reset or failed meanwhile
         if isinstance(event, BlockDone):
             self.current_start_frame, self.video_frame = event.current_start_frame, event.video_frame
@@ -312,12 +314,12 @@ class Session:
             self.playback_frame = None
         elif item.kind is Playout.FRAME:
             self.playback_frame = item.index
-            if item.applied is not None and item.run == self._run and self.status is not Status.IDLE:
+            if item.applied is not None and self.status is not Status.IDLE and item.run == self.engine.current_run:
                 self.broadcast(protocol.on_air(item.applied.timestamp, item.frame or 0, item.index or 0))
 
     def _prompt_failed(self, event: PromptFailed) -> None:
         entry = event.entry
-        if event.ended_run and event.run == self._run and self.status is not Status.IDLE:
+        if event.ended_run and self.status is not Status.IDLE and event.run == self.engine.current_run:
             self.status = Status.IDLE
         what = "the stream stopped" if event.ended_run else "it was removed from the schedule"
         message = (
