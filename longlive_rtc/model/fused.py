@@ -80,7 +80,8 @@ COMPILED = ("attention_inputs", "block_output", "rotate")
 _EAGER = {name: globals()[name] for name in COMPILED}
 
 
-#: Compiled variants per function: query lengths 3/6/9/12 frames x cache-only or not x RoPE mode.
+#: Compiled variants per function and device: query lengths 3/6/9/12 frames x cache-only or not x RoPE mode
+#: (Dynamo's guards include the device, so ``serve --devices`` compiles every variant once per GPU).
 RECOMPILE_LIMIT = 64
 
 
@@ -88,8 +89,9 @@ def enable(compiled: bool = True) -> None:
     """Use compiled (fused, fixed-shape) versions of the functions in :data:`COMPILED`, or eager ones again."""
     import torch._dynamo.config as dynamo_config
 
+    limit = RECOMPILE_LIMIT * max(1, torch.cuda.device_count() if torch.cuda.is_available() else 1)
     for name in ("recompile_limit", "cache_size_limit"):  # one is an alias of the other in newer torch
-        if getattr(dynamo_config, name, RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
-            setattr(dynamo_config, name, RECOMPILE_LIMIT)
+        if getattr(dynamo_config, name, limit) < limit:
+            setattr(dynamo_config, name, limit)
     for name, fn in _EAGER.items():
         globals()[name] = torch.compile(fn, dynamic=False) if compiled else fn
