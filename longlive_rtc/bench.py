@@ -255,6 +255,7 @@ def run_bench(args) -> dict:
         "devices": names, "decoder_device": args.decoder_device, "configs": {},
     }  # fmt: skip
     for decoder in args.decoders:
+        _empty_caches(names)
         _reset_peaks(names)
         t5 = _resident_t5() if args.with_t5 and cuda and not args.tiny else None
         same_device = argparse.Namespace(**(vars(args) | {"decoder_device": None}))
@@ -327,8 +328,9 @@ def _reset_peaks(names: list[str]) -> None:
 
 
 def _empty_caches(names: list[str]) -> None:
-    if _cuda_names(names):
-        torch.cuda.empty_cache()
+    for name in _cuda_names(names):
+        with torch.cuda.device(name):
+            torch.cuda.empty_cache()
 
 
 def _peak_gib(names: list[str]) -> float:
