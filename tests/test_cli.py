@@ -206,3 +206,14 @@ def test_download_without_network_is_one_line_naming_the_files_and_where(
         assert path in line
     assert "taew2_1.pth" not in line and "Retry" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []  # no folders, no .cache
+
+
+def test_serve_without_devices_builds_one_generator_now_and_reuses_freed_ones() -> None:
+    from longlive_rtc.cli import one_device_generators
+
+    args = build_parser().parse_args(["serve", "--width", "160", "--height", "96"])
+    factory, release = one_device_generators(args, max_sessions=2)
+    first, second = factory(), factory()  # the one built up front, then a new one
+    assert first is not second and first.geometry.width == 160
+    release(first)
+    assert factory() is first  # a freed session's generator serves the next session
