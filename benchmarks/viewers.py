@@ -1,11 +1,16 @@
 """Server CPU per WebRTC viewer, per-viewer encoding against ``--encode-once`` (H.264 viewers, one session).
 
 For each mode and viewer count, a fresh ``serve`` (synthetic generator, H.264) streams one running session
-to N real aiortc viewers; the server's CPU (from /proc) is measured over ``--seconds`` once every viewer
-receives frames, with each viewer's frame rate over the same window.
+to N real aiortc viewers in this process; the server's CPU (from /proc) is measured over ``--seconds`` once
+every viewer receives frames, with each viewer's frame rate over the same window, this process's own CPU
+(the viewers') and the machine's load (the machine may be shared: the results say how busy it was).
+
+``--light`` viewers do everything a viewer does (ICE, DTLS, SRTP, RTCP, NACK, jitter buffer: every frame
+reassembled) but do not decode the pictures, so that many viewers fit beside the server on a small machine;
+their fps counts the complete frames each one assembled.
 
     python benchmarks/viewers.py --viewers 1 4 --seconds 15
-    python benchmarks/viewers.py --viewers 1 10 50 --width 832 --height 480 --json viewers.json
+    python benchmarks/viewers.py --viewers 1 10 50 --modes encode-once --light --json viewers.json
 """
 
 from __future__ import annotations
@@ -13,11 +18,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 import urllib.request
+from dataclasses import dataclass
+
+import aiortc.rtcrtpreceiver
+import av
 
 from benchmarks.server_process import ServerProcess, report
 from tests.rtc_client import Client
+
+MODES = {"per-viewer": [], "encode-once": ["--encode-once"]}
+
+
+class FrameCounter:
+    """A decoder stand-in for ``--light`` viewers: one tiny picture per complete encoded frame, no decoding."""
+
+    def decode(self, encoded_frame) -> list[av.VideoFrame]:
+        frame = av.VideoFrame(16, 16, "yuv420p")
+        frame.pts = encoded_frame.timestamp
+        return [frame]
+
+
+def light_viewers() -> None:
+    """Viewers of this process stop decoding (aiortc's receiver asks ``get_decoder`` for its decoder)."""
+    aiortc.rtcrtpreceiver.get_decoder = lambda codec: FrameCounter()
+
+
+@dataclass
+class CountingClient(Client):
+    """A viewer that only counts the pictures its track gives (no per-picture analysis)."""
+
+    pictures: int = 0
+
+    async def _read_frames(self, track) -> None:
+        try:
+            while True:
+                await track.recv()
+                self.pictures += 1
+                if not self.frames:
+                    self.frames.append(None)  # wait_frames: the first picture came
+        except Exception:
+            return
 
 
 def create_session(url: str) -> str:
@@ -27,50 +70,83 @@ def create_session(url: str) -> str:
         return json.load(reply)["session"]
 
 
+def shared_viewers(url: str, session: str) -> dict:
+    """The encode-once viewers' counters (keyframes forced, packets skipped); empty with per-viewer encoding."""
+    with urllib.request.urlopen(f"{url}/sessions/{session}/recording", timeout=10) as reply:
+        return json.load(reply).get("webrtc_viewers") or {}
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, every core (from /proc/stat)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+
+
 async def measure(server: ServerProcess, viewers: int, seconds: float) -> dict:
     session = create_session(server.url)
-    clients = [Client(codec="h264") for _ in range(viewers)]
+    clients = [CountingClient(codec="h264") for _ in range(viewers)]
     try:
         for client in clients:
             await client.connect(server.url, session=session, role="viewer", data_channel=False)
         for client in clients:
-            await client.wait_frames(15, timeout=60)
-        counts, cpu, started = [len(c.frames) for c in clients], server.cpu_seconds(), time.monotonic()
+            await client.wait_frames(1, timeout=60)
+        await asyncio.sleep(2.0)  # every viewer past its start
+        counts, cpu, mine = [c.pictures for c in clients], server.cpu_seconds(), time.process_time()
+        machine, shared = machine_busy(), shared_viewers(server.url, session)
+        started = time.monotonic()
         await asyncio.sleep(seconds)
         wall = time.monotonic() - started
         cores = (server.cpu_seconds() - cpu) / wall
-        fps = [(len(c.frames) - n) / wall for c, n in zip(clients, counts, strict=True)]
+        fps = [(c.pictures - n) / wall for c, n in zip(clients, counts, strict=True)]
+        client_cores = (time.process_time() - mine) / wall
+        busy, total = (now - then for now, then in zip(machine_busy(), machine, strict=True))
+        shared_after = shared_viewers(server.url, session)
     finally:
         for client in clients:
             await client.close()
     return {"viewers": viewers, "server_cores": round(cores, 3), "fps_min": round(min(fps), 2),
-            "fps_max": round(max(fps), 2)}  # fmt: skip
+            "fps_max": round(max(fps), 2), "viewers_cores": round(client_cores, 3),
+            "machine_busy_cores": round(busy / wall, 2), "machine_cores": round(total / wall, 1),
+            "loadavg": os.getloadavg(),
+            **{f"{key}_in_window": shared_after[key] - shared.get(key, 0) for key in ("keyframes_forced",
+               "keyframe_requests", "packets_skipped") if key in shared_after}}  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--width", type=int, default=416)
     parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--light", action="store_true", help="viewers reassemble frames but do not decode them")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.light:
+        light_viewers()
     runs = []
-    for mode, flags in (("per-viewer", []), ("encode-once", ["--encode-once"])):
+    most = max(args.viewers)
+    for mode in args.modes:
         for viewers in args.viewers:
             size = ["--width", str(args.width), "--height", str(args.height)]
-            extra = [*flags, "--codec", "h264", "--clip-seconds", "0", "--max-peers-per-session", "64", *size]
+            peers = ["--max-peers", str(most + 8), "--max-peers-per-session", str(most + 8)]
+            limits = ["--rate-limit", "6000", "--rate-burst", str(most + 8)]  # every viewer offers from here
+            extra = [*MODES[mode], "--codec", "h264", "--clip-seconds", "0", *peers, *limits, *size]
             with ServerProcess(*extra) as server:
                 result = asyncio.run(measure(server, viewers, args.seconds))
                 runs.append({"mode": mode, **result, "server": server.summary()})
             print(json.dumps(runs[-1]), flush=True)
-    for mode in ("per-viewer", "encode-once"):
+    for mode in args.modes:
         mine = [r for r in runs if r["mode"] == mode]
         if len(mine) > 1:
             first, last = mine[0], mine[-1]
             extra = (last["server_cores"] - first["server_cores"]) / (last["viewers"] - first["viewers"])
             print(f"{mode}: {extra:.4f} cores per extra viewer")
-    return report({"size": f"{args.width}x{args.height}", "seconds": args.seconds, "runs": runs}, args.json)
+    size = f"{args.width}x{args.height}"
+    return report({"size": size, "seconds": args.seconds, "light": args.light, "runs": runs}, args.json)
 
 
 if __name__ == "__main__":

@@ -149,8 +149,11 @@ async def stop_recording(request: web.Request) -> web.Response:
 
 async def recording_status(request: web.Request) -> web.Response:
     """The recording in progress (or the last one, with why it ended), clips, readers, storage."""
-    _live_session, outputs = _live(request, control=True)
+    live, outputs = _live(request, control=True)
     status = outputs.status()
+    fan_out = request.app[OUTPUTS_KEY].viewers.get(live.id)
+    if fan_out is not None:  # --encode-once: the H.264 viewers on the shared encode, their keyframes
+        status["webrtc_viewers"] = fan_out.stats()
     last = outputs.recording
     status["last_recording"] = _with_url(request, last.info()) if last is not None else None
     return web.json_response(status)

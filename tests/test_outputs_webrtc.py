@@ -122,6 +122,8 @@ async def test_a_pli_from_a_viewer_forces_a_keyframe_and_a_flood_of_them_is_rate
             await asyncio.sleep(1.0)
             flood = time.monotonic() - flood_started
             requests, forced_in_flood = fan_out.keyframe_requests, fan_out.keyframes_forced - forced
+            status, state = await call(server, "GET", f"/sessions/{session}/recording", created["tokens"]["controller"])
+            assert status == 200 and state["webrtc_viewers"]["keyframes_forced"] == fan_out.keyframes_forced
         finally:
             await client.close()
     assert requests >= 40, f"every PLI reached the shared encoder's fan-out ({requests} requests)"

@@ -143,6 +143,12 @@ class PacketFanOut:
         self.keyframes_forced += 1
         self._encoder.request_keyframe()
 
+    def stats(self) -> dict[str, int]:
+        return {
+            "viewers": len(self.tracks), "keyframe_requests": self.keyframe_requests,
+            "keyframes_forced": self.keyframes_forced, "packets_skipped": sum(t.skipped for t in self.tracks),
+        }  # fmt: skip
+
     def leave(self, track: PacketTrack) -> None:
         self.tracks.discard(track)
         if not self.tracks and self._encoder is not None:
