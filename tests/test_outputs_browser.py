@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from longlive_rtc.outputs.manager import OutputsConfig
 from signaling.auth import Auth
+from signaling.outputs import OUTPUTS_KEY
 
 from .browser_support import CHROMIUM, CHROMIUM_ARGS, ConsoleLog, ServerThread, screenshot
 from .outputs_support import ffprobe, needs_ffprobe
@@ -53,10 +54,10 @@ def serve(tmp_path: Path, **overrides) -> RecordingServer:
     return RecordingServer(outputs_config(tmp_path, clip_seconds=0, **overrides)).start()
 
 
-def open_director(browser: Browser, server: RecordingServer) -> tuple[Page, ConsoleLog]:
+def open_director(browser: Browser, server: RecordingServer, query: str = "") -> tuple[Page, ConsoleLog]:
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     log = ConsoleLog("director").attach(page)
-    page.goto(f"{server.url}/?token={server.api_key}")
+    page.goto(f"{server.url}/?token={server.api_key}{query}")
     page.wait_for_selector("html[data-connection=connected]", state="attached", timeout=TIMEOUT_MS)
     page.wait_for_selector("#recording-panel", state="visible", timeout=TIMEOUT_MS)
     page.wait_for_selector("#record:enabled", timeout=TIMEOUT_MS)
@@ -134,3 +135,37 @@ def test_a_refused_recording_is_a_notice_and_the_stream_plays_on(browser: Browse
     finally:
         server.stop()
     assert log.unexpected((REFUSED_507,)) == [], log.errors
+
+
+#: The page's inbound video: decoded frames, keyframes among them, PLIs it sent, the codec.
+INBOUND_JS = """async () => {
+  const pc = window.longlive?.connection?.pc;
+  const out = {framesDecoded: 0, keyFramesDecoded: 0, pliCount: 0, codec: ""};
+  if (!pc) return out;
+  const report = await pc.getStats();
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      Object.assign(out, {framesDecoded: s.framesDecoded ?? 0, keyFramesDecoded: s.keyFramesDecoded ?? 0,
+                          pliCount: s.pliCount ?? 0, codec: report.get(s.codecId)?.mimeType ?? ""});
+    }
+  });
+  return out;
+}"""
+
+
+def test_chromium_decodes_the_shared_encode_from_its_first_frame(browser: Browser, tmp_path: Path) -> None:
+    """--encode-once: Chromium's own H.264 decoder plays the shared encoder's packets (Constrained Baseline),
+    starting at the keyframe made for it, with a one-minute GOP (no other keyframe would come)."""
+    server = serve(tmp_path, encode_once=True, keyframe_seconds=60.0)
+    try:
+        page, log = open_director(browser, server, "&codec=h264")
+        session = page.evaluate("() => window.longlive.connection.session")
+        page.wait_for_function(f"async () => (await ({INBOUND_JS})()).framesDecoded >= 45", timeout=TIMEOUT_MS)
+        inbound = page.evaluate(INBOUND_JS)
+        fan_out = server.call(lambda: server.server.runner.app[OUTPUTS_KEY].viewers[session].stats())
+        close(page)
+    finally:
+        server.stop()
+    assert inbound["codec"] == "video/H264" and inbound["keyFramesDecoded"] >= 1, inbound
+    assert fan_out["viewers"] == 1 and fan_out["keyframes_forced"] >= 1, fan_out
+    assert log.unexpected() == [], log.errors
