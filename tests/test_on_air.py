@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import numpy as np
@@ -96,26 +95,28 @@ async def test_on_air_follows_prompt_applied_and_matches_the_received_stamps() -
             client.send("schedule_prompt", "live", new_prompt="a live prompt", timestamp=18)  # the next block or so
             assert (await client.reply_to("live"))["type"] == "ack"
             live = await client.wait_event(lambda e: e["type"] == "prompt_applied" and e["data"]["timestamp"] == 18)
-            await client.wait_event(lambda e: e["type"] == "on_air" and e["data"]["timestamp"] == 18)
+            last = (await client.wait_event(lambda e: e["type"] == "on_air" and e["data"]["timestamp"] == 18))["data"]
             client.send("get_state", "st")
             await client.reply_to("st")
-            await asyncio.sleep(1.0)  # the frames of the last switch reach the client
+            # the frames of the last switch reach the client: progress, however loaded the machine
+            await wait_until(lambda: any(f.stamp and f.stamp.frame >= last["video_frame"] + 6 for f in client.frames),
+                             timeout=30, what="the frames after the last switch")  # fmt: skip
             events = client.events
             applied = [e for e in events if e["type"] == "prompt_applied"]
             on_air = [e for e in events if e["type"] == "on_air"]
             assert [e["data"]["timestamp"] for e in applied] == [0, 6, 12, 18]
             assert [e["data"]["timestamp"] for e in on_air] == [0, 6, 12, 18]
-            stamps = {f.stamp.frame: f.stamp.prompt for f in client.frames if f.stamp is not None}
-            for number, (a, o) in enumerate(zip(applied, on_air, strict=True)):
+            for a, o in zip(applied, on_air, strict=True):
                 assert events.index(a) < events.index(o), "on_air comes after its prompt_applied"
                 assert o["data"]["frame"] == a["data"]["frame"]
-                video_frame = o["data"]["video_frame"]
-                assert video_frame == server.geometry.video_frames_before(a["data"]["frame"])
-                if video_frame in stamps:  # a busy encoder may skip a frame, never many
-                    assert stamps[video_frame] == number, "the frame on air shows the new prompt"
-                if video_frame - 1 in stamps:
-                    assert stamps[video_frame - 1] == number - 1, "the frame before shows the previous one"
-            assert sum(o["data"]["video_frame"] in stamps for o in on_air) >= 3
+                assert o["data"]["video_frame"] == server.geometry.video_frames_before(a["data"]["frame"])
+            starts = [o["data"]["video_frame"] for o in on_air]
+            stamps = {f.stamp.frame: f.stamp.prompt for f in client.frames if f.stamp is not None}
+            for index, prompt in stamps.items():  # every frame received shows the prompt on_air said was on screen
+                assert prompt == sum(start <= index for start in starts) - 1, (index, prompt, starts)
+            for start in starts[1:]:  # a busy encoder skips frames, so each switch is bracketed within 6 frames
+                assert any(start - 6 <= i < start for i in stamps) and any(start <= i < start + 6 for i in stamps)
+            assert any(start - 1 in stamps and start in stamps for start in starts[1:]), "a switch frame-exact"
             assert live["data"]["frame"] >= 18
             state = next(e for e in reversed(events) if e["type"] == "state")
             assert state["data"]["playback_frame"] >= on_air[-1]["data"]["video_frame"]

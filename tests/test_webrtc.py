@@ -14,7 +14,7 @@ from aiortc.codecs.vpx import Vp8Decoder
 
 from longlive_rtc.rtc.hub import HubConfig
 
-from .rtc_client import Client, Server
+from .rtc_client import Client, Server, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,22 +93,33 @@ async def test_fan_out_to_viewers_generates_each_block_once() -> None:
             controller.send("schedule_prompt", "c1", new_prompt="shared stream", timestamp=0)
             controller.send("start", "c2")
             assert (await controller.reply_to("c2"))["type"] == "ack"
-            for client in (controller, viewer, whep):
-                await client.wait_frames(40)
-            await asyncio.sleep(2.0)
+            clients = (controller, viewer, whep)
+
+            def seen() -> list[dict[int, np.ndarray]]:
+                return [{f.stamp.frame: f.signature for f in c.frames if f.stamp} for c in clients]
+
+            def common() -> range:  # the stamps every client's stream spans (not every one received)
+                stamps = seen()
+                return range(max(min(s, default=0) for s in stamps) + 1, min(max(s, default=0) for s in stamps) - 1)
+
+            # progress, not a rate: frames keep coming however loaded the machine (generous timeout)
+            await wait_until(lambda: all(seen()) and len(common()) >= 40, timeout=60, what="40 frames for all")
             assert len(server.generators) == 1, "one generator for the whole session"
             progress = [e for e in viewer.events if e["type"] == "progress"]
             assert progress, "viewers receive the session's events"
-            blocks_reported = progress[-1]["data"]["current_start_frame"] // 3
-            assert server.generators[0].blocks <= blocks_reported + 2  # + the block in flight and one buffered
-            seen = [{f.stamp.frame: f.signature for f in c.frames if f.stamp} for c in (controller, viewer, whep)]
-            common = range(max(min(s) for s in seen) + 1, min(max(s) for s in seen) - 1)
-            assert len(common) >= 20
-            for received in seen:  # a viewer track may skip a frame for a busy encoder, never more
-                assert len(set(common) & set(received)) >= 0.95 * len(common)
-            for index in set(common) & set(seen[0]) & set(seen[1]) & set(seen[2]):
-                for other in seen[1:]:  # the same picture under each stamp, up to codec noise
-                    assert np.abs(seen[0][index] - other[index]).mean() < 6.0, index
+            # the server's own count, read after the generator's (no event delivery lag): each block made once
+            blocks_made = server.generators[0].blocks
+            blocks_reported = server.hub.get(controller.session).session.current_start_frame // 3
+            assert blocks_made <= blocks_reported + 2  # + the block in flight and one buffered
+            stamps, span = seen(), set(common())
+            for received in stamps:
+                # a viewer track skips the frames its encoder cannot take (more on a loaded machine); frames split
+                # between viewers would leave each at most half of them and no two consecutive ones
+                assert len(span & set(received)) >= 0.5 * len(span), (len(span & set(received)), len(span))
+                assert sum(i + 1 in received for i in span & set(received)) >= 10, "consecutive frames, each viewer"
+            for index in span & set(stamps[0]) & set(stamps[1]) & set(stamps[2]):
+                for other in stamps[1:]:  # the same picture under each stamp, up to codec noise
+                    assert np.abs(stamps[0][index] - other[index]).mean() < 6.0, index
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{server.url}/sessions") as r:
                     summary = (await r.json())["sessions"][0]
