@@ -49,6 +49,75 @@ def test_the_margin_grows_after_a_near_stall_and_shrinks_slowly() -> None:
     assert pacer.margin >= 0.04 + 0.2
 
 
+def simulate(pacer: Pacer, durations: list[float], frames: int = 12) -> tuple[int, list[float]]:
+    """The engine's playout in frame ticks, no wall clock: each block starts when ``pacer`` says, takes its
+    duration, and goes into a one-block buffer once it is empty; a tick with no frame is a stall. Returns the
+    stalls and the margin after each block."""
+    period, free, stalls, seen, margins = PERIOD, 1, 0, 0, []  # ``free``: the first tick with no frame yet
+    ready = 0.0  # when the worker is free to start the next block
+
+    def tick(t: float) -> int:  # the last tick at or before t
+        return int(t / period + 1e-9)
+
+    for number, duration in enumerate(durations):
+        shown = tick(ready)  # the buffer holds the frames of ticks shown+1 .. free-1
+        last_shown = min(shown, free - 1) * period if number > 1 else None
+        start = ready + pacer.start_in(ready, max(0, free - 1 - shown), last_shown, period)
+        finished = start + duration
+        late = max(0, tick(finished) - free + 1) if number > 1 else 0  # ticks that found the buffer empty
+        stalls += late
+        done = tick(finished)
+        slack = pacer.slack(finished, max(0, free - 1 - done), min(done, free - 1) * period, period)
+        if number > 0:
+            pacer.record(duration, slack if number > 1 else None, period, False, stalls > seen)
+        seen = stalls
+        put = max(finished, (free - 1) * period)  # room for a whole block: when the last frame went on air
+        first = max(free, tick(put) + 1)
+        free, ready = first + frames, put
+        margins.append(pacer.margin)
+    return stalls, margins
+
+
+def test_the_margin_widens_to_the_measured_jitter_and_holds_so_a_jumping_block_time_never_stalls() -> None:
+    """Blocks of 100 ms, then every 30th takes 180 ms (a load that comes and goes: the 8-block estimate forgets
+    it in between). Shrinking alone, the margin decays below the 80 ms jump and blocks arrive late; held at the
+    largest recent overshoot (plus headroom) it never does."""
+    durations = [0.1] * 15 + [0.18 if i % 30 == 0 else 0.1 for i in range(240)]
+    stalls, margins = simulate(Pacer(), durations)
+    assert stalls == 0
+    assert min(margins[16:]) >= 1.25 * 0.08 + PERIOD / 3 - 1e-9, "widened to the jump, and held there"
+    assert margins[16] > margins[14], "the jump widened it"
+    steady, steady_margins = simulate(Pacer(), [0.1] * 255)
+    assert steady == 0 and steady_margins[-1] == pytest.approx(Pacer().min_margin), "no jitter: down to the floor"
+    unadapted, _ = simulate(Pacer(jitter_headroom=0.0), durations)  # the margin of a near-stall only
+    assert unadapted > 0, "the same blocks stall a pacer that does not hold its margin to the jitter"
+
+
+async def test_the_engine_widens_its_margin_when_the_block_time_jumps_and_never_stalls() -> None:
+    """A real engine and on-air clock: 60 ms blocks, then 160 ms ones. The first slow block overshoots the
+    estimate by 0.1 s (inside the margin it started with); the margin widens to that and holds."""
+    generator = SyntheticGenerator(SMALL, block_ms=60)
+    session = Session("jump", generator)
+    clock = OnAirClock(session.engine, on_shown=session.shown)
+    clock.start()
+    log = EventLog()
+    session.join(Role.CONTROLLER, log)
+    pacer = session.engine.pacer
+    try:
+        command(session, "schedule_prompt", new_prompt="steady", timestamp=0)
+        command(session, "start")
+        await log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] >= 15)
+        before = pacer.margin
+        generator.block_ms = 160
+        await log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] >= 45, timeout=30)
+        assert max(pacer.overshoots) >= 0.09, "the first slow block overshot the estimate"
+        assert pacer.margin >= 1.25 * max(pacer.overshoots) + PERIOD / 3 - 1e-9 > before, "widened, and held"
+        assert session.engine.stalls == 0, "no tick found the buffer empty once playing"
+    finally:
+        clock.stop()
+        session.close()
+
+
 def command(session: Session, kind: str, **data) -> None:
     replies = []
     session.handle(json.dumps({"type": kind, "data": data}), Role.CONTROLLER, replies.append)
