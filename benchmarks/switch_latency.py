@@ -4,7 +4,9 @@ A controller (aiortc) schedules a new prompt at the current frame every ``--ever
 from the moment it sends ``schedule_prompt``: the ``prompt_applied`` event, the ``on_air`` event, and the
 first received video frame showing the new prompt (read from the stamp band of each decoded frame: the
 synthetic generator stamps its prompt number; ``serve --stamp-frames`` makes the on-air clock stamp frames of
-any generator). p50/p95/max over ``--switches`` switches, the received fps and the server's stalls.
+any generator). p50/p95/max over ``--switches`` switches, the received fps, the server's stalls and frames
+skipped (``--live-switch asap``: the rest of the block on air that a live prompt's block replaced; counted in
+``frames_not_received`` too, beside what the encoder or the network dropped).
 
 Against a server it starts itself (``serve`` on a free port; extra flags after ``--``)::
 
@@ -121,6 +123,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
         received = len(probe.client.frames) - frames_before
         indices = [f.stamp.frame for f in probe.client.frames[frames_before:] if f.stamp is not None]
         missing = sum(max(0, b - a - 1) for a, b in zip(indices, indices[1:], strict=False))
+        out_of_order = sum(b <= a for a, b in zip(indices, indices[1:], strict=False))
         await probe.command("get_state", "end")
         await asyncio.sleep(0.5)  # the state follows its ack
         state = next(e for _, e in reversed(probe.events) if e["type"] == "state")
@@ -136,6 +139,8 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
         "request_to_frame_s": percentiles([r["frame"] for r in rows if r["frame"]]),
         "received_fps": round(received / elapsed, 2),
         "frames_not_received": missing,  # video frames between the first and last received: skipped or lost
+        "frames_out_of_order": out_of_order,  # received frames whose index is not above the one before
+        "frames_skipped": state["data"].get("frames_skipped"),  # by the server: replaced by asap switches, never sent
         "stalls": state["data"].get("stalls"),
         "generator": state["data"].get("generator"),
         "per_switch": rows,

@@ -86,6 +86,7 @@ class PlayoutItem:
     run: int | None = None  # the run it belongs to
     applied: ScheduledPrompt | None = None  # on the first frame of a block that switched this prompt in
     frame: int | None = None  # the generation frame of its block's start
+    skipped: int = 0  # on the first frame of a live prompt's block (asap): the queued frames it replaced
 
 
 class Engine:
@@ -209,7 +210,9 @@ class Engine:
                 return PlayoutItem(Playout.STALL)
             self._playing, self._last_shown = True, time.monotonic()
             self._cond.notify_all()  # the worker's just-in-time start is counted from this frame
-        return PlayoutItem(Playout.FRAME, frame.image, frame.index, frame.run, frame.applied, frame.block_start)
+        return PlayoutItem(
+            Playout.FRAME, frame.image, frame.index, frame.run, frame.applied, frame.block_start, frame.skipped
+        )
 
     # --- the worker thread -----------------------------------------------------------------------------
 
@@ -305,10 +308,12 @@ class Engine:
         if block.applied is not None:  # before its frames can go on air: on_air always follows prompt_applied
             self._emit(PromptApplied(run, block.applied, block.start_frame))
         if block.applied is not None and block.applied in live:  # at once, in place of the frames queued
-            with self._cond:
+            with self._cond:  # no frame is popped meanwhile: the on-air clock pops under this lock
                 if run != self._run:
                     return
-                self.frames_skipped += self.buffer.replace(_buffered(block, run))
+                skipped = len(self.buffer)
+                self.buffer.replace(_buffered(block, run, skipped))
+                self.frames_skipped += skipped
         elif not self.buffer.put_block(_buffered(block, run)):
             return
         self._emit(BlockDone(run, block.end_frame, block.end_video_frame))
@@ -318,8 +323,12 @@ class Engine:
             self._loop.call_soon_threadsafe(self._on_event, event)
 
 
-def _buffered(block: Block, run: int) -> list[BufferedFrame]:
+def _buffered(block: Block, run: int, skipped: int = 0) -> list[BufferedFrame]:
+    """The block's frames; its first carries the prompt it switched in and the frames it replaced."""
+    first, start = block.first_video_frame, block.start_frame
     return [
-        BufferedFrame(block.first_video_frame + i, image, run, block.start_frame, block.applied if i == 0 else None)
+        BufferedFrame(first + i, image, run, start, block.applied, skipped)
+        if i == 0
+        else BufferedFrame(first + i, image, run, start)
         for i, image in enumerate(block.frames)
     ]

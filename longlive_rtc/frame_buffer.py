@@ -20,6 +20,7 @@ class BufferedFrame:
     run: int = 0  # the engine run that made it
     block_start: int = 0  # generation frame of its block's start
     applied: ScheduledPrompt | None = None  # on a block's first frame: the prompt that block switched in
+    skipped: int = 0  # on the first frame of a block that replaced the frames queued: how many it replaced
 
 
 class FrameBuffer:

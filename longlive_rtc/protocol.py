@@ -269,12 +269,13 @@ def progress(current_start_frame: int, video_frame: int, seconds: float) -> Even
     )
 
 
-def on_air(timestamp: int, frame: int, video_frame: int) -> Event:
-    return Event("on_air", {"timestamp": timestamp, "frame": frame, "video_frame": video_frame})
+def on_air(timestamp: int, frame: int, video_frame: int, mode: str = "recache", skipped: int = 0) -> Event:
+    data = {"timestamp": timestamp, "frame": frame, "video_frame": video_frame, "mode": mode, "skipped": skipped}
+    return Event("on_air", data)
 
 
-def prompt_applied(timestamp: int, frame: int, prompt: str) -> Event:
-    return Event("prompt_applied", {"timestamp": timestamp, "frame": frame, "prompt": prompt})
+def prompt_applied(timestamp: int, frame: int, prompt: str, mode: str = "recache") -> Event:
+    return Event("prompt_applied", {"timestamp": timestamp, "frame": frame, "prompt": prompt, "mode": mode})
 
 
 #: What a ``schedule_changed`` event's ``changes`` hold, in order: op -> (meaning, its fields, required ones).
@@ -533,8 +534,9 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
             "timestamp": {"type": "integer", "minimum": 0},
             "frame": {"type": "integer", "minimum": 0},
             "prompt": {"type": "string"},
+            "mode": {"enum": list(TRANSITION_MODES), "description": "the transition that switched it in"},
         },
-        ["timestamp", "frame", "prompt"],
+        ["timestamp", "frame", "prompt", "mode"],
     ),
     "on_air": (
         "The first frame of the block that switched a prompt in went on air (to every viewer and output).",
@@ -542,8 +544,14 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
             "timestamp": {"type": "integer", "minimum": 0, "description": "the prompt's scheduled frame"},
             "frame": {"type": "integer", "minimum": 0, "description": "the block start where it applied"},
             "video_frame": {"type": "integer", "minimum": 0, "description": "the video frame now on air"},
+            "mode": {"enum": list(TRANSITION_MODES), "description": "the transition that switched it in"},
+            "skipped": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "frames of the block on air this block replaced, never shown (`--live-switch asap`)",
+            },
         },
-        ["timestamp", "frame", "video_frame"],
+        ["timestamp", "frame", "video_frame", "mode", "skipped"],
     ),
     "state": (
         "The session. On connect and on `get_state` it lists the schedule (`scheduled`); after a change of "
@@ -590,6 +598,12 @@ _EVENT_DATA: dict[str, tuple[str, dict[str, Any], list[str]]] = {
             "session": {"type": "string"},
             "generator": {"type": "string"},
             "stalls": {"type": "integer", "minimum": 0, "description": "underruns since the session began"},
+            "frames_skipped": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "generated frames never shown since the session began: live prompts' blocks "
+                "replaced them (`--live-switch asap`)",
+            },
             "controllers": {"type": "integer", "minimum": 0},
             "viewers": {"type": "integer", "minimum": 0},
         },

@@ -301,7 +301,8 @@ class Session:
             self.broadcast(protocol.progress(event.current_start_frame, event.video_frame, seconds))
         elif isinstance(event, PromptApplied):
             self.active_prompt = event.entry.prompt
-            self.broadcast(protocol.prompt_applied(event.entry.timestamp, event.frame, event.entry.prompt))
+            entry = event.entry
+            self.broadcast(protocol.prompt_applied(entry.timestamp, event.frame, entry.prompt, entry.transition.mode))
         elif isinstance(event, GenerationFailed):
             self.status = Status.IDLE
             self.broadcast(protocol.error(ErrorCode.GENERATOR_FAILED, protocol.shorten(event.message, 500)))
@@ -315,7 +316,9 @@ class Session:
         elif item.kind is Playout.FRAME:
             self.playback_frame = item.index
             if item.applied is not None and self.status is not Status.IDLE and item.run == self.engine.current_run:
-                self.broadcast(protocol.on_air(item.applied.timestamp, item.frame or 0, item.index or 0))
+                applied = item.applied
+                mode = applied.transition.mode
+                self.broadcast(protocol.on_air(applied.timestamp, item.frame or 0, item.index or 0, mode, item.skipped))
 
     def _prompt_failed(self, event: PromptFailed) -> None:
         entry = event.entry
@@ -359,6 +362,7 @@ class Session:
                 "geometry": self.geometry.to_dict(),
                 "generator": self.engine.generator.name,
                 "stalls": self.engine.stalls,
+                "frames_skipped": self.engine.frames_skipped,
                 "controllers": self.count(Role.CONTROLLER),
                 "viewers": self.count(Role.VIEWER),
             }

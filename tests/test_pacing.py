@@ -180,9 +180,11 @@ async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_
     session.join(Role.CONTROLLER, log)
     try:
         command(session, "schedule_prompt", new_prompt="first", timestamp=0)
-        command(session, "schedule_prompt", new_prompt="planned", timestamp=9)  # not live: no skipping
-        command(session, "start")
-        await log.wait_for(lambda e: e.type == "on_air" and e.data["timestamp"] == 9)
+        command(session, "schedule_prompt", new_prompt="planned", timestamp=9, transition={"mode": "cut"})
+        command(session, "start")  # the prompt at 9 is not live: it airs at its block, nothing skipped
+        planned = await log.wait_for(lambda e: e.type == "on_air" and e.data["timestamp"] == 9)
+        assert (planned.data["mode"], planned.data["skipped"]) == ("cut", 0)
+        assert log.of("prompt_applied")[-1].data["mode"] == "cut"
         await log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] >= 15)
         assert session.engine.frames_skipped == 0, "a prompt scheduled ahead airs at its block, nothing skipped"
         on_air = []
@@ -193,6 +195,9 @@ async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_
             on_air.append(await log.wait_for(lambda e, t=frame: e.type == "on_air" and e.data["timestamp"] == t))
         await asyncio.sleep(0.3)
         assert session.engine.frames_skipped > 0 and session.engine.stalls == 0
+        assert all(e.data["mode"] == "recache" and e.data["skipped"] > 0 for e in on_air), "each cut in"
+        assert sum(e.data["skipped"] for e in log.of("on_air")) == session.engine.frames_skipped
+        assert session.state_data()["frames_skipped"] == session.engine.frames_skipped
         frames = [f for f in shown if f is not None]
         assert frames == sorted(frames) and len(set(frames)) == len(frames), "in order, each frame once"
         for event in on_air:  # each live block cut in: the frame before it on screen is not its predecessor

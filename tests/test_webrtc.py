@@ -215,13 +215,15 @@ async def test_http_errors_leave_the_server_serving() -> None:
             assert body[1]["data"]["scheduled"][0]["prompt"] == "via http"
             await client.wait_event(lambda e: e["type"] == "schedule_changed")  # the broadcast reached the peer
             status, body = await status_of("GET", f"/sessions/{client.session}")
-            assert status == 200 and body["status"] == "idle"
+            assert status == 200 and body["status"] == "idle" and body["frames_skipped"] == 0
             status, body = await status_of("GET", "/health")
             assert body["status"] == "ok" and body["peers"] == 1
             status, body = await status_of("GET", "/ice-servers")
             assert body == {"iceServers": []}
             async with http.get(url + "/metrics") as r:
-                assert "longlive_peers 1" in await r.text()
+                text = await r.text()
+                assert "longlive_peers 1" in text
+                assert f'longlive_frames_skipped_total{{session="{client.session}"}} 0' in text
             client.send("get_state", "still-alive")
             assert (await client.reply_to("still-alive"))["type"] == "ack"
         finally:

@@ -136,6 +136,7 @@ class LiveSession:
             "codec": self.codec,
             "frames_sent": self.clock.frames_sent,
             "stalls": self.session.engine.stalls,
+            "frames_skipped": self.session.engine.frames_skipped,
         }
 
 
