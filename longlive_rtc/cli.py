@@ -521,9 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(
         serve,
         "live-switch",
-        "block-end",
-        choices=["block-end", "asap"],
-        help="a live prompt airs when the block on air ends, or asap (skipping the rest of that block)",
+        "asap",
+        choices=["asap", "block-end"],
+        help="a live prompt's block airs as soon as it is generated, skipping the rest of the block on air "
+        "(asap), or when that block ends (block-end: nothing skipped, up to a block later)",
     )
     add_option(serve, "recordings-dir", "recordings", help="where recordings and clips go (docs/outputs.md)")
     add_option(serve, "recordings-quota", "10G", type=byte_size, help="room for all recordings and clips (K/M/G/T)")

@@ -114,9 +114,13 @@ async def test_on_air_follows_prompt_applied_and_matches_the_received_stamps() -
             stamps = {f.stamp.frame: f.stamp.prompt for f in client.frames if f.stamp is not None}
             for index, prompt in stamps.items():  # every frame received shows the prompt on_air said was on screen
                 assert prompt == sum(start <= index for start in starts) - 1, (index, prompt, starts)
-            for start in starts[1:]:  # a busy encoder skips frames, so each switch is bracketed within 6 frames
-                assert any(start - 6 <= i < start for i in stamps) and any(start <= i < start + 6 for i in stamps)
-            assert any(start - 1 in stamps and start in stamps for start in starts[1:]), "a switch frame-exact"
+            # a busy encoder skips frames, so each switch is bracketed within 6 frames (of those on air: with
+            # --live-switch asap a live prompt's block replaces the last ``skipped`` frames of the one before)
+            brackets = [(o["data"]["video_frame"] - o["data"]["skipped"], o["data"]["video_frame"]) for o in on_air]
+            for before, start in brackets[1:]:
+                assert any(before - 6 <= i < before for i in stamps) and any(start <= i < start + 6 for i in stamps)
+            assert any(before - 1 in stamps and start in stamps for before, start in brackets[1:]), "one frame-exact"
+            assert all(o["data"]["skipped"] == 0 for o in on_air[:3]), "prompts scheduled ahead skip nothing"
             assert live["data"]["frame"] >= 18
             state = next(e for e in reversed(events) if e["type"] == "state")
             assert state["data"]["playback_frame"] >= on_air[-1]["data"]["video_frame"]

@@ -9,6 +9,7 @@ import pytest
 
 from longlive_rtc.generators import SyntheticGenerator
 from longlive_rtc.pacing import Pacer
+from longlive_rtc.rtc.hub import HubConfig
 from longlive_rtc.rtc.track import OnAirClock
 from longlive_rtc.session import Role, Session
 
@@ -163,6 +164,8 @@ def test_block_ms_comes_from_the_flag_or_the_environment(monkeypatch: pytest.Mon
 
     args = build_parser().parse_args(["serve", "--block-ms", "310", "--late-binding", "off"])
     assert build_generator(args).block_ms == 310.0 and args.late_binding == "off"
+    assert build_parser().parse_args(["serve"]).live_switch == "asap" == HubConfig().live_switch, "the default"
+    assert build_parser().parse_args(["serve", "--live-switch", "block-end"]).live_switch == "block-end"
     monkeypatch.setenv("LONGLIVE_RTC_BLOCK_MS", "420")
     assert build_generator(build_parser().parse_args(["serve"])).block_ms == 420.0
     with pytest.raises(SystemExit):

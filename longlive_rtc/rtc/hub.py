@@ -70,7 +70,7 @@ class HubConfig:
     session_idle: float = 600.0  # a session with no peer that is not running is freed after this long
     buffer_blocks: int = 1
     late_binding: bool = True  # each block starts just in time (see longlive_rtc.pacing); False: asap
-    live_switch: str = "block-end"  # a live prompt airs when the block on air ends, or "asap" (skipping its rest)
+    live_switch: str = "asap"  # a live prompt airs as soon as generated (skipping the rest on air), or "block-end"
     stamp_frames: bool = False  # the on-air clock stamps frame index and prompt number into every frame
     connect_timeout: float = 15.0  # a peer not connected by then (client gone after its offer) is closed
 
