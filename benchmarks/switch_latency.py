@@ -10,7 +10,8 @@ skipped (``--live-switch asap``: the rest of the block on air that a live prompt
 
 Against a server it starts itself (``serve`` on a free port; extra flags after ``--``)::
 
-    python benchmarks/switch_latency.py --switches 30 -- --block-ms 310
+    python benchmarks/switch_latency.py --switches 30 -- --block-ms 310                          # asap, the default
+    python benchmarks/switch_latency.py --switches 30 -- --block-ms 310 --live-switch block-end
     python benchmarks/switch_latency.py --switches 30 -- --block-ms 310 --late-binding off
     python benchmarks/switch_latency.py --startup-timeout 900 -- --generator longlive --random-weights \\
         --decoder tae --stamp-frames
