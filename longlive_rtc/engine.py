@@ -113,7 +113,7 @@ class Engine:
         self.stalls = 0
         self.blocks_generated = 0
         self.playout_period = 1.0 / PLAYBACK_FPS  # seconds per frame on air; the on-air clock sets its own
-        self.pacer = Pacer()  # late binding: each block starts just in time (``pacer.enabled = False``: asap)
+        self.pacer = Pacer()  # late binding: blocks start just in time (``enabled = False``: as early as they can)
         self._last_shown: float | None = None  # when the last buffered frame went on air, this playback
         self._live: list[ScheduledPrompt] = []  # prompts scheduled for the next block, for ``pacer.asap``
         self.frames_skipped = 0  # queued frames a live prompt's block replaced (``pacer.asap``)

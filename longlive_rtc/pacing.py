@@ -9,7 +9,8 @@ it started with: what a loaded machine, a second session on the GPU or a slower 
 headroom, plus a third of a frame; above that floor it doubles after a near-stall (a block ready less than a third of a
 frame early) or a stall, and shrinks by 2 % per block on time.
 
-Even just in time, a prompt waits for the block on air to end: up to a block more. With ``asap`` a *live*
+Even just in time, a prompt waits for the block on air to end: up to a block more. With ``asap`` (``serve``'s
+default, ``--live-switch asap``; the Pacer's own default is off) a *live*
 prompt (one scheduled at or before the next block to generate) starts its block at once and that block
 replaces what is left of the one on air, so the prompt airs one block time after it came (two at most, when a
 block had just begun); the frames skipped are never shown.
