@@ -517,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option(serve, "rate-burst", 30, type=bounded(int, 1), help="sessions/offers at once per client address")
     add_option(serve, "buffer-blocks", 1, type=bounded(int, 1), help="blocks buffered ahead of playback")
-    add_option(serve, "late-binding", "on", choices=["on", "off"], help="start blocks just in time (off: as early as they can)")
+    add_option(
+        serve, "late-binding", "on", choices=["on", "off"], help="start blocks just in time (off: as early as they can)"
+    )
     add_option(
         serve,
         "live-switch",
