@@ -27,6 +27,7 @@ from longlive_rtc.rtc.hub import Hub, LiveSession
 from longlive_rtc.rtc.packet_track import PacketFanOut
 
 from .routes import ACCESS_KEY, HUB_KEY, OUTPUT_ROUTES_KEY, _json_body, _limit, json_error
+from .whip_out import WHIP_KEY, add_whip_routes
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ async def recording_status(request: web.Request) -> web.Response:
     fan_out = request.app[OUTPUTS_KEY].viewers.get(live.id)
     if fan_out is not None:  # --encode-once: the H.264 viewers on the shared encode, their keyframes
         status["webrtc_viewers"] = fan_out.stats()
+    status["whip_outputs"] = request.app[WHIP_KEY].listing(live.id)  # WHIP out (GET /sessions/{id}/outputs)
     last = outputs.recording
     status["last_recording"] = _with_url(request, last.info()) if last is not None else None
     return web.json_response(status)
@@ -301,6 +303,7 @@ def add_output_routes(app: web.Application, hub: Hub, config: OutputsConfig) -> 
     app.router.add_delete("/sessions/{session}/recordings/{name}", delete_recording)
     app.router.add_post("/sessions/{session}/clips", make_clip)
     app.router.add_get("/sessions/{session}/stream.ts", stream_ts)
+    add_whip_routes(app, hub)
 
     async def close_outputs(_app: web.Application) -> None:
         await outputs.close()
