@@ -218,6 +218,7 @@ async def test_gstreamer_webrtcbin_ingest_receives_15_fps_and_sees_the_delete(tm
         assert status == 200 and stopped["state"] == "stopped"
         final = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
     await asyncio.wait_for(process.wait(), 30)
+    print(f"GStreamer ingest: {report} {final}")
     assert report["authorization"] == "Bearer gst-token"
     assert report["frames"] >= 40, report  # 15 FPS for 10 s is 150: generous for a loaded machine
     assert report["pts_increasing"], report
