@@ -77,6 +77,8 @@ HTTP_MARKDOWN = "\n".join([
     "recordings and clips; a file (MP4 or its replay JSON); 204 |",
     "| `POST /sessions/{id}/clips` | controller | `{seconds}` -> 201 the clip of the last N seconds |",
     "| `GET /sessions/{id}/stream.ts` | any token of it | live H.264 in MPEG-TS, chunked |",
+    "| `POST`/`GET /sessions/{id}/outputs`, `DELETE /sessions/{id}/outputs/{output}` | controller | WHIP out: "
+    "`{whip, token?}` -> 201 the output; the outputs and their states; stop (200); 400, 409 past 4 |",
 ])  # fmt: skip
 
 
