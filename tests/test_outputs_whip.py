@@ -33,7 +33,8 @@ GST_INGEST = Path(__file__).with_name("gst_whip_ingest.py")
 class AiortcIngest:
     """A WHIP endpoint: answers an offer with an aiortc peer, counts the frames and the stamps it reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: int = 0) -> None:
+        self.refuse = refuse  # answer the first N POSTs 503
         self.stamps: list[int] = []
         self.frames = 0
         self.posts: list[str | None] = []  # the Authorization header of each POST
@@ -44,6 +45,8 @@ class AiortcIngest:
         self.posts.append(request.headers.get("Authorization"))
         if request.content_type != "application/sdp":
             return web.Response(status=415)
+        if len(self.posts) <= self.refuse:
+            return web.Response(status=503, text="busy")
         pc = RTCPeerConnection()
         self.peers.append(pc)
         pc.on("track", lambda track: asyncio.ensure_future(self._read(track)))
@@ -164,6 +167,27 @@ async def test_an_unreachable_ingest_retries_with_an_error_while_a_viewer_keeps_
         assert status == 200
 
 
+async def test_a_refused_post_is_retried_with_backoff_until_the_ingest_answers(tmp_path: Path) -> None:
+    async with AiortcIngest(refuse=1) as ingest, OutputServer(outputs_config(tmp_path, clip_seconds=0)) as server:
+        created = await running_session(server)
+        session, controller = created["session"], created["tokens"]["controller"]
+        status, output = await call(server, "POST", f"/sessions/{session}/outputs", controller,
+                                    json={"whip": ingest.url})  # fmt: skip
+        assert status == 201, output
+        seen: list[dict[str, Any]] = []
+        for _ in range(200):
+            entry = (await call(server, "GET", f"/sessions/{session}/outputs", controller))[1]["outputs"][0]
+            seen.append(entry)
+            if entry["state"] == "live":
+                break
+            await asyncio.sleep(0.05)
+        retrying = [e for e in seen if e["state"] == "retrying"]
+        assert retrying and "503" in retrying[0]["error"], seen[-3:]
+        assert seen[-1]["state"] == "live" and seen[-1]["attempts"] == 2 and seen[-1]["error"] is None, seen[-1]
+        assert ingest.posts == [None, None], "no token given: no Authorization header"
+        await wait_until(lambda: ingest.frames >= 15, 60, "15 frames after the retry")
+
+
 async def test_bad_requests_get_json_errors(tmp_path: Path) -> None:
     async with AiortcIngest() as ingest, OutputServer(outputs_config(tmp_path, clip_seconds=0)) as server:
         created = await running_session(server)
@@ -223,3 +247,20 @@ async def test_gstreamer_webrtcbin_ingest_receives_15_fps_and_sees_the_delete(tm
     assert report["frames"] >= 40, report  # 15 FPS for 10 s is 150: generous for a loaded machine
     assert report["pts_increasing"], report
     assert final["deleted"], final
+
+
+async def test_a_connection_the_ingest_closes_is_published_again(tmp_path: Path) -> None:
+    async with AiortcIngest() as ingest, OutputServer(outputs_config(tmp_path, clip_seconds=0)) as server:
+        created = await running_session(server)
+        session, controller = created["session"], created["tokens"]["controller"]
+        status, output = await call(server, "POST", f"/sessions/{session}/outputs", controller,
+                                    json={"whip": ingest.url})  # fmt: skip
+        assert status == 201, output
+        await wait_until(lambda: ingest.frames >= 15, 60, "15 frames at the ingest")
+        await ingest.peers[0].close()  # the ingest drops the publisher
+        await wait_until(lambda: len(ingest.peers) >= 2, 60, "a second POST after the connection closed")
+        before = ingest.frames
+        await wait_until(lambda: ingest.frames >= before + 15, 60, "frames over the new connection")
+        entry = (await call(server, "GET", f"/sessions/{session}/outputs", controller))[1]["outputs"][0]
+        assert entry["state"] == "live" and entry["connections"] == 2, entry
+        assert ingest.deletes == ["/whip/resource/1"], "the old resource is deleted before publishing again"
