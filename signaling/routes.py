@@ -57,7 +57,7 @@ HTTP_MARKDOWN = "\n".join([
     "|---|---|---|",
     "| `POST /sessions` | API key | `{id?, seed?, schedule?: [{timestamp, prompt}], start?, codec?}` -> 201 "
     "`{session, status, ..., state, tokens {controller, viewer}, urls {director, viewer, obs, whep, "
-    "recordings?, stream_ts?}}` |",
+    "recordings?, outputs?, stream_ts?}}` |",
     "| `GET /sessions` | API key | -> `{sessions: [...], capacity}` |",
     "| `GET /sessions/{id}` | any token of it | -> `{session, ..., state, urls}` (a viewer: viewer links) |",
     "| `DELETE /sessions/{id}` | controller | -> 204 |",
@@ -143,6 +143,7 @@ def session_urls(request: web.Request, session_id: str, tokens: SessionTokens | 
         if controller:
             token = f"?token={tokens.controller}" if tokens else ""
             urls["recordings"] = f"{origin}/sessions/{session_id}/recordings{token}"
+            urls["outputs"] = f"{origin}/sessions/{session_id}/outputs{token}"  # WHIP out
     return urls
 
 

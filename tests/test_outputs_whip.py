@@ -109,6 +109,7 @@ async def test_a_session_published_over_whip_reaches_the_ingest_and_its_resource
     async with AiortcIngest() as ingest, OutputServer(outputs_config(tmp_path, clip_seconds=0)) as server:
         created = await running_session(server)
         session, controller = created["session"], created["tokens"]["controller"]
+        assert created["urls"]["outputs"].endswith(f"/sessions/{session}/outputs?token={controller}")
         status, output = await call(server, "POST", f"/sessions/{session}/outputs", controller,
                                     json={"whip": ingest.url, "token": "ingest-secret-42"})  # fmt: skip
         assert status == 201 and output["state"] == "connecting" and output["id"], output
