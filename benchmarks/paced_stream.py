@@ -1,7 +1,8 @@
 """Long paced streams through the engine, on-air clock and a viewer track, each switching prompts every N seconds.
 
 Per session: the engine's stalls (underruns after playback began), the track's repeated frames and what each
-switch took from request to screen. Frames are VP8-encoded in a worker thread as aiortc's sender does.
+switch took from request to screen (live switches asap, as serve does, unless ``--live-switch block-end``).
+Frames are VP8-encoded in a worker thread as aiortc's sender does.
 ``--sessions N`` runs N sessions at once, each with its own clock, viewer track and switches; with LongLive
 they share one GPU worker (weights loaded once), as ``serve --max-sessions N`` does.
 
@@ -23,6 +24,7 @@ from aiortc.codecs.vpx import Vp8Encoder
 
 from longlive_rtc.generators.base import Generator
 from longlive_rtc.protocol import Event
+from longlive_rtc.rtc.hub import LIVE_SWITCHES
 from longlive_rtc.rtc.track import OnAirClock
 from longlive_rtc.session import Role, Session
 
@@ -99,6 +101,7 @@ async def run_one(session: Session, args, started: float) -> dict:
         "stalls": engine.stalls,
         "repeated_frames": clock.repeats,
         "blocks_generated": engine.blocks_generated,
+        "frames_skipped": engine.frames_skipped,
         "switches_requested": len(requested),
         "switches_applied": len(delays),
         "switch_request_to_applied_s_median": round(statistics.median(delays), 3) if delays else None,
@@ -110,6 +113,8 @@ async def run_one(session: Session, args, started: float) -> dict:
 async def run(args) -> dict:
     generators, worker = build(args)
     sessions = [Session(f"s{i}", g, buffer_blocks=args.buffer_blocks) for i, g in enumerate(generators)]
+    for session in sessions:  # as serve's hub sets it
+        session.engine.pacer.asap = args.live_switch == "asap"
     try:
         started = time.monotonic()
         per_session = await asyncio.gather(*(run_one(s, args, started) for s in sessions))
@@ -122,6 +127,7 @@ async def run(args) -> dict:
         "generator": args.generator,
         "decoder": args.decoder,
         "sessions": len(sessions),
+        "live_switch": args.live_switch,
         "stalls": [r["stalls"] for r in per_session],  # one number per session
         "per_session": per_session,
     }
@@ -135,6 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--switch-every", type=float, default=10)
     parser.add_argument("--buffer-blocks", type=int, default=1)
+    parser.add_argument("--live-switch", default="asap", choices=LIVE_SWITCHES, help="as serve's flag")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     args = parser.parse_args(argv)
     if args.sessions < 1:

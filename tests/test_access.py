@@ -244,7 +244,7 @@ async def test_stop_keeps_the_schedule_and_seed_so_start_replays_it() -> None:
             applied = await client.wait_event(lambda e: e["type"] == "prompt_applied" and e["data"]["frame"] == 6)
             assert applied["data"]["prompt"] == "a blue lake"
             first = next(e for e in client.events if e["type"] == "prompt_applied")
-            assert first["data"] == {"timestamp": 0, "frame": 0, "prompt": "a red fox in the snow"}
+            assert first["data"] == {"timestamp": 0, "frame": 0, "prompt": "a red fox in the snow", "mode": "recache"}
         finally:
             await client.close()
 
