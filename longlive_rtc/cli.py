@@ -88,9 +88,11 @@ def add_option(parser: argparse.ArgumentParser, flag: str, default: object = Non
 
 
 def add_generator_options(parser: argparse.ArgumentParser) -> None:
+    from .generators.base import Geometry
+
     add_option(parser, "generator", "synthetic", choices=["synthetic", "longlive"], help="video generator")
-    add_option(parser, "width", 832, type=bounded(int, 16), help="frame width in pixels")
-    add_option(parser, "height", 480, type=bounded(int, 16), help="frame height in pixels")
+    add_option(parser, "width", Geometry.width, type=bounded(int, 16), help="frame width in pixels")
+    add_option(parser, "height", Geometry.height, type=bounded(int, 16), help="frame height in pixels")
     add_option(parser, "weights", "weights", help="LongLive weights directory (see `longlive-rtc download`)")
     add_option(parser, "decoder", "wan", choices=["wan", "tae"], help="latent decoder: Wan VAE or TAEHV (faster)")
     add_option(parser, "t5-device", "cuda", choices=["cuda", "cpu"], help="where the text encoder runs")

@@ -9,12 +9,13 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..generators.base import TEMPORAL_STRIDE
 from .encoder import EncodedPacket
 
 
 def generation_frame(video_frame: int) -> int:
     """The generation (latent) frame a video frame was decoded from: 0 -> 0, 4k-3..4k -> k."""
-    return 0 if video_frame <= 0 else (video_frame + 3) // 4
+    return 0 if video_frame <= 0 else (video_frame + TEMPORAL_STRIDE - 1) // TEMPORAL_STRIDE
 
 
 def as_applied(entries: list[dict[str, Any]], frames: int) -> list[dict[str, Any]]:

@@ -4,8 +4,6 @@
 import { h } from "./dom.js";
 import { formatClock, formatSeconds } from "./protocol.js";
 
-const MIN_SPAN_FRAMES = 48;
-
 export class ProgressView {
   /** Build the display inside `container` and keep it in step with `model` (a SessionModel). */
   constructor(container, model) {
@@ -68,8 +66,8 @@ export class ProgressView {
   }
 }
 
-/** A bar length (frames) with room ahead of `frame`, in whole multiples of 16 blocks. */
+/** A bar length (frames) with room ahead of `frame`, in whole multiples of 16 blocks (at least one). */
 function spanFor(frame, framesPerBlock) {
   const step = 16 * framesPerBlock;
-  return Math.max(MIN_SPAN_FRAMES, Math.ceil((frame * 1.2 + framesPerBlock) / step) * step);
+  return Math.ceil((frame * 1.2 + framesPerBlock) / step) * step;
 }

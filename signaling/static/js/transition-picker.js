@@ -1,7 +1,7 @@
 // The transition control of a prompt form: how the prompt switches in (recache, hard cut, or a blend over
 // k blocks, linear or slerp), as the `transition` of `schedule_prompt` (docs/protocol.md, Transitions).
 
-import { LIMITS } from "./protocol.js";
+import { DEFAULT_GEOMETRY, LIMITS } from "./protocol.js";
 
 export class TransitionPicker {
   /** @param {HTMLElement} root  holds [data-part=mode|blocks|curve] */
@@ -10,6 +10,7 @@ export class TransitionPicker {
     this.blocks = root.querySelector("[data-part=blocks]");
     this.curve = root.querySelector("[data-part=curve]");
     this.blocks.max = String(LIMITS.blendBlocks);
+    this.blocks.title = `Blend length in blocks (${DEFAULT_GEOMETRY.frames_per_block} frames each)`;
     this.mode.addEventListener("change", () => this.sync());
     this.sync();
   }
