@@ -445,7 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  longlive-rtc generate --schedule schedule.json --frames 600 --out video.mp4 --generator longlive\n",
     )
     generate.add_argument(
-        "--schedule", required=True, help='JSON array of {"timestamp": int, "prompt": str} (the director\'s export)'
+        "--schedule",
+        required=True,
+        help='JSON array of {"timestamp": int, "prompt": str, "transition"?}: the director\'s export (a recording\'s '
+        "JSON or a saved state also do)",
     )
     generate.add_argument(
         "--frames", type=bounded(int, 1), required=True, help="generation frames (rounded up to whole blocks)"

@@ -96,9 +96,14 @@ export function scheduleToJson(scheduled) {
   return JSON.stringify(entries, null, 2) + "\n";
 }
 
+/** The keys a schedule file's entry may have (`frame`, as `state` lists it, is ignored). */
+const ENTRY_KEYS = Object.freeze(["timestamp", "prompt", "new_prompt", "frame", "transition"]);
+
 /**
- * Parse a schedule file: an array of `{timestamp, prompt}` (`new_prompt` is accepted for `prompt`),
- * or an object with such an array under `scheduled`. Throws an Error naming the first bad entry.
+ * Parse a schedule file: an array of `{timestamp, prompt, transition?}` (`new_prompt` is accepted for `prompt`),
+ * or an object with such an array under `schedule` (a recording's JSON) or `scheduled` (a saved `state`).
+ * Throws an Error naming the first bad entry. `longlive-rtc generate` reads the same files
+ * (longlive_rtc/schedule_file.py; tests/test_schedule_files.py runs both on the same documents).
  */
 export function parseSchedule(text) {
   let data;
@@ -107,9 +112,16 @@ export function parseSchedule(text) {
   } catch (error) {
     throw new Error(`not valid JSON: ${error.message}`);
   }
-  const list = Array.isArray(data) ? data : data?.scheduled;
-  if (!Array.isArray(list)) throw new Error("expected a JSON array of {timestamp, prompt}");
+  const list = Array.isArray(data) ? data : (data?.schedule ?? data?.scheduled);
+  if (!Array.isArray(list)) {
+    throw new Error('expected a JSON array of {timestamp, prompt}, or an object with one under "schedule"/"scheduled"');
+  }
   return list.map((entry, index) => {
+    const keys = entry !== null && typeof entry === "object" ? Object.keys(entry) : [];
+    const unknown = keys.find((key) => !ENTRY_KEYS.includes(key));
+    if (unknown !== undefined) {
+      throw new Error(`entry ${index + 1}: unknown key '${unknown}'; expected {timestamp, prompt, transition?}`);
+    }
     const prompt = entry?.prompt ?? entry?.new_prompt;
     const timestamp = entry?.timestamp;
     if (!Number.isInteger(timestamp) || timestamp < 0 || timestamp > LIMITS.timestamp) {
@@ -118,7 +130,11 @@ export function parseSchedule(text) {
     if (typeof prompt !== "string" || !prompt.trim() || prompt.length > LIMITS.promptChars) {
       throw new Error(`entry ${index + 1}: 'prompt' must be text of 1..${LIMITS.promptChars} characters`);
     }
-    const transition = entry?.transition; // checked by the server, as every schedule_prompt's
+    const transition = entry.transition ?? undefined; // null is the default, as absent
+    if (transition !== undefined && (typeof transition !== "object" || Array.isArray(transition))) {
+      throw new Error(`entry ${index + 1}: 'transition' must be an object with a 'mode'`);
+    }
+    // its mode and blend are checked by the server, as every schedule_prompt's
     return transition === undefined ? { timestamp, prompt } : { timestamp, prompt, transition };
   });
 }
