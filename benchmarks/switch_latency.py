@@ -1,6 +1,8 @@
 """How long a live prompt takes to reach the screen, seen by a real WebRTC client.
 
-A controller (aiortc) schedules a new prompt at the current frame every ``--every`` seconds and measures,
+A controller (aiortc) schedules a new prompt at the current frame every ``--every`` seconds (plus a uniform
+random ``--jitter``, seeded: a fixed period can lock onto the block cycle, which a user's prompts do not;
+``--jitter 0`` for a fixed period) and measures,
 from the moment it sends ``schedule_prompt``: the ``prompt_applied`` event, the ``on_air`` event, and the
 first received video frame showing the new prompt (read from the stamp band of each decoded frame: the
 synthetic generator stamps its prompt number; ``serve --stamp-frames`` makes the on-air clock stamp frames of
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import sys
 import time
@@ -113,12 +116,13 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
         await probe.client.wait_frames(1, timeout=args.startup_timeout)
         await asyncio.sleep(args.warmup)
         began, frames_before = time.monotonic(), len(probe.client.frames)
+        gaps = random.Random(args.seed)
         for number in range(1, args.switches + 1):
             text = f"prompt {number}: " + ("a red fox in snow" if number % 2 else "a blue lake at night")
             switch = Switch(number, text, probe.current_start_frame, time.monotonic())
             probe.switches.append(switch)
             probe.client.send("schedule_prompt", f"s{number}", new_prompt=text, timestamp=switch.timestamp)
-            await asyncio.sleep(args.every)
+            await asyncio.sleep(args.every + gaps.uniform(0.0, args.jitter))
         await asyncio.sleep(3.0)  # the last switch reaches the screen
         elapsed = time.monotonic() - began
         received = len(probe.client.frames) - frames_before
@@ -135,6 +139,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
     return {
         "switches": len(rows),
         "every_s": args.every,
+        "jitter_s": args.jitter,
         "request_to_prompt_applied_s": percentiles([r["prompt_applied"] for r in rows if r["prompt_applied"]]),
         "request_to_on_air_s": percentiles([r["on_air"] for r in rows if r["on_air"]]),
         "request_to_frame_s": percentiles([r["frame"] for r in rows if r["frame"]]),
@@ -165,6 +170,8 @@ def main() -> int:
     parser.add_argument("--api-key", help="for a server in token mode")
     parser.add_argument("--switches", type=int, default=30, help="live prompts to schedule (>= 30 for the report)")
     parser.add_argument("--every", type=float, default=2.3, help="seconds between live prompts")
+    parser.add_argument("--jitter", type=float, default=0.8, help="up to this many seconds more, at random")
+    parser.add_argument("--seed", type=int, default=1, help="of the jitter")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds streamed before the first switch")
     parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds for serve and the 1st frame")
     parser.add_argument("--json", help="also write the results here")

@@ -175,6 +175,7 @@ class Engine:
             self._to_prepare.append(entry)
             if self.pacer.asap and self._running and entry.timestamp <= self._stream.next_frame:
                 self._live.append(entry)  # a live prompt: its block starts at once
+                self.buffer.wake()  # even when the worker waits for room for a block it made before
             self._cond.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -282,6 +283,14 @@ class Engine:
             return 0.0
         return self.pacer.start_in(time.monotonic(), len(self.buffer), self._last_shown, self.playout_period)
 
+    def _live_waiting(self) -> bool:
+        """A live prompt waits for its block (read without ``_cond``: the buffer calls it under its own lock).
+
+        Its block replaces whatever is queued, so a block made before it need not wait for room: queued past
+        the buffer's capacity, it is replaced at once, and the live prompt airs a block wait earlier.
+        """
+        return bool(self._live)
+
     def _generate_block(self, run: int) -> None:
         started = time.monotonic()
         with self._cond:
@@ -291,8 +300,8 @@ class Engine:
         except PromptEncodingError as exc:  # nothing reached the generator: retry the block without it
             self._prompt_failed(run, exc.entry, exc.cause, ends_run=self._stream.next_frame == 0)
             return
-        with self._cond:
-            self._live = [entry for entry in self._live if entry not in live]
+        with self._cond:  # every entry due by this block was applied or superseded by it, captured or not
+            self._live = [entry for entry in self._live if entry not in live and entry.frame > block.start_frame]
         self.blocks_generated += 1
         finished = time.monotonic()
         with self._cond:
@@ -314,7 +323,7 @@ class Engine:
                 skipped = len(self.buffer)
                 self.buffer.replace(_buffered(block, run, skipped))
                 self.frames_skipped += skipped
-        elif not self.buffer.put_block(_buffered(block, run)):
+        elif not self.buffer.put_block(_buffered(block, run), overflow=self._live_waiting):
             return
         self._emit(BlockDone(run, block.end_frame, block.end_video_frame))
 

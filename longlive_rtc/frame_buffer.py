@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,17 +41,26 @@ class FrameBuffer:
         self._cond = threading.Condition()
         self.high_water = 0  # the most frames ever held, for tests and metrics
 
-    def put_block(self, frames: list[BufferedFrame]) -> bool:
-        """Append a block once there is room for all of it; False if cleared or closed meanwhile."""
+    def put_block(self, frames: list[BufferedFrame], overflow: Callable[[], bool] = lambda: False) -> bool:
+        """Append a block once there is room for all of it; False if cleared or closed meanwhile.
+
+        Once ``overflow()`` is true (checked on every wake-up, see :meth:`wake`; it must not block) the rest
+        is appended at once, past the capacity: a block that will :meth:`replace` the queue comes next.
+        """
         need = min(len(frames), self.capacity)
         with self._cond:
             epoch = self._epoch
-            while not self._closed and self._epoch == epoch and len(self._frames) + need > self.capacity:
+            while (
+                not self._closed
+                and self._epoch == epoch
+                and len(self._frames) + need > self.capacity
+                and not overflow()
+            ):
                 self._cond.wait()
             if self._closed or self._epoch != epoch:
                 return False
             for frame in frames:
-                while len(self._frames) >= self.capacity:  # a block larger than the buffer: wait per frame
+                while len(self._frames) >= self.capacity and not overflow():  # larger than the buffer: per frame
                     self._cond.wait()
                     if self._closed or self._epoch != epoch:
                         return False
@@ -76,6 +86,11 @@ class FrameBuffer:
             frame = self._frames.popleft()
             self._cond.notify_all()
             return frame
+
+    def wake(self) -> None:
+        """Wake a waiting producer to check its ``overflow`` again."""
+        with self._cond:
+            self._cond.notify_all()
 
     def clear(self) -> None:
         with self._cond:

@@ -209,3 +209,31 @@ async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_
     finally:
         clock.stop()
         session.close()
+
+
+async def test_asap_a_live_prompt_does_not_wait_for_room_behind_a_block_made_before_it() -> None:
+    """Nothing plays here, so the block after block 0 waits for room in the buffer for good; a live prompt
+    scheduled meanwhile starts its block at once all the same (its block replaces the queue anyway)."""
+    session = Session("room", SyntheticGenerator(SMALL, block_ms=20))
+    session.engine.pacer.asap = True
+    log = EventLog()
+    session.join(Role.CONTROLLER, log)
+    engine = session.engine
+    try:
+        command(session, "schedule_prompt", new_prompt="first", timestamp=0)
+        command(session, "start")
+        await log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] == 3)
+        for _ in range(200):  # the second block is generated and waits for room behind block 0's frames
+            if engine.blocks_generated == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.blocks_generated == 2 and len(engine.buffer) == engine.buffer.high_water > 0
+        queued = len(engine.buffer)
+        command(session, "schedule_prompt", new_prompt="live", timestamp=6)
+        applied = await log.wait_for(lambda e: e.type == "prompt_applied" and e.data["prompt"] == "live", timeout=10)
+        assert applied.data["frame"] == 6, "the block right after the one that waited"
+        await log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] == 9, timeout=10)
+        assert engine.frames_skipped == queued + SMALL.max_video_frames_in_block, "block 0's and the next one's"
+        assert len(engine.buffer) == SMALL.max_video_frames_in_block, "only the live block's frames queued"
+    finally:
+        session.close()
