@@ -20,7 +20,7 @@ ENV_PREFIX = "LONGLIVE_RTC_"
 DESCRIPTION = "Stream LongLive real-time video diffusion over WebRTC, directed by prompts on a frame timeline."
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Libraries whose INFO lines are per request or per ICE check: WARNING unless ``--log-level debug``.
-CHATTY_LOGGERS = ("aioice", "aiortc", "aiohttp.access")
+CHATTY_LOGGERS = ("aioice", "aiortc", "aiohttp.access", "httpx", "httpx2")  # httpx*: the Hub client's requests
 
 
 def bounded(kind: type, low: float, *, strict: bool = False):
@@ -408,8 +408,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    from huggingface_hub.utils import logging as hub_logging
+
     from .model.download import DownloadError, download_weights
 
+    hub_logging.disable_propagation()  # its warnings through its own handler only, not twice
     try:
         download_weights(Path(args.dir), include_tae=not args.no_tae, force=args.force)
     except DownloadError as exc:

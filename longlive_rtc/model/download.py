@@ -14,8 +14,9 @@ Layout under a weights directory DIR, as the official instructions produce it
 Only these files are fetched (about 20 GB), not the whole repositories (the Wan DiT safetensors, 5.7 GB,
 are fully overwritten by longlive_base.pt and not needed). `hf_hub_download` resumes partial downloads and
 shows progress bars; files already present are skipped without any network call. Before the first fetch the
-Hub is asked once, without retries, whether it answers: a machine without network gets one line saying which
-files to copy in by hand and where, instead of a minute of retries.
+Hub is asked once, without retries, whether it answers: a machine without network (or behind a proxy or mirror
+answering 5xx) gets one line saying which files to copy in by hand and where, instead of a minute of retries.
+A failed fetch leaves no empty folders behind (partial downloads are kept to resume).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LONGLIVE_REPO = "Efficient-Large-Model/LongLive-1.3B"
 TAE_REPO = "lightx2v/Autoencoders"
 DOWNLOAD_COMMAND = "longlive-rtc download --dir {dir}"
 PROBE_TIMEOUT_S = 10.0
+UNAVAILABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # answers huggingface_hub retries for a minute
 
 
 @dataclass(frozen=True)
@@ -100,11 +102,22 @@ def hub_unreachable(file: WeightFile) -> str | None:
 
     try:
         get_hf_file_metadata(hf_hub_url(file.repo_id, file.filename), timeout=PROBE_TIMEOUT_S)
-    except HfHubHTTPError:
-        return None  # it answered (e.g. 401 for a missing token): the fetch reports what it said
+    except HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", None)
+        if status in UNAVAILABLE_STATUSES:
+            return f"it answered {status} {getattr(error.response, 'reason_phrase', '')}".rstrip()
+        return None  # it answered (e.g. 401 for a missing token, 404): the fetch reports what it said
     except Exception as error:  # no route, no name, refused, timed out, offline mode
-        return f"{type(error).__name__}: {error}"
+        return one_line(error)
     return None
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: message`` on one line, of the deepest cause where the error wraps another (huggingface_hub's
+    "cannot find the requested files in the local cache" wraps the answer that says why)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def remove_empty_caches(files: list[WeightFile], weights_dir: Path) -> None:
@@ -153,6 +166,7 @@ def download_weights(
     why = check(todo[0]) if check else None
     if why is not None:
         raise DownloadError(offline_message(todo, dest, why))
+    made = [folder for folder in (dest, *dest.parents) if not folder.exists()]  # removed again if left empty
     dest.mkdir(parents=True, exist_ok=True)
     total_gb = sum(f.approx_bytes for f in todo) / 1e9
     log(f"fetching {len(todo)} file(s), about {total_gb:.1f} GB, into {dest}")
@@ -162,8 +176,11 @@ def download_weights(
             local = fetch(file, dest)
         except Exception as error:
             remove_empty_caches(todo, dest)
+            for folder in made:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
             raise DownloadError(
-                f"could not download {file.filename} from {file.repo_id}: {error}. "
+                f"could not download {file.filename} from {file.repo_id}: {one_line(error)}. "
                 f"Check the network (and HF_TOKEN / HF_ENDPOINT if you use them), then run "
                 f"`{download_command(dest)}` again: finished files are kept, partial ones resume."
             ) from error
