@@ -23,7 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' peers
 
 from benchmarks.server_process import ServerProcess, report  # noqa: E402
-from longlive_rtc.schedule import FRAMES_PER_BLOCK  # noqa: E402
+from longlive_rtc.protocol import MAX_PROMPT_CHARS  # noqa: E402
+from longlive_rtc.rtc.hub import HubConfig  # noqa: E402
+from longlive_rtc.schedule import FRAMES_PER_BLOCK, MAX_SCHEDULED_PROMPTS  # noqa: E402
 from tests.fuzz_stage import PACE, ChannelPeer, fps  # noqa: E402
 from tests.rtc_client import Client  # noqa: E402
 
@@ -137,9 +139,15 @@ async def measure(args: argparse.Namespace, server: ServerProcess) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=1000, help="prompts scheduled (the default limit)")
-    parser.add_argument("--prompt-chars", type=int, default=200, help="characters per prompt (at most 2000)")
-    parser.add_argument("--members", type=int, default=16, help="members of the session (the default cap)")
+    parser.add_argument(
+        "--prompts", type=int, default=MAX_SCHEDULED_PROMPTS, help="prompts scheduled (the default limit)"
+    )
+    parser.add_argument(
+        "--prompt-chars", type=int, default=200, help=f"characters per prompt (at most {MAX_PROMPT_CHARS})"
+    )
+    parser.add_argument(
+        "--members", type=int, default=HubConfig.max_peers_per_session, help="members of the session (the default cap)"
+    )
     parser.add_argument("--commands", type=int, default=400, help="paced commands for the CPU measure")
     parser.add_argument("--flood", type=int, default=5000, help="commands of the flood")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="baseline: streaming without commands")
