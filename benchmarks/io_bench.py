@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from longlive_rtc.model.compile import compile_vae
 from longlive_rtc.model.decode import StreamingDecoder
 from longlive_rtc.model.t5 import T5Config, UMT5Encoder
 from longlive_rtc.model.tae import TAEConfig, TAEDecoder
@@ -150,9 +151,10 @@ def main() -> None:
     result["wan_latent_pass"] = bench_decoder(vae, latent, max(3, args.vae_blocks // 2), frame_chunk=1)
     result["wan_agreement_bf16"] = agreement(vae, latent)
     plain = copy.deepcopy(vae)
-    vae.optimize(channels_last=True, compile_norms=False)
+    vae.optimize(channels_last=True)
     result["wan_channels_last"] = bench_decoder(vae, latent, args.vae_blocks)
-    vae.optimize(channels_last=True, compile_norms=device.type == "cuda")
+    if device.type == "cuda":
+        compile_vae(vae)
     result["wan_channels_last_compiled"] = bench_decoder(vae, latent, args.vae_blocks)
     result["wan_channels_last_compiled_latent_pass"] = bench_decoder(vae, latent, args.vae_blocks, frame_chunk=1)
     result["wan_optimised_vs_plain_bf16"] = agreement(vae, latent, plain)

@@ -22,10 +22,10 @@ from ..model import (
     CausalWanModel,
     StreamingDecoder,
     StreamingPipeline,
-    fused,
     longlive_1_3b,
     tiny,
 )
+from ..model.compile import compile_dit, compile_vae
 from ..model.random_init import randomize_
 from ..model.tae import TAEConfig, TAEDecoder
 from ..model.vae import VAEConfig, WanVAEDecoder
@@ -193,9 +193,9 @@ def enable_compile(generator: LongLiveGenerator) -> None:
     """
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(INDUCTOR_CACHE))
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    fused.enable()
+    compile_dit(generator.pipeline.model)
     if isinstance(generator.decoder.model, WanVAEDecoder):
-        generator.decoder.model.optimize(channels_last=True, compile_norms=True)
+        compile_vae(generator.decoder.model.optimize(channels_last=True))
 
 
 #: Warm-up switches after these blocks: recaches of 6 and 12 frames from the stream start, then the

@@ -5,6 +5,7 @@ window) against the KV cache, writing their keys/values in place. Everything fol
 inference path (reference section 2.2): float64 cos|sin time embedding, per-frame modulation in the
 activation dtype, q/k RMSNorm over the full width in float32, interleaved 3D RoPE, unmasked attention
 over sink + window, cross-attention K/V computed once per prompt, flow (velocity) output.
+Plain eager torch; `compile.compile_dit` compiles the block's pure halves from outside, per instance.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from . import fused
 from .attention import attention
 from .config import WanConfig
 from .kv_cache import CachePlan, KVCache
-from .rope import RotaryEmbedding, rotation
+from .rope import RotaryEmbedding, rotate, rotation
 
 
 def sinusoidal_embedding(dim: int, t: Tensor) -> Tensor:
@@ -28,6 +28,16 @@ def sinusoidal_embedding(dim: int, t: Tensor) -> Tensor:
     pos = t.to(torch.float64)
     angles = torch.outer(pos, torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device).div(half)))
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """`x * (1 + scale) + shift` on tokens `x [B, F*S, C]` with per-frame `shift, scale [B, F, 1, C]`."""
+    return (x.unflatten(1, (shift.shape[1], -1)) * (1 + scale) + shift).flatten(1, 2)
+
+
+def gated(x: Tensor, gate: Tensor) -> Tensor:
+    """`x * gate` on tokens `x [B, F*S, C]` with a per-frame `gate [B, F, 1, C]`."""
+    return (x.unflatten(1, (gate.shape[1], -1)) * gate).flatten(1, 2)
 
 
 class RMSNorm(nn.Module):
@@ -39,7 +49,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return fused.rms_norm(x, self.weight, self.eps)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
 class Projections(nn.Module):
@@ -55,10 +66,30 @@ class Projections(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
+    def heads(self, x: Tensor) -> Tensor:
+        """`[B, L, C]` -> `[B, L, heads, head_dim]`."""
+        return x.unflatten(-1, (self.num_heads, -1))
+
 
 class SelfAttention(Projections):
-    """Causal self-attention against the KV cache (`CausalWanSelfAttention`); its computation is split
-    around the cache write in `CausalWanAttentionBlock.forward`."""
+    """Causal self-attention against the KV cache (`CausalWanSelfAttention`). Its inputs (`qkv`) and output
+    projection (`o`) run in `CausalWanAttentionBlock`, around the cache write and the attention kernel."""
+
+    def qkv(
+        self, h: Tensor, rotation: tuple[Tensor, Tensor], rotate_keys: bool, need_q: bool
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """`q`, `k`, `v` `[B, L, heads, head_dim]` of `h`: q/k RMSNorm over the full width, then RoPE.
+
+        `k` is rotated only with `rotate_keys` (absolute mode: keys are stored rotated); `q` is None
+        unless `need_q` (a cache-only pass).
+        """
+        k = self.heads(self.norm_k(self.k(h)))
+        if rotate_keys:
+            k = rotate(k, *rotation)
+        v = self.heads(self.v(h))
+        if not need_q:
+            return None, k, v
+        return rotate(self.heads(self.norm_q(self.q(h))), *rotation), k, v
 
 
 class CrossAttention(Projections):
@@ -78,7 +109,12 @@ class CrossAttention(Projections):
 
 
 class CausalWanAttentionBlock(nn.Module):
-    """Transformer block: modulated self-attention, cross-attention, modulated FFN."""
+    """Transformer block: modulated self-attention, cross-attention, modulated FFN.
+
+    `forward` splits the block around the KV-cache write and the attention kernel: `attention_inputs`
+    before, `rotate_keys` (slot mode) and `attention_output` after. Those three are pure tensor code,
+    what `compile.compile_dit` compiles.
+    """
 
     def __init__(self, cfg: WanConfig) -> None:
         super().__init__()
@@ -92,19 +128,38 @@ class CausalWanAttentionBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(self, x: Tensor, e0: Tensor, step: StepContext, layer: int, kv_only: bool = False) -> Tensor | None:
-        """`x [B, F*S, C]`, `e0 [B, F, 6, C]`. With `kv_only`, only write this layer's cache.
-
-        Modulated self-attention (per-frame shift/scale/gate from `e0`), cross-attention, modulated FFN;
-        the pure halves before and after the cache write live in `fused` (see there).
-        """
+        """`x [B, F*S, C]`, `e0 [B, F, 6, C]`. With `kv_only`, only write this layer's cache."""
         slot_mode = step.key_rotation is not None
-        q, k, v = fused.attention_inputs(self, x, e0, step.query_rotation, not slot_mode, not kv_only)
+        q, k, v = self.attention_inputs(x, e0, step.query_rotation, not slot_mode, not kv_only)
         keys, values = step.cache.update(layer, step.plan, k, v)  # absolute mode: keys stored rotated
         if kv_only:
             return None
-        if slot_mode:  # rotate the gathered raw keys by slot index
-            keys = fused.rotate(keys, *step.key_rotation)
-        return fused.block_output(self, x, e0, attention(q, keys, values), step.context[layer])
+        if slot_mode:
+            keys = self.rotate_keys(keys, step.key_rotation)
+        return self.attention_output(x, e0, attention(q, keys, values), step.context[layer])
+
+    def modulations(self, e0: Tensor) -> tuple[Tensor, ...]:
+        """Per-frame shift_sa, scale_sa, gate_sa, shift_ffn, scale_ffn, gate_ffn `[B, F, 1, C]`."""
+        return (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+
+    def attention_inputs(
+        self, x: Tensor, e0: Tensor, rotation: tuple[Tensor, Tensor], rotate_keys: bool, need_q: bool
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Self-attention inputs: modulated LayerNorm of `x`, then q/k/v (see `SelfAttention.qkv`)."""
+        shift_sa, scale_sa = self.modulations(e0)[:2]
+        h = modulate(self.norm1(x), shift_sa, scale_sa)
+        return self.self_attn.qkv(h, rotation, rotate_keys, need_q)
+
+    def rotate_keys(self, keys: Tensor, rotation: tuple[Tensor, Tensor]) -> Tensor:
+        """Slot mode: RoPE of the gathered (stored un-rotated) keys by their slot positions."""
+        return rotate(keys, *rotation)
+
+    def attention_output(self, x: Tensor, e0: Tensor, attended: Tensor, context_kv: tuple[Tensor, Tensor]) -> Tensor:
+        """The rest of the block: gated self-attention residual, cross-attention, gated modulated FFN."""
+        _, _, gate_sa, shift_ffn, scale_ffn, gate_ffn = self.modulations(e0)
+        x = x + gated(self.self_attn.o(attended.flatten(2)), gate_sa)
+        x = x + self.cross_attn(self.norm3(x), context_kv)
+        return x + gated(self.ffn(modulate(self.norm2(x), shift_ffn, scale_ffn)), gate_ffn)
 
 
 class CausalHead(nn.Module):

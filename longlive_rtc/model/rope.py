@@ -14,8 +14,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from . import fused
-
 
 def rope_split(head_dim: int) -> tuple[int, int, int]:
     """Complex pairs per axis (temporal, height, width); (22, 21, 21) for head_dim 128."""
@@ -85,12 +83,22 @@ class RotaryEmbedding:
         return grid.to(torch.complex128 if self.dtype == torch.float64 else torch.complex64)
 
 
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """RoPE on interleaved pairs of `x [B, L, heads, head_dim]` in the precision of `cos`/`sin` `[L, 1, D/2]`.
+
+    The real form of the complex product `(a + ib)(cos + i sin)`; result in x's dtype.
+    """
+    pairs = x.to(cos.dtype).unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(3).to(x.dtype)
+
+
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     """Rotate `x [B, L, heads, head_dim]` by `freqs [L, 1, head_dim/2]` (complex); result in x's dtype."""
-    return fused.rotate(x, *rotation(freqs))
+    return rotate(x, *rotation(freqs))
 
 
 def rotation(freqs: Tensor) -> tuple[Tensor, Tensor]:
-    """Complex rotations `[L, 1, D/2]` as their real `(cos, sin)` parts, for `fused.rotate`."""
+    """Complex rotations `[L, 1, D/2]` as their real `(cos, sin)` parts, for `rotate`."""
     parts = torch.view_as_real(freqs.resolve_conj())
     return parts[..., 0], parts[..., 1]

@@ -61,14 +61,6 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def rms_norm_silu(x: torch.Tensor, gamma: torch.Tensor, scale: float) -> torch.Tensor:
-    """SiLU(RMSNorm(x)) over channels: one fused kernel once `WanVAEDecoder.optimize` compiled it."""
-    return F.silu(F.normalize(x, dim=1) * scale * gamma)
-
-
-_rms_norm_silu = rms_norm_silu  # what the decoder calls; `optimize(compile_norms=True)` swaps it
-
-
 class CausalConv3d(nn.Conv3d):
     """Conv3d, causal in time: prepends the previous 2p frames (zeros at stream start), pads space as usual."""
 
@@ -103,8 +95,12 @@ class RMSNorm(nn.Module):
         return F.normalize(x, dim=1) * self.scale * self.gamma
 
     def with_silu(self, x: torch.Tensor) -> torch.Tensor:
-        """`SiLU(self(x))`, fused when compiled, in `x`'s memory layout."""
-        return _rms_norm_silu(x, self.gamma, self.scale).contiguous(memory_format=memory_format_of(x))
+        """`SiLU(self(x))` in `x`'s memory layout."""
+        return self.norm_silu(x).contiguous(memory_format=memory_format_of(x))
+
+    def norm_silu(self, x: torch.Tensor) -> torch.Tensor:
+        """`SiLU(self(x))`: one fused kernel once `compile.compile_vae` compiled it."""
+        return F.silu(F.normalize(x, dim=1) * self.scale * self.gamma)
 
 
 class ResidualBlock(nn.Module):
@@ -217,10 +213,9 @@ class WanVAEDecoder(nn.Module):
         return VAEStreamCache()
 
     @torch.no_grad()
-    def optimize(self, channels_last: bool = True, compile_norms: bool = True) -> WanVAEDecoder:
-        """Speed options with the same results: channels-last (NDHWC) activations and convolution weights,
-        which cuDNN runs faster, and the norm + SiLU pairs compiled into one kernel each (process-wide)."""
-        global _rms_norm_silu
+    def optimize(self, channels_last: bool = True) -> WanVAEDecoder:
+        """Channels-last (NDHWC) activations and convolution weights, which cuDNN runs faster, with the same
+        results (`compile.compile_vae` compiles the norm + SiLU pairs)."""
         self.channels_last = channels_last
         for module in self.modules():
             if isinstance(module, nn.Conv3d | nn.Conv2d):
@@ -228,7 +223,6 @@ class WanVAEDecoder(nn.Module):
                 module.weight.data = module.weight.data.contiguous(
                     memory_format=fmt if channels_last else torch.contiguous_format
                 )
-        _rms_norm_silu = torch.compile(rms_norm_silu, dynamic=False) if compile_norms else rms_norm_silu
         return self
 
     def forward(self, latents: torch.Tensor, state: VAEStreamCache, frame_chunk: int | None = None) -> torch.Tensor:
