@@ -103,6 +103,7 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
     )
     add_option(parser, "compile", "auto", choices=["auto", "on", "off"], help="torch.compile the DiT")
     add_option(parser, "block-ms", 0, type=bounded(float, 0), help="synthetic: least ms per block (TAE ~310, VAE ~420)")
+    add_option(parser, "switch-ms", 0, type=bounded(float, 0), help="synthetic: ms a recache adds (LongLive ~100)")
 
 
 def build_generator(args: argparse.Namespace):
@@ -112,7 +113,7 @@ def build_generator(args: argparse.Namespace):
     geometry = Geometry(width=int(args.width), height=int(args.height))
     if args.generator == "synthetic":
         log.info("generator: synthetic (procedural video, no GPU or weights needed)")
-        return SyntheticGenerator(geometry, block_ms=float(args.block_ms))
+        return SyntheticGenerator(geometry, block_ms=float(args.block_ms), switch_ms=float(args.switch_ms))
     return build_longlive_generator(args, geometry)
 
 

@@ -164,6 +164,7 @@ def test_block_ms_comes_from_the_flag_or_the_environment(monkeypatch: pytest.Mon
 
     args = build_parser().parse_args(["serve", "--block-ms", "310", "--late-binding", "off"])
     assert build_generator(args).block_ms == 310.0 and args.late_binding == "off"
+    assert build_generator(build_parser().parse_args(["serve", "--switch-ms", "100"])).switch_ms == 100.0
     assert build_parser().parse_args(["serve"]).live_switch == "asap" == HubConfig().live_switch, "the default"
     assert build_parser().parse_args(["serve", "--live-switch", "block-end"]).live_switch == "block-end"
     monkeypatch.setenv("LONGLIVE_RTC_BLOCK_MS", "420")
@@ -237,3 +238,14 @@ async def test_asap_a_live_prompt_does_not_wait_for_room_behind_a_block_made_bef
         assert len(engine.buffer) == SMALL.max_video_frames_in_block, "only the live block's frames queued"
     finally:
         session.close()
+
+
+def test_switch_ms_makes_each_recache_take_at_least_that_long() -> None:
+    """A lower bound only (load makes it longer, never shorter)."""
+    import time
+
+    generator = SyntheticGenerator(SMALL, switch_ms=80)
+    generator.begin(0, generator.encode_prompt("first"))
+    started = time.monotonic()
+    generator.switch_prompt(generator.encode_prompt("second"))
+    assert time.monotonic() - started >= 0.08

@@ -114,11 +114,13 @@ class SyntheticGenerator:
 
     name = "synthetic"
 
-    def __init__(self, geometry: Geometry | None = None, block_ms: float = 0.0) -> None:
+    def __init__(self, geometry: Geometry | None = None, block_ms: float = 0.0, switch_ms: float = 0.0) -> None:
         """``block_ms``: each block takes at least this long, emulating a model's block time (LongLive on one
-        H200: about 310 ms with the TAE decoder, 420 ms with the Wan VAE)."""
+        H200: about 310 ms with the TAE decoder, 420 ms with the Wan VAE); ``switch_ms``: a recache takes this
+        much more (LongLive: about 100 ms)."""
         self.geometry = geometry or Geometry()
         self.block_ms = block_ms
+        self.switch_ms = switch_ms
         self._look: SyntheticEmbedding | None = None  # the conditioning in effect
         self._fading_from: SyntheticEmbedding | None = None  # a recache's previous conditioning, for one block
         self._scenes: dict[bytes, Scene] = {}
@@ -168,6 +170,7 @@ class SyntheticGenerator:
         self._fading_from = self._look
         self._prompt_number += 1
         self._condition(prompt)
+        time.sleep(self.switch_ms / 1000)  # the emulated recache
 
     def cut(self, prompt: SyntheticEmbedding) -> None:
         self._require_begun("cut")
