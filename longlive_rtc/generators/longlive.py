@@ -56,7 +56,9 @@ class LongLiveGenerator:
         cfg = pipeline.config
         self.pipeline = pipeline
         self.decoder = decoder
-        self.geometry = Geometry(width=8 * cfg.latent_width, height=8 * cfg.latent_height)
+        self.geometry = Geometry(  # the model's own block size, so the engine's blocks are the pipeline's
+            width=8 * cfg.latent_width, height=8 * cfg.latent_height, frames_per_block=cfg.num_frame_per_block
+        )
         self._encode = encode
         self.device = pipeline.model.device
         cuda = self.device.type == "cuda"
