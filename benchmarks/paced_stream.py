@@ -38,7 +38,7 @@ def build(args) -> tuple[list[Generator], object | None]:
     import torch
 
     from longlive_rtc.generators.gpu_worker import GpuWorker
-    from longlive_rtc.generators.longlive import enable_compile, random_longlive, warm_up
+    from longlive_rtc.generators.longlive import enable_compile, random_longlive
 
     if args.generator == "tiny":  # tiny random configs on the CPU: the same path, numbers meaningless
         template = random_longlive("cpu", args.decoder, torch.float32, tiny_model=True)
@@ -47,10 +47,8 @@ def build(args) -> tuple[list[Generator], object | None]:
         template = random_longlive("cuda", args.decoder)
         if args.compile:
             enable_compile(template)
-    print(f"warm-up {warm_up(template, report=lambda line: None):.1f} s", flush=True)
-    if args.sessions == 1:
-        return [template], None
-    worker = GpuWorker(template)  # as serve does with --max-sessions N: shared weights, one stream each
+    worker = GpuWorker(template)  # as serve does: shared weights, one stream each, warmed up on the worker
+    print(f"warm-up {worker.warm_up(report=lambda line: None):.1f} s", flush=True)
     return [worker.session() for _ in range(args.sessions)], worker
 
 

@@ -294,6 +294,7 @@ def _bench_sessions_on(args, names: list[str], decoder: str, first: LongLiveGene
     def open_device(name: str) -> Callable[[], Generator]:
         template = first if not workers else open_generator(args, name, decoder)[0]  # the first one is loaded
         workers.append(GpuWorker(template))
+        workers[-1].warm_up(report=lambda line: None)  # cuDNN's tuned plans are per thread: the worker's own
         return workers[-1].session
 
     pool = DevicePool(names, math.ceil(max(args.sessions) / len(names)), open_device)

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger("longlive_rtc")
@@ -106,20 +106,21 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "switch-ms", 0, type=bounded(float, 0), help="synthetic: ms a recache adds (LongLive ~100)")
 
 
-def build_generator(args: argparse.Namespace):
-    """The generator the flags ask for, with a clear message when it cannot be built."""
+def build_generator(args: argparse.Namespace, warm: bool = True):
+    """The generator the flags ask for, with a clear message when it cannot be built; LongLive warmed up on
+    this thread unless ``warm`` is False (``serve`` warms it up on its GPU worker's thread instead)."""
     from .generators import Geometry, SyntheticGenerator
 
     geometry = Geometry(width=int(args.width), height=int(args.height))
     if args.generator == "synthetic":
         log.info("generator: synthetic (procedural video, no GPU or weights needed)")
         return SyntheticGenerator(geometry, block_ms=float(args.block_ms), switch_ms=float(args.switch_ms))
-    return build_longlive_generator(args, geometry)
+    return build_longlive_generator(args, geometry, warm)
 
 
-def build_longlive_generator(args: argparse.Namespace, geometry):
+def build_longlive_generator(args: argparse.Namespace, geometry, warm: bool = True):
     """``--generator longlive``: random weights for benchmarks, else the official files in ``--weights``; the
-    decoder placed, compiled and warmed up as the flags say."""
+    decoder placed, compiled and (``warm``) warmed up as the flags say."""
     try:
         import torch
 
@@ -149,10 +150,29 @@ def build_longlive_generator(args: argparse.Namespace, geometry):
         place_decoder(generator, args.decoder_device)
     if args.compile in ("on", "auto") and generator.device.type == "cuda":
         enable_compile(generator)
-    print(f"warming up LongLive ({args.decoder} decoder)...", flush=True)
-    seconds = warm_up(generator, report=lambda line: print("  " + line, flush=True))
-    print(f"warm-up done in {seconds:.1f} s", flush=True)
+    if warm:
+        warm_up_reporting(args.decoder, lambda: warm_up(generator, report=print_indented))
     return generator
+
+
+def print_indented(line: str) -> None:
+    print("  " + line, flush=True)
+
+
+def warm_up_reporting(decoder: str, run: Callable[[], float]) -> None:
+    """Run a warm-up (``run``: its seconds) between a start and an end line on the console."""
+    print(f"warming up LongLive ({decoder} decoder)...", flush=True)
+    print(f"warm-up done in {run():.1f} s", flush=True)
+
+
+def longlive_worker(args: argparse.Namespace):
+    """``serve --generator longlive``: one GPU worker thread owns the device, the model warmed up on it (cuDNN's
+    tuned plans are per thread); every session is a stream on it."""
+    from .generators.gpu_worker import GpuWorker
+
+    worker = GpuWorker(build_generator(args, warm=False))
+    warm_up_reporting(args.decoder, lambda: worker.warm_up(report=print_indented))
+    return worker
 
 
 def output_problem(out: Path) -> str | None:
@@ -291,13 +311,10 @@ def device_pool(args: argparse.Namespace, config):
         own.device = name
         if own.t5_device == "cuda":
             own.t5_device = name  # umT5 beside its DiT, not on cuda:0 for every device
-        template = build_generator(own)
-        if args.generator != "longlive":
-            spare = [template]
-            return lambda: spare.pop() if spare else build_generator(own)
-        from .generators.gpu_worker import GpuWorker
-
-        return GpuWorker(template).session
+        if args.generator == "longlive":
+            return longlive_worker(own).session
+        spare = [build_generator(own)]
+        return lambda: spare.pop() if spare else build_generator(own)
 
     pool = DevicePool(names, slots, open_device)
     try:
@@ -310,14 +327,13 @@ def device_pool(args: argparse.Namespace, config):
 
 def one_device_generators(args: argparse.Namespace, max_sessions: int):
     """``serve`` without ``--devices``: the hub's generator factory and release. The first generator is built
-    now (fail fast, before listening); LongLive with several slots shares one GPU worker (weights loaded
+    now (fail fast, before listening); LongLive's sessions are streams on one GPU worker (weights loaded
     once); a freed session hands its generator back for the next one."""
-    spare = [build_generator(args)]
-    if args.generator == "longlive" and max_sessions > 1:
-        from .generators.gpu_worker import GpuWorker
-
-        make = GpuWorker(spare.pop()).session
+    if args.generator == "longlive":
+        spare = []
+        make = longlive_worker(args).session
     else:
+        spare = [build_generator(args)]
 
         def make():
             return build_generator(args)

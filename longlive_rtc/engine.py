@@ -175,6 +175,7 @@ class Engine:
             self._to_prepare.append(entry)
             if self.pacer.asap and self._running and entry.timestamp <= self._stream.next_frame:
                 self._live.append(entry)  # a live prompt: its block starts at once
+                log.debug("live prompt for frame %d, %d frames buffered", entry.timestamp, len(self.buffer))
                 self.buffer.wake()  # even when the worker waits for room for a block it made before
             self._cond.notify_all()
 
@@ -208,6 +209,8 @@ class Engine:
             if frame is None:
                 if self._playing:
                     self.stalls += 1
+                    log.debug("stall %d: nothing buffered, the worker is %s", self.stalls,
+                              "waiting for a live prompt's block" if self._live else "generating")  # fmt: skip
                 return PlayoutItem(Playout.STALL)
             self._playing, self._last_shown = True, time.monotonic()
             self._cond.notify_all()  # the worker's just-in-time start is counted from this frame

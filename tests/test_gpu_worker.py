@@ -147,6 +147,37 @@ def test_a_failing_request_fails_its_caller_only() -> None:
         fine.encode_prompt("late")
 
 
+def test_the_warm_up_runs_on_the_workers_own_thread() -> None:
+    """PyTorch keeps cuDNN's tuned convolution plans per thread: warmed up elsewhere, the Wan VAE's first blocks
+    on the worker autotuned again (1.3-1.5 s each on an H200: stalls at every stream's start)."""
+    worker = GpuWorker(tiny_longlive("wan"))
+    threads: set[str] = set()
+    try:
+        assert worker.warm_up(report=lambda line: threads.add(threading.current_thread().name)) > 0
+    finally:
+        worker.close()
+    assert threads == {"longlive-gpu"}
+
+
+def test_serve_streams_longlive_on_a_gpu_worker_warmed_up_there(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from longlive_rtc import cli
+
+    warm_flags: list[bool] = []  # the full-size model stands in for a tiny one; the rest is serve's own path
+    monkeypatch.setattr(cli, "build_generator", lambda args, warm=True: warm_flags.append(warm) or tiny_longlive())
+    args = cli.build_parser().parse_args(["serve", "--generator", "longlive", "--random-weights"])
+    factory, release = cli.one_device_generators(args, max_sessions=1)
+    session = factory()
+    try:
+        assert isinstance(session, WorkerSession) and warm_flags == [False]  # not warmed up on this thread
+        assert "warm-up done in" in capsys.readouterr().out
+        release(session)
+        assert factory() is session
+    finally:
+        session.worker.close()
+
+
 def test_the_worker_serves_the_earliest_deadline_first() -> None:
     worker = GpuWorker(tiny_longlive("tae"))
     gate, order = threading.Event(), []

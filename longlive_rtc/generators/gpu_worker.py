@@ -10,6 +10,10 @@ The worker only *queues* a block on the device (``LongLiveGenerator.launch_block
 next request; the session's own thread waits for its frames. So one session's decode and host copy (on
 its side CUDA stream) overlap the next session's DiT forwards. Sessions never share mutable state, and
 each request runs the same kernels on the same shapes as a stream alone: the latents are identical.
+
+Warm the model up *on the worker* (:meth:`GpuWorker.warm_up`): PyTorch keeps cuDNN's tuned convolution plans
+per thread, so after a warm-up on another thread the first blocks of each shape here autotune again (with the
+Wan VAE, 1.3-1.5 s more for each of a stream's first two blocks on an H200: stalls at every start).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 
 from . import base
 from .base import PLAYBACK_FPS
-from .longlive import LongLiveGenerator
+from .longlive import LongLiveGenerator, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,10 @@ class GpuWorker:
         self.requests = 0
         self._thread = threading.Thread(target=self._work, name="longlive-gpu", daemon=True)
         self._thread.start()
+
+    def warm_up(self, report: Callable[[str], None] = log.info) -> float:
+        """Run the template's warm-up (every compiled and autotuned shape) on this worker's thread; seconds."""
+        return self.call(lambda: warm_up(self.template, report=report))
 
     def session(self, fps: float = PLAYBACK_FPS) -> WorkerSession:
         """A new session's generator: its own stream over the shared model."""
