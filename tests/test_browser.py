@@ -293,6 +293,10 @@ def test_director_page_directs_the_stream(server: ServerThread, pages: Pages, tm
         timeout=TIMEOUT_MS,
     )
     assert page.input_value("#live-prompt") == ""
+    page.wait_for_function(  # on_air: its first frame was handed to the viewers
+        "() => /On air \\d+\\.\\d s after Enter, by a recache/.test(document.querySelector('#notices').textContent)",
+        timeout=TIMEOUT_MS,
+    )
     live = [t for t, p in scheduled(server, session).items() if p == "a golden desert under a pink sky"]
     assert len(live) == 1 and live[0] >= hinted and live[0] % 3 == 0 and live[0] not in (0, 9, 60), live
 

@@ -81,6 +81,8 @@ export class SessionModel extends EventTarget {
     } else if (type === "prompt_applied") {
       this.activePrompt = data.prompt;
       this.onAir = { timestamp: data.timestamp, frame: data.frame, prompt: data.prompt };
+    } else if (type === "on_air") {
+      // nothing held changes: listeners read the event (its timestamp, video_frame, mode, skipped)
     } else {
       return;
     }
