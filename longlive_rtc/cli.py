@@ -23,8 +23,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 CHATTY_LOGGERS = ("aioice", "aiortc", "aiohttp.access", "httpx", "httpx2")  # httpx*: the Hub client's requests
 
 
-def bounded(kind: type, low: float, *, strict: bool = False):
-    """An argparse ``type``: ``kind`` parsed and checked ``>= low`` (``> low`` when ``strict``)."""
+def bounded(kind: type, low: float, *, strict: bool = False, high: float | None = None, even: bool = False):
+    """An argparse ``type``: ``kind`` parsed and checked ``>= low`` (``> low`` when ``strict``), ``<= high`` if
+    given, and even if ``even``."""
     relation = ">" if strict else ">="
 
     def parse(text: str):
@@ -34,6 +35,10 @@ def bounded(kind: type, low: float, *, strict: bool = False):
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not (value > low if strict else value >= low) or (kind is float and not math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"{text!r} must be {relation} {low:g}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text!r} must be <= {high:g}")
+        if even and value % 2:
+            raise argparse.ArgumentTypeError(f"{text!r} must be even (the video is YUV 4:2:0)")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -91,8 +96,10 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
     from .generators.base import Geometry
 
     add_option(parser, "generator", "synthetic", choices=["synthetic", "longlive"], help="video generator")
-    add_option(parser, "width", Geometry.width, type=bounded(int, 16), help="frame width in pixels")
-    add_option(parser, "height", Geometry.height, type=bounded(int, 16), help="frame height in pixels")
+    add_option(parser, "width", Geometry.width, type=bounded(int, 16, even=True), help="frame width in pixels (even)")
+    add_option(
+        parser, "height", Geometry.height, type=bounded(int, 64, even=True), help="frame height in pixels (even)"
+    )
     add_option(parser, "weights", "weights", help="LongLive weights directory (see `longlive-rtc download`)")
     add_option(parser, "decoder", "wan", choices=["wan", "tae"], help="latent decoder: Wan VAE or TAEHV (faster)")
     add_option(parser, "t5-device", "cuda", choices=["cuda", "cpu"], help="where the text encoder runs")
@@ -113,7 +120,6 @@ def build_generator(args: argparse.Namespace, warm: bool = True):
 
     geometry = Geometry(width=int(args.width), height=int(args.height))
     if args.generator == "synthetic":
-        log.info("generator: synthetic (procedural video, no GPU or weights needed)")
         return SyntheticGenerator(geometry, block_ms=float(args.block_ms), switch_ms=float(args.switch_ms))
     return build_longlive_generator(args, geometry, warm)
 
@@ -209,7 +215,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             generator, entries, frames, Path(args.out), seed=args.seed,
             on_block=lambda _f, video: bar.update(video - bar.n),
         )  # fmt: skip
-    print(f"wrote {args.out}: {written} video frames ({frames} generation frames, {len(entries)} prompts)")
+    made_by = " by the synthetic generator (procedural video, no model)" if args.generator == "synthetic" else ""
+    prompts = "1 prompt" if len(entries) == 1 else f"{len(entries)} prompts"
+    print(f"wrote {args.out}: {written} video frames ({frames} generation frames, {prompts}){made_by}")
     return 0
 
 
@@ -486,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  longlive-rtc serve --generator longlive --weights weights --decoder tae\n",
     )
     add_option(serve, "host", "0.0.0.0", help="address to listen on")
-    add_option(serve, "port", 8080, type=bounded(int, 1), help="HTTP port")
+    add_option(serve, "port", 8080, type=bounded(int, 1, high=65535), help="HTTP port")
     add_option(serve, "codec", "vp8", choices=["vp8", "h264"], help="video codec")
     serve.add_argument(
         "--ice-server",

@@ -1,10 +1,11 @@
 """A WHEP player built on GStreamer's webrtcbin, run with Debian's python3 (python3-gi), not the venv.
 
 Offers to receive one video codec, POSTs the complete offer (non-trickle WHEP), decodes what arrives and
-prints one JSON report on stdout: frames decoded in the measured window, picture size, the answer's DTLS
+prints one JSON report on stdout: frames decoded in the measured window (it ends at ``--frames`` frames, or
+``--seconds`` after the first, whichever comes first), picture size, the answer's DTLS
 setup, the DELETE status. ``--check`` only tells whether every element it needs is installed.
 
-    /usr/bin/python3 tests/gst_whep.py --url http://host:port/whep/<session> --codec vp8 --seconds 5
+    /usr/bin/python3 tests/gst_whep.py --url http://host:port/whep/<session> --codec vp8 --frames 45 --seconds 30
 """
 
 from __future__ import annotations
@@ -170,11 +171,15 @@ class Player:
             self.first_frame = now
             self.window_start_frames = self.report["frames"]
             self.GLib.timeout_add(int(self.args.seconds * 1000), self.finish)
+        if self.args.frames and self.report["frames"] - self.window_start_frames == self.args.frames:
+            self.GLib.idle_add(self.finish)  # on the main loop, like the timeout
         self.report["last_frame_at"] = now
         return self.Gst.FlowReturn.OK
 
     def finish(self) -> bool:
         assert self.first_frame is not None
+        if "framesInWindow" in self.report:  # the frame count came first, then the timeout (or the other way)
+            return False
         self.report["elapsed"] = time.monotonic() - self.first_frame
         self.report["framesInWindow"] = self.report["frames"] - self.window_start_frames
         if self.report.get("location"):
@@ -192,7 +197,8 @@ def main() -> int:
     parser.add_argument("--token")
     parser.add_argument("--codec", choices=sorted(CAPS), default="vp8")
     parser.add_argument("--profile", default="42e01f", help="H.264 profile-level-id to offer")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="the window's longest duration")
+    parser.add_argument("--frames", type=int, default=0, help="end the window at this many frames (0: no limit)")
     parser.add_argument("--timeout", type=float, default=40.0)
     args = parser.parse_args()
     if args.check:

@@ -2,12 +2,13 @@
 
 Serves one WHIP endpoint on 127.0.0.1: a POSTed offer (``application/sdp``) is answered by webrtcbin once
 its ICE gathering completes (non-trickle), 201 with a ``Location``; what arrives is decoded and counted.
-Prints JSON lines on stdout: ``{"url"}`` when listening; after ``--seconds`` from the first decoded frame
-the window's report (frames, their buffer timestamps increasing, the POST's Authorization); then, once
-the resource is DELETEd (or ``--timeout`` passes), ``{"deleted"}``. ``--check`` only tells whether every
+Prints JSON lines on stdout: ``{"url"}`` when listening; once ``--frames`` frames were decoded (or
+``--seconds`` after the first decoded frame, whichever comes first) the window's report (frames, their
+buffer timestamps increasing, the POST's Authorization); then, once the resource is DELETEd (or
+``--timeout`` passes), ``{"deleted"}``. ``--check`` only tells whether every
 element it needs is installed.
 
-    /usr/bin/python3 tests/gst_whip_ingest.py --seconds 10
+    /usr/bin/python3 tests/gst_whip_ingest.py --frames 40 --seconds 60
 """
 
 from __future__ import annotations
@@ -113,10 +114,14 @@ class Ingest:
             self.GLib.timeout_add(int(self.args.seconds * 1000), self.report)
         if not self.reported:
             self.window.append(sample.get_buffer().pts)
+            if self.args.frames and len(self.window) == self.args.frames:
+                self.GLib.idle_add(self.report)  # on the main loop, like the timeout
         return self.Gst.FlowReturn.OK
 
     def report(self) -> bool:
         assert self.first is not None
+        if self.reported:  # the frame count came first, then the timeout (or the other way round)
+            return False
         self.reported = True
         elapsed = time.monotonic() - self.first
         pts = self.window
@@ -186,7 +191,8 @@ class Ingest:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="the window's longest duration")
+    parser.add_argument("--frames", type=int, default=0, help="end the window at this many frames (0: no limit)")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up waiting for the DELETE")
     args = parser.parse_args()
     if args.check:

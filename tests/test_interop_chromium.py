@@ -31,7 +31,8 @@ ARGS = [
     for a in CHROMIUM_ARGS
     if a not in ("--use-fake-ui-for-media-stream", "--disable-features=WebRtcHideLocalIpsWithMdns")
 ]
-SECONDS = 4
+FRAMES = 45  # decoded in the window: progress (3 s at 15 fps), which load may slow but not fail
+SECONDS = 30  # the window's longest duration: only a stream that stopped takes it all
 
 
 @pytest.fixture
@@ -56,7 +57,8 @@ async def test_chromium_plays_whep_on_a_third_party_page(
         async with Server(config, auth=Auth("token", api_key=API_KEY), cors_origins=(origin,)) as server:
             created = await create_session(server, start=True)
             endpoint = f"http://{host}:{server.port}/whep/{created['session']}"
-            params = {"mode": "whep", "endpoint": endpoint, "token": created["tokens"]["viewer"], "seconds": SECONDS}
+            params = {"mode": "whep", "endpoint": endpoint, "token": created["tokens"]["viewer"], "seconds": SECONDS,
+                      "frames": FRAMES}
             if offered:
                 params["codec"] = offered
             page = await browser.new_page()
@@ -71,5 +73,5 @@ async def test_chromium_plays_whep_on_a_third_party_page(
             (ARTIFACTS / "interop" / f"{name}.json").write_text(json.dumps(report, indent=1))
             assert report["ok"], report.get("error")
             assert report["codec"] == expected and (report["width"], report["height"]) == (832, 480)
-            assert report["decodedInWindow"] >= SECONDS * 3, report
+            assert report["decodedInWindow"] >= FRAMES, report
             assert report["answerSetup"] == "passive" and report["deleteStatus"] == 204

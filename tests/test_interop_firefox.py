@@ -39,7 +39,8 @@ pytestmark = [
     pytest.mark.skipif(missing_firefox() is not None, reason=missing_firefox() or ""),
 ]
 
-SECONDS = 5
+FRAMES = 45  # decoded in the window: progress (3 s at 15 fps), which load may slow but not fail
+SECONDS = 30  # the window's longest duration: only a stream that stopped takes it all
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,8 @@ async def pages() -> AsyncIterator[PageServer]:
 
 
 def player_url(host: str, pages: PageServer, **params: str) -> str:
-    return f"http://{host}:{pages.port}/player.html?" + urlencode({"seconds": str(SECONDS), **params})
+    window = {"seconds": str(SECONDS), "frames": str(FRAMES)}
+    return f"http://{host}:{pages.port}/player.html?" + urlencode({**window, **params})
 
 
 def keep(name: str, report: dict) -> None:
@@ -83,7 +85,7 @@ def keep(name: str, report: dict) -> None:
 def assert_played(report: dict, log: str) -> None:
     assert report["ok"], f"{report.get('error')}\n{log[-3000:]}"
     assert (report["width"], report["height"]) == (832, 480)
-    assert report["decodedInWindow"] >= SECONDS * 3, report  # progress; 15 fps would be 75
+    assert report["decodedInWindow"] >= FRAMES, report
     hidden = [c.split()[4] for c in report["offerCandidates"]]
     assert hidden and all(h.endswith(".local") for h in hidden), "default prefs: only mDNS names are offered"
     assert report["offerEndOfCandidates"] and report["answerSetup"] == "passive"

@@ -46,10 +46,8 @@ async def test_controller_schedules_starts_and_receives_paced_video(monkeypatch:
             client.send("start", "go")
             assert (await client.reply_to("go"))["type"] == "ack"
             await client.wait_frames(1)
-            began, first = time.monotonic(), len(client.frames)
-            await asyncio.sleep(4.2)
-            window = [f for f in client.frames[first:] if f.at - began <= 4.0]
-            assert len(window) >= 20, "video keeps flowing (the rate itself is a benchmark's: paced_stream.py)"
+            # video keeps flowing: progress over a generous window (the rate itself is a benchmark's: paced_stream.py)
+            await client.wait_frames(60, timeout=60)  # past video frame 45, where the third prompt airs
             steps = {(b - a) % 2**32 for a, b in zip(rtp_timestamps, rtp_timestamps[1:], strict=False)}
             assert steps == {6000}, "RTP timestamps step by exactly 90000 / 15"
             decoded_steps = {b.pts - a.pts for a, b in zip(client.frames, client.frames[1:], strict=False)}
@@ -299,6 +297,22 @@ async def test_a_client_that_never_connects_is_closed_and_its_session_freed(capl
         assert server.hub.peer_count == 0 and session not in server.hub.sessions
     said = [r.getMessage() for r in caplog.records if "did not connect" in r.getMessage()]
     assert len(said) == 1 and session in said[0] and "TURN server" in said[0]  # what happened, and what to do
+
+
+async def test_a_peer_deleted_before_it_connected_is_not_reported_as_unconnected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="longlive_rtc.rtc.hub")
+    async with Server(HubConfig(connect_timeout=0.5)) as server, aiohttp.ClientSession() as http:
+        offer = Client()
+        async with http.post(server.url + "/offer", json={"sdp": await _offer(offer), "type": "offer"}) as r:
+            answered = await r.json()
+        kept = server.hub.peer(answered["session"], answered["peer"])  # held: the timer still finds it
+        await kept.close()  # as a DELETE of its resource does
+        await offer.pc.close()
+        await asyncio.sleep(1.5)  # past connect_timeout
+        assert kept.closed and server.hub.peer_count == 0
+    assert not [r for r in caplog.records if "did not connect" in r.getMessage()]
 
 
 def test_a_state_too_large_for_one_message_is_truncated_and_flagged() -> None:

@@ -1,4 +1,4 @@
-"""The built wheel: it carries every page, and a server started from the installed wheel serves them."""
+"""The built wheel: it carries every page, and its console script, installed into a fresh venv, serves them."""
 
 from __future__ import annotations
 
@@ -42,11 +42,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel's contents unpacked, as ``pip install`` lays them out in site-packages."""
-    target = tmp_path_factory.mktemp("site")
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(target)
-    return target
+    """A fresh venv with the wheel ``pip install``-ed (package data, console script); its dependencies are this
+    venv's, on a ``.pth`` line, so nothing is downloaded and the checkout is not on its path."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=240)
+    python = str(venv / "bin" / "python")
+    paths = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.run([python, "-c", paths], check=True, capture_output=True, text=True).stdout.strip())
+    dependencies = [p for p in sys.path if p.endswith("site-packages")]  # plain lines: their own .pth stay unread
+    (site / "dependencies.pth").write_text("\n".join(dependencies) + "\n")
+    install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)]
+    subprocess.run(install, check=True, capture_output=True, timeout=240)
+    return venv
 
 
 def free_port() -> int:
@@ -71,14 +78,15 @@ def test_the_wheel_carries_every_page_script_and_stylesheet(wheel: Path) -> None
 
 
 def test_a_server_started_from_the_installed_wheel_serves_the_director(installed: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = "import longlive_rtc, signaling; print(longlive_rtc.__file__); print(signaling.__file__)"
+    found = subprocess.run([str(installed / "bin" / "python"), "-c", where], cwd=tmp_path, env=env, check=True,
+                           capture_output=True, text=True).stdout.split()  # fmt: skip
+    assert all(path.startswith(str(installed)) for path in found), found  # the installed copy, not the checkout
     port = free_port()
-    code = (
-        "import signaling, sys; from longlive_rtc.cli import main; "
-        f"assert signaling.__file__.startswith({str(installed)!r}), signaling.__file__; "
-        f"sys.exit(main(['serve', '--host', '127.0.0.1', '--port', '{port}', '--auth', 'none', '--max-sessions', '1']))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(installed)}
-    server = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    command = [str(installed / "bin" / "longlive-rtc"), "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--auth", "none", "--max-sessions", "1"]  # fmt: skip
+    server = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -340,7 +340,7 @@ class Hub:
 
     def _close_if_unconnected(self, ref: weakref.ref[Peer]) -> None:
         peer = ref()
-        if peer is not None and not peer.ever_connected:
+        if peer is not None and not peer.ever_connected and not peer.closed:  # a peer deleted meanwhile is not news
             log.info(
                 "peer %s of session %s got an answer but did not connect within %.0f s; closing it. Its client"
                 " left, or ICE found no path: check that UDP reaches this server, and give clients behind NAT a"

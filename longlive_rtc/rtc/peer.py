@@ -44,6 +44,11 @@ class Peer:
         self.ever_connected = False
         self.pc.on("connectionstatechange", self._on_connection_state)
 
+    @property
+    def closed(self) -> bool:
+        """Closed (left, deleted or dropped): nothing more to do for it."""
+        return self._closed
+
     async def answer(self, offer_sdp: str, track, codec: str) -> RTCSessionDescription:
         """Attach the video track and answer the client's offer in ``codec`` (one it can receive:
         :func:`~.codecs.choose_codec`); ICE and DTLS as any client needs them."""

@@ -1,5 +1,6 @@
 // A third-party player: POSTs a non-trickle offer (WHEP or the JSON /offer), plays the answer for a while and
-// leaves its measurements in window.report. Query: endpoint, mode (whep|offer), token, seconds, codec
+// leaves its measurements in window.report. Query: endpoint, mode (whep|offer), token, seconds and frames (the
+// window ends at that many frames decoded, or after that many seconds), codec
 // (a mimeType such as video/H264 to offer only that codec), session and prompt (offer mode: the session to
 // join, and the prompt the data channel schedules before it sends start).
 const params = new URLSearchParams(location.search);
@@ -7,6 +8,7 @@ const endpoint = params.get("endpoint");
 const mode = params.get("mode") ?? "whep";
 const token = params.get("token");
 const seconds = Number(params.get("seconds") ?? "5");
+const frames = Number(params.get("frames") ?? "0"); // 0: the window lasts `seconds`
 const codec = params.get("codec");
 const video = document.getElementById("video");
 const report = { events: {}, callbacks: 0 };
@@ -81,7 +83,11 @@ async function run() {
   report.connectMs = performance.now() - began;
   while (video.videoWidth === 0 && performance.now() - began < 20000) await new Promise((r) => setTimeout(r, 50));
   const first = { at: performance.now(), callbacks: report.callbacks, decoded: await decoded(pc) };
-  await new Promise((r) => setTimeout(r, seconds * 1000));
+  // the window ends at `frames` frames decoded (a progress check, which load cannot starve) or after `seconds`
+  while (performance.now() - first.at < seconds * 1000) {
+    await new Promise((r) => setTimeout(r, 200));
+    if (frames && (await decoded(pc)).frames - first.decoded.frames >= frames) break;
+  }
   const last = { at: performance.now(), callbacks: report.callbacks, decoded: await decoded(pc) };
   const elapsed = (last.at - first.at) / 1000;
   Object.assign(report, {
