@@ -20,7 +20,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from longlive_rtc.generators.stamp import read_stamp
-from longlive_rtc.rtc.whip import backoff, check_url
+from longlive_rtc.rtc.whip import WhipPublisher, backoff, check_url
 
 from .rtc_client import Client, wait_until
 from .test_outputs_http import OutputServer, call, outputs_config, running_session
@@ -213,6 +213,27 @@ async def test_bad_requests_get_json_errors(tmp_path: Path) -> None:
         status, answer = await call(server, "POST", path, controller, json={"whip": ingest.url})
         assert status == 409 and "4" in answer["error"]["message"]
         assert server.hub.sessions[session].running, "the stream plays on"
+
+
+class SwallowsOneCancel(WhipPublisher):
+    """A connection attempt that swallows the first cancel, as asyncio.wait_for on Python 3.11 (and libraries
+    built on it) can when the cancel races the wait it guards; that left ``stop`` waiting for good."""
+
+    async def _publish(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        await asyncio.sleep(3600)
+
+
+async def test_stop_ends_a_publisher_even_when_its_connection_swallowed_the_cancel() -> None:
+    publisher = SwallowsOneCancel("whip-test", "http://127.0.0.1:9/whip", None, lambda: None)
+    publisher.start()
+    await asyncio.sleep(0.05)  # under way
+    stopping = asyncio.ensure_future(publisher.stop())  # awaited apart: a timeout's cancel would reach the attempt
+    done, _ = await asyncio.wait([stopping], timeout=20)
+    if not done:
+        stopping.cancel()
+    assert done and publisher.state == "stopped", "stop() waited for good on an attempt that swallowed its cancel"
 
 
 def gst_ready() -> str | None:

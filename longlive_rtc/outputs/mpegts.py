@@ -67,7 +67,8 @@ class TsReader:
         while not self._chunks and self.closed is None:
             self._ready.clear()
             try:
-                await asyncio.wait_for(self._ready.wait(), NO_VIDEO_TIMEOUT)
+                async with asyncio.timeout(NO_VIDEO_TIMEOUT):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._ready.wait()
             except TimeoutError:
                 self.close(f"no video for {NO_VIDEO_TIMEOUT:g} s")
         if self.closed is not None:

@@ -72,7 +72,8 @@ class PacketTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), 1.0)
+                async with asyncio.timeout(1.0):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._ready.wait()
         if self.readyState != "live":
             raise MediaStreamError
         encoded = self._queue.popleft()

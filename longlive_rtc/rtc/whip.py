@@ -136,7 +136,8 @@ class WhipPublisher:
             if remaining <= 0:
                 raise TimeoutError(f"not connected within {CONNECT_TIMEOUT:g} s of the answer")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: on 3.11 it can swallow stop()'s cancel
+                    await changed.wait()
         self.state, self.error, self.live_since = "live", None, time.time()
         self.connections += 1
         log.info("WHIP output %s live", self.id)
@@ -168,10 +169,12 @@ class WhipPublisher:
         if self.state == "stopped":
             return
         task, self._task = self._task, None
-        if task is not None:
+        while task is not None and not task.done():  # again if a library swallowed the cancel (aiohttp, aiortc)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait([task], timeout=1.0)
+        if task is not None and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()  # retrieved: no "exception never retrieved" warning
         await self._teardown()
         if self._session is not None:
             await self._session.close()
