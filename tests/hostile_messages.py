@@ -215,7 +215,8 @@ def wrong_fields(draw) -> Hostile:
     elif kind == "set_seed":
         data = {"seed": 1}
     defect = draw(st.sampled_from(["data not an object", "extra field", "missing field", "wrong value", "extra key"]))
-    if defect in ("missing field", "wrong value") and not specs:
+    required = sorted(data)  # what a missing or wrong field is drawn from (not optional ones like `transition`)
+    if defect in ("missing field", "wrong value") and not required:
         defect = "extra field"
     codes = frozenset({"invalid_field"})
     message: dict = {"type": kind, "id": message_id, "data": data}
@@ -225,9 +226,9 @@ def wrong_fields(draw) -> Hostile:
     elif defect == "extra field":
         data[draw(st.text(min_size=1, max_size=12).filter(lambda k: k not in specs))] = draw(json_values)
     elif defect == "missing field":
-        del data[draw(st.sampled_from(sorted(specs)))]
+        del data[draw(st.sampled_from(required))]
     elif defect == "wrong value":
-        name = draw(st.sampled_from(sorted(specs)))
+        name = draw(st.sampled_from(required))
         data[name] = draw(_wrong_value(name))
     else:
         message[draw(st.text(min_size=1, max_size=12).filter(lambda k: k not in ("type", "data", "id")))] = 1
