@@ -24,6 +24,10 @@ from longlive_rtc.rtc.codecs import register_h264_profiles
 from .rtc_client import Server
 
 API_KEY = "interop-api-key-0123456789"  # the interop tests' token-mode servers
+# Each client's measuring window ends once it decoded WINDOW_FRAMES frames (3 s at 15 fps): progress, which load may
+# slow but not fail; WINDOW_SECONDS is its longest duration, which only a stream that stopped takes.
+WINDOW_FRAMES = 45
+WINDOW_SECONDS = 30
 JS_DIR = Path(__file__).resolve().parent / "js"
 FIREFOX = Path("/usr/bin/firefox-esr")
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's python3, which has python3-gi

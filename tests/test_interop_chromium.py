@@ -15,7 +15,7 @@ from longlive_rtc.rtc.hub import HubConfig
 from signaling.auth import Auth
 
 from .browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from .interop_support import API_KEY, PageServer, create_session
+from .interop_support import API_KEY, WINDOW_FRAMES, WINDOW_SECONDS, PageServer, create_session
 from .rtc_client import Server
 
 pytestmark = [
@@ -31,8 +31,6 @@ ARGS = [
     for a in CHROMIUM_ARGS
     if a not in ("--use-fake-ui-for-media-stream", "--disable-features=WebRtcHideLocalIpsWithMdns")
 ]
-FRAMES = 45  # decoded in the window: progress (3 s at 15 fps), which load may slow but not fail
-SECONDS = 30  # the window's longest duration: only a stream that stopped takes it all
 
 
 @pytest.fixture
@@ -57,8 +55,8 @@ async def test_chromium_plays_whep_on_a_third_party_page(
         async with Server(config, auth=Auth("token", api_key=API_KEY), cors_origins=(origin,)) as server:
             created = await create_session(server, start=True)
             endpoint = f"http://{host}:{server.port}/whep/{created['session']}"
-            params = {"mode": "whep", "endpoint": endpoint, "token": created["tokens"]["viewer"], "seconds": SECONDS,
-                      "frames": FRAMES}
+            params = {"mode": "whep", "endpoint": endpoint, "token": created["tokens"]["viewer"],
+                      "seconds": WINDOW_SECONDS, "frames": WINDOW_FRAMES}  # fmt: skip
             if offered:
                 params["codec"] = offered
             page = await browser.new_page()
@@ -73,5 +71,5 @@ async def test_chromium_plays_whep_on_a_third_party_page(
             (ARTIFACTS / "interop" / f"{name}.json").write_text(json.dumps(report, indent=1))
             assert report["ok"], report.get("error")
             assert report["codec"] == expected and (report["width"], report["height"]) == (832, 480)
-            assert report["decodedInWindow"] >= FRAMES, report
+            assert report["decodedInWindow"] >= WINDOW_FRAMES, report
             assert report["answerSetup"] == "passive" and report["deleteStatus"] == 204

@@ -23,6 +23,8 @@ from signaling.auth import Auth
 from .browser_support import ARTIFACTS
 from .interop_support import (
     API_KEY,
+    WINDOW_FRAMES,
+    WINDOW_SECONDS,
     NetNamespace,
     PageServer,
     StunServer,
@@ -39,8 +41,6 @@ pytestmark = [
     pytest.mark.skipif(missing_firefox() is not None, reason=missing_firefox() or ""),
 ]
 
-FRAMES = 45  # decoded in the window: progress (3 s at 15 fps), which load may slow but not fail
-SECONDS = 30  # the window's longest duration: only a stream that stopped takes it all
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ async def pages() -> AsyncIterator[PageServer]:
 
 
 def player_url(host: str, pages: PageServer, **params: str) -> str:
-    window = {"seconds": str(SECONDS), "frames": str(FRAMES)}
+    window = {"seconds": str(WINDOW_SECONDS), "frames": str(WINDOW_FRAMES)}
     return f"http://{host}:{pages.port}/player.html?" + urlencode({**window, **params})
 
 
@@ -85,7 +85,7 @@ def keep(name: str, report: dict) -> None:
 def assert_played(report: dict, log: str) -> None:
     assert report["ok"], f"{report.get('error')}\n{log[-3000:]}"
     assert (report["width"], report["height"]) == (832, 480)
-    assert report["decodedInWindow"] >= FRAMES, report
+    assert report["decodedInWindow"] >= WINDOW_FRAMES, report
     hidden = [c.split()[4] for c in report["offerCandidates"]]
     assert hidden and all(h.endswith(".local") for h in hidden), "default prefs: only mDNS names are offered"
     assert report["offerEndOfCandidates"] and report["answerSetup"] == "passive"

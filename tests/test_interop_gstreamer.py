@@ -14,12 +14,19 @@ from longlive_rtc.rtc.hub import HubConfig
 from signaling.auth import Auth
 
 from .browser_support import ARTIFACTS
-from .interop_support import API_KEY, GST_CLIENT, SYSTEM_PYTHON, create_session, missing_gstreamer, run_json
+from .interop_support import (
+    API_KEY,
+    GST_CLIENT,
+    SYSTEM_PYTHON,
+    WINDOW_FRAMES,
+    WINDOW_SECONDS,
+    create_session,
+    missing_gstreamer,
+    run_json,
+)
 from .rtc_client import Server
 
 MISSING = missing_gstreamer()
-FRAMES = 45  # decoded in the window: progress (3 s at 15 fps), which load may slow but not fail
-SECONDS = 30  # the window's longest duration: only a stream that stopped takes it all
 
 pytestmark = [
     pytest.mark.interop,
@@ -41,8 +48,8 @@ async def test_webrtcbin_plays_a_whep_stream(server_codec: str, codec: str, prof
     async with Server(config, auth=Auth("token", api_key=API_KEY)) as server:
         created = await create_session(server, start=True)
         command = [str(SYSTEM_PYTHON), str(GST_CLIENT), "--url", f"{server.url}/whep/{created['session']}",
-                   "--token", created["tokens"]["viewer"], "--codec", codec, "--seconds", str(SECONDS),
-                   "--frames", str(FRAMES), "--timeout", "80"]  # fmt: skip
+                   "--token", created["tokens"]["viewer"], "--codec", codec, "--seconds", str(WINDOW_SECONDS),
+                   "--frames", str(WINDOW_FRAMES), "--timeout", "80"]  # fmt: skip
         if profile:
             command += ["--profile", profile]
         report, log = await run_json(command, timeout=90)
@@ -52,5 +59,5 @@ async def test_webrtcbin_plays_a_whep_stream(server_codec: str, codec: str, prof
         assert report["ok"], f"{report.get('error')}\n{log[-3000:]}"
         assert report["answerSetup"] == "passive" and report["status"] == 201
         assert (report["width"], report["height"]) == (832, 480)
-        assert report["framesInWindow"] >= FRAMES, report
+        assert report["framesInWindow"] >= WINDOW_FRAMES, report
         assert report["deleteStatus"] == 204 and not server.hub.get(created["session"]).peers

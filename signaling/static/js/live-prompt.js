@@ -32,10 +32,8 @@ export class LivePrompt {
       event.preventDefault();
       this.apply();
     });
-    model.addEventListener("change", ({ detail: event }) => {
-      if (event?.type === "on_air") this.aired(event.data);
-      this.render();
-    });
+    model.addEventListener("change", () => this.render());
+    model.addEventListener("on_air", ({ detail }) => this.aired(detail));
     this.render();
   }
 

@@ -1,5 +1,6 @@
 // What the server has told us about the session: the latest state, the schedule, progress and the prompt
-// on air. Pages render from this model; it emits "change" after every event that altered it.
+// on air. Pages render from this model; it emits "change" after every event that altered it, and "on_air"
+// (the event's data) when a prompt's first frame went on air.
 // The schedule comes whole in the `state` that greets the page (and answers `get_state`) and then as
 // `schedule_changed` deltas, kept by the gap rule of docs/protocol.md (a missed version asks `get_state`).
 
@@ -82,7 +83,8 @@ export class SessionModel extends EventTarget {
       this.activePrompt = data.prompt;
       this.onAir = { timestamp: data.timestamp, frame: data.frame, prompt: data.prompt };
     } else if (type === "on_air") {
-      // nothing held changes: listeners read the event (its timestamp, video_frame, mode, skipped)
+      this.dispatchEvent(new CustomEvent("on_air", { detail: data })); // nothing held changes
+      return;
     } else {
       return;
     }
