@@ -26,7 +26,7 @@ import torch
 from .generators.base import Generator
 from .generators.devices import DevicePool, parse_devices
 from .generators.gpu_worker import PLAYBACK_FPS, GpuWorker
-from .generators.longlive import LongLiveGenerator, enable_compile, random_longlive, warm_up
+from .generators.longlive import LongLiveGenerator, enable_compile, random_longlive, use_precision, warm_up
 from .timing import StageTimer, device_ms
 
 
@@ -240,6 +240,10 @@ def open_generator(args, device: str, decoder: str) -> tuple[LongLiveGenerator, 
         from .generators.handover import place_decoder
 
         place_decoder(generator, args.decoder_device)
+    try:
+        use_precision(generator, args.precision)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.compile == "on" and cuda:
         enable_compile(generator)
     seconds = warm_up(generator, report=lambda line: print(f"  {device}: {line}", flush=True))
@@ -252,7 +256,8 @@ def run_bench(args) -> dict:
     torch.backends.cudnn.benchmark = True
     results = {
         "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
-        "devices": names, "decoder_device": args.decoder_device, "configs": {},
+        "devices": names, "decoder_device": args.decoder_device, "precision": args.precision,
+        "compile": args.compile, "configs": {},
     }  # fmt: skip
     for decoder in args.decoders:
         _empty_caches(names)

@@ -17,6 +17,9 @@ from pathlib import Path
 log = logging.getLogger("longlive_rtc")
 
 ENV_PREFIX = "LONGLIVE_RTC_"
+#: ``--precision`` of the DiT's linears (model/fp8.py's PRECISIONS; the CLI imports no torch to parse flags).
+PRECISION_CHOICES = ["bf16", "fp8"]
+PRECISION_HELP = "DiT linears: bf16 (exact) or fp8 (approximate, less memory; see docs/performance.md)"
 DESCRIPTION = "Stream LongLive real-time video diffusion over WebRTC, directed by prompts on a frame timeline."
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Libraries whose INFO lines are per request or per ICE check: WARNING unless ``--log-level debug``.
@@ -109,6 +112,7 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
         "--random-weights", action="store_true", help="full-size model with random weights (benchmarks, no files)"
     )
     add_option(parser, "compile", "auto", choices=["auto", "on", "off"], help="torch.compile the DiT")
+    add_option(parser, "precision", "bf16", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     add_option(parser, "block-ms", 0, type=bounded(float, 0), help="synthetic: least ms per block (TAE ~310, VAE ~420)")
     add_option(parser, "switch-ms", 0, type=bounded(float, 0), help="synthetic: ms a recache adds (LongLive ~100)")
 
@@ -130,7 +134,13 @@ def build_longlive_generator(args: argparse.Namespace, geometry, warm: bool = Tr
     try:
         import torch
 
-        from .generators.longlive import LongLiveGenerator, enable_compile, random_longlive, warm_up
+        from .generators.longlive import (
+            LongLiveGenerator,
+            enable_compile,
+            random_longlive,
+            use_precision,
+            warm_up,
+        )
         from .model import MissingWeightsError, build_longlive
     except ImportError as exc:
         raise SystemExit(f"the longlive generator is not available in this build: {exc}") from None
@@ -154,6 +164,10 @@ def build_longlive_generator(args: argparse.Namespace, geometry, warm: bool = Tr
         from .generators.handover import place_decoder
 
         place_decoder(generator, args.decoder_device)
+    try:
+        use_precision(generator, args.precision)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.compile in ("on", "auto") and generator.device.type == "cuda":
         enable_compile(generator)
     if warm:
@@ -624,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tiny", action="store_true", help="tiny random configs (CPU devices allowed): checks the bench itself"
     )
     add_option(bench, "compile", "on", choices=["on", "off"], help="torch.compile the DiT blocks")
+    add_option(bench, "precision", "bf16", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     bench.add_argument("--no-t5", dest="with_t5", action="store_false", help="leave the umT5 encoder out")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=cmd_bench)

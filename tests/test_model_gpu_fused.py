@@ -51,3 +51,36 @@ def test_optimised_wan_vae_matches_the_plain_one() -> None:
     assert want.shape == got.shape == (1, 21, 3, 480, 832)
     assert want.std() > 0.01
     assert (want - got).abs().mean() < 1e-2, float((want - got).abs().mean())
+
+
+def test_float8_linear_on_the_gpu_is_the_scaled_product_of_its_quantized_operands() -> None:
+    """``torch._scaled_mm``'s row-wise scales on the GPU, at a full-size FFN shape (4680 tokens, 1536 -> 8960)."""
+    from longlive_rtc.model.fp8 import Float8Linear, quantize_rows
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(1536, 8960, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        linear.weight.mul_(torch.logspace(-1, 1, 8960, device="cuda", dtype=torch.bfloat16)[:, None])
+    x = torch.randn(1, 4680, 1536, device="cuda", dtype=torch.bfloat16) * 3
+    xq, xs = quantize_rows(x[0])
+    wq, ws = quantize_rows(linear.weight)
+    want = (xq.float() * xs) @ (wq.float() * ws).t() + linear.bias.float()
+    got = Float8Linear(linear)(x)[0].float()
+    assert (got - want).norm() / want.norm() < 1e-2  # bf16 output rounding only
+    exact = linear(x)[0].float()
+    assert (got - exact).norm() / exact.norm() < 6e-2
+
+
+def test_fp8_pipeline_stays_near_the_plain_bf16_one() -> None:
+    """``--precision fp8`` compiled against the plain bf16 pipeline on the same random full-size weights."""
+    from longlive_rtc.generators.longlive import enable_compile, random_longlive, use_precision
+
+    generator = random_longlive("cuda", "tae")
+    prompts = [generator.encode_prompt("a"), generator.encode_prompt("b")]
+    plain = stream(generator, prompts)
+    use_precision(generator, "fp8")
+    enable_compile(generator)
+    fp8 = stream(generator, prompts)
+    for block, (a, b) in enumerate(zip(plain, fp8, strict=True)):
+        relative = (a - b).norm() / a.norm()
+        assert torch.isfinite(b).all() and 1e-3 < relative < 0.15, (block, float(relative))

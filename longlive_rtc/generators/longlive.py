@@ -26,6 +26,7 @@ from ..model import (
     tiny,
 )
 from ..model.compile import compile_dit, compile_vae
+from ..model.fp8 import PRECISIONS, float8_problem, is_float8, use_float8
 from ..model.random_init import randomize_
 from ..model.tae import TAEConfig, TAEDecoder
 from ..model.vae import VAEConfig, WanVAEDecoder
@@ -198,6 +199,18 @@ def enable_compile(generator: LongLiveGenerator) -> None:
     compile_dit(generator.pipeline.model)
     if isinstance(generator.decoder.model, WanVAEDecoder):
         compile_vae(generator.decoder.model.optimize(channels_last=True))
+
+
+def use_precision(generator: LongLiveGenerator, precision: str) -> None:
+    """Run the DiT in `precision` (`PRECISIONS`): "bf16" changes nothing, "fp8" converts the blocks' linears
+    (`model/fp8.py`) in place, for every stream over this model. Raises ValueError where it cannot run."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    if precision == "fp8" and not is_float8(generator.pipeline.model):
+        problem = float8_problem(generator.device)
+        if problem:
+            raise ValueError(problem)
+        use_float8(generator.pipeline.model)
 
 
 #: Warm-up switches after these blocks: recaches of 6 and 12 frames from the stream start, then the

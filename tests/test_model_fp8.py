@@ -1,0 +1,124 @@
+"""``--precision fp8`` (model/fp8.py): row-wise float8 linears, checked against their exact product on the CPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from longlive_rtc.cli import main
+from longlive_rtc.generators.longlive import use_precision
+from longlive_rtc.model.fp8 import FLOAT8, FLOAT8_LINEARS, FLOAT8_MAX, Float8Linear, is_float8, quantize_rows
+
+from .test_longlive_generator import tiny_longlive
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def uneven(rows: int, cols: int, seed: int) -> torch.Tensor:
+    """Rows whose magnitudes span three decades: a scale applied to the wrong axis shows."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, cols, generator=g) * torch.logspace(-2, 1, rows)[:, None]
+
+
+def test_rows_quantize_to_their_own_scale() -> None:
+    x = torch.cat([uneven(31, 64, 0), torch.zeros(1, 64)])
+    values, scale = quantize_rows(x)
+    assert values.dtype == FLOAT8 and scale.shape == (32, 1) and scale.dtype == torch.float32
+    assert values.float().abs().amax(dim=1)[:31].eq(FLOAT8_MAX).all()  # each row's largest value maps to 448
+    assert values[31].float().eq(0).all() and torch.isfinite(scale).all()  # an all-zero row stays zero
+    back = values.float() * scale
+    assert ((back - x).abs() <= x.abs() * 2**-4 + scale * 2**-9).all()  # e4m3: 3 mantissa bits, subnormals
+
+
+def test_float8_linear_is_the_scaled_product_of_its_quantized_operands() -> None:
+    linear = nn.Linear(64, 48)
+    with torch.no_grad():
+        linear.weight.copy_(uneven(48, 64, 1))
+    fp8 = Float8Linear(linear)
+    x = uneven(40, 64, 2).view(2, 20, 64)
+    xq, xs = quantize_rows(x.view(-1, 64))
+    wq, ws = quantize_rows(linear.weight.detach())
+    want = (xq.float() * xs) @ (wq.float() * ws).t() + linear.bias.detach()
+    got = fp8(x)
+    assert got.shape == (2, 20, 48) and got.dtype == torch.float32
+    torch.testing.assert_close(got.view(-1, 48), want, rtol=1e-5, atol=1e-5)
+    exact = linear(x).detach()
+    relative = (got - exact).norm() / exact.norm()
+    assert 1e-3 < relative < 6e-2, float(relative)  # quantized (not a copy of the linear), within e4m3's error
+
+
+def test_blocks_convert_their_projections_and_ffn_only() -> None:
+    plain, generator = tiny_longlive("tae").pipeline.model, tiny_longlive("tae")
+    use_precision(generator, "fp8")
+    model = generator.pipeline.model
+    assert is_float8(model) and not is_float8(plain)
+    for block in model.blocks:
+        assert all(isinstance(block.get_submodule(path), Float8Linear) for path in FLOAT8_LINEARS)
+        assert isinstance(block.cross_attn.k, nn.Linear) and isinstance(block.cross_attn.v, nn.Linear)
+    assert isinstance(model.head.head, nn.Linear) and isinstance(model.text_embedding[0], nn.Linear)
+    converted = len(FLOAT8_LINEARS) * len(model.blocks)
+    linears = sum(isinstance(m, nn.Linear) for m in plain.modules())
+    assert sum(isinstance(m, nn.Linear) for m in model.modules()) == linears - converted
+    use_precision(generator, "fp8")  # twice: nothing more to convert
+    assert sum(isinstance(m, Float8Linear) for m in model.modules()) == converted
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="bf16, fp8"):
+        use_precision(tiny_longlive("tae"), "fp4")
+
+
+def stream_latents(generator, blocks: int = 4) -> list[torch.Tensor]:
+    pipeline = generator.pipeline
+    pipeline.begin(5, generator.encode_prompt("a"))
+    out = []
+    for i in range(blocks):
+        if i == 2:
+            pipeline.switch_prompt(generator.encode_prompt("b"))  # the recache runs in fp8 too
+        out.append(pipeline.next_block().clone())
+    return out
+
+
+def test_fp8_stream_stays_close_to_the_exact_one() -> None:
+    exact = tiny_longlive("tae")
+    fp8 = tiny_longlive("tae")
+    use_precision(fp8, "fp8")
+    for block, (a, b) in enumerate(zip(stream_latents(exact), stream_latents(fp8), strict=True)):
+        assert torch.isfinite(b).all()
+        relative = (a - b).norm() / a.norm()
+        assert 1e-4 < relative < 0.1, (block, float(relative))
+
+
+def test_compiled_fp8_equals_eager_fp8() -> None:
+    from longlive_rtc.model.compile import compile_dit
+
+    from .test_model_compile import BACKEND
+
+    eager = tiny_longlive("tae")
+    use_precision(eager, "fp8")
+    compiled = copy.deepcopy(eager)
+    compile_dit(compiled.pipeline.model, backend=BACKEND)
+    for a, b in zip(stream_latents(eager, 3), stream_latents(compiled, 3), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_bench_runs_in_fp8_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--tiny", "--devices", "cpu", "--decoders", "tae", "--precision", "fp8", "--blocks", "8",
+            "--runs", "1", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads(out.read_text())
+    assert results["precision"] == "fp8" and results["configs"]["tae"]["fps"] > 0
+
+
+def test_the_cli_offers_the_model_precisions() -> None:
+    from longlive_rtc.cli import PRECISION_CHOICES
+    from longlive_rtc.model.fp8 import PRECISIONS, float8_problem
+
+    assert tuple(PRECISION_CHOICES) == PRECISIONS
+    assert float8_problem(torch.device("cpu")) is None  # torch's CPU kernels run FP8 (tests, tiny models)
