@@ -19,7 +19,7 @@ log = logging.getLogger("longlive_rtc")
 ENV_PREFIX = "LONGLIVE_RTC_"
 #: ``--precision`` of the DiT's linears (model/fp8.py's PRECISIONS; the CLI imports no torch to parse flags).
 PRECISION_CHOICES = ["bf16", "fp8"]
-PRECISION_HELP = "DiT linears: bf16 (exact) or fp8 (approximate, less memory; see docs/performance.md)"
+PRECISION_HELP = "DiT linears: bf16 (exact) or fp8 (approximate, barely faster; see docs/model.md)"
 DESCRIPTION = "Stream LongLive real-time video diffusion over WebRTC, directed by prompts on a frame timeline."
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Libraries whose INFO lines are per request or per ICE check: WARNING unless ``--log-level debug``.
@@ -170,6 +170,10 @@ def build_longlive_generator(args: argparse.Namespace, geometry, warm: bool = Tr
         raise SystemExit(f"error: {exc}") from None
     if args.compile in ("on", "auto") and generator.device.type == "cuda":
         enable_compile(generator)
+    elif args.precision == "fp8":
+        log.warning(
+            "--precision fp8 uncompiled: each activation is quantized by separate kernels (compiled, they fuse)"
+        )
     if warm:
         warm_up_reporting(args.decoder, lambda: warm_up(generator, report=print_indented))
     return generator

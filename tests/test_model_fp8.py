@@ -116,9 +116,34 @@ def test_bench_runs_in_fp8_and_says_so(tmp_path: Path) -> None:
     assert results["precision"] == "fp8" and results["configs"]["tae"]["fps"] > 0
 
 
+def test_moves_and_casts_keep_the_float8_weights() -> None:
+    fp8 = Float8Linear(nn.Linear(32, 16))
+    x = torch.randn(4, 32)
+    want = fp8(x)
+    fp8.to(torch.bfloat16).to("cpu")  # what a model-wide .to(dtype) does to it
+    assert fp8.weight.dtype == FLOAT8 and fp8.weight_scale.dtype == torch.float32
+    assert fp8.bias.dtype == torch.bfloat16
+    torch.testing.assert_close(fp8(x.bfloat16()).float(), want, rtol=2e-2, atol=2e-2)
+
+
 def test_the_cli_offers_the_model_precisions() -> None:
     from longlive_rtc.cli import PRECISION_CHOICES
-    from longlive_rtc.model.fp8 import PRECISIONS, float8_problem
+    from longlive_rtc.model.fp8 import PRECISIONS
 
     assert tuple(PRECISION_CHOICES) == PRECISIONS
-    assert float8_problem(torch.device("cpu")) is None  # torch's CPU kernels run FP8 (tests, tiny models)
+
+
+def test_gpus_without_fp8_tensor_cores_and_float32_models_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The capability check (no GPU here: the two device queries answer as an A100's and an H200's would)."""
+    from longlive_rtc.model.fp8 import float8_problem
+
+    assert float8_problem(torch.device("cpu"), torch.float32) is None  # torch's CPU kernels run FP8
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert float8_problem(cuda) == (
+        "--precision fp8 needs FP8 tensor cores (compute capability >= 8.9); NVIDIA A100 has (8, 0)"
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert float8_problem(cuda) is None
+    assert "bfloat16 model; this one is float32" in float8_problem(cuda, torch.float32)

@@ -53,6 +53,14 @@ def test_optimised_wan_vae_matches_the_plain_one() -> None:
     assert (want - got).abs().mean() < 1e-2, float((want - got).abs().mean())
 
 
+def needs_fp8_tensor_cores() -> pytest.MarkDecorator:
+    from longlive_rtc.model.fp8 import float8_problem
+
+    problem = float8_problem(torch.device("cuda")) if torch.cuda.is_available() else "no CUDA"
+    return pytest.mark.skipif(problem is not None, reason=str(problem))
+
+
+@needs_fp8_tensor_cores()
 def test_float8_linear_on_the_gpu_is_the_scaled_product_of_its_quantized_operands() -> None:
     """``torch._scaled_mm``'s row-wise scales on the GPU, at a full-size FFN shape (4680 tokens, 1536 -> 8960)."""
     from longlive_rtc.model.fp8 import Float8Linear, quantize_rows
@@ -71,6 +79,7 @@ def test_float8_linear_on_the_gpu_is_the_scaled_product_of_its_quantized_operand
     assert (got - exact).norm() / exact.norm() < 6e-2
 
 
+@needs_fp8_tensor_cores()
 def test_fp8_pipeline_stays_near_the_plain_bf16_one() -> None:
     """``--precision fp8`` compiled against the plain bf16 pipeline on the same random full-size weights."""
     from longlive_rtc.generators.longlive import enable_compile, random_longlive, use_precision

@@ -202,12 +202,13 @@ def enable_compile(generator: LongLiveGenerator) -> None:
 
 
 def use_precision(generator: LongLiveGenerator, precision: str) -> None:
-    """Run the DiT in `precision` (`PRECISIONS`): "bf16" changes nothing, "fp8" converts the blocks' linears
-    (`model/fp8.py`) in place, for every stream over this model. Raises ValueError where it cannot run."""
+    """Run the DiT in `precision` (`PRECISIONS`): "bf16" changes nothing (a converted model stays FP8), "fp8"
+    converts the blocks' linears (`model/fp8.py`) in place, for every stream over this model. Raises
+    ValueError where it cannot run."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: one of {', '.join(PRECISIONS)}")
     if precision == "fp8" and not is_float8(generator.pipeline.model):
-        problem = float8_problem(generator.device)
+        problem = float8_problem(generator.device, generator.pipeline.model.dtype)
         if problem:
             raise ValueError(problem)
         use_float8(generator.pipeline.model)

@@ -7,10 +7,12 @@ activation dtype. The weights are quantized once; the activations on every call 
 scale reduction and the cast fuse into the kernels before each GEMM). Only the blocks' projections and FFN
 are converted: the embeddings, time projections and head stay bf16 as in the official configuration
 (small, and numerically sensitive), and so do the cross-attention's key/value projections, which run once
-per prompt. Apply it last: ``Module.to(dtype)`` would cast the float8 weights back.
+per prompt. ``Module.to(dtype)`` afterwards moves the float8 weights and their scales but keeps their dtypes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +47,13 @@ class Float8Linear(nn.Module):
         self.register_buffer("weight_scale", scale.view(1, -1))
         self.bias = linear.bias
 
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Float8Linear:
+        """Moves and casts apply to the bias; the float8 weight and float32 scales only move."""
+        weight, scale = self.weight, self.weight_scale
+        super()._apply(fn, recurse)
+        self.weight, self.weight_scale = weight.to(self.weight.device), scale.to(self.weight_scale.device)
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         values, scale = quantize_rows(x.reshape(-1, self.in_features))
         out = torch._scaled_mm(values, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=x.dtype)
@@ -56,15 +65,18 @@ class Float8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, float8_e4m3fn"
 
 
-def float8_problem(device: torch.device) -> str | None:
-    """Why FP8 linears cannot run on `device` (CUDA below compute capability 8.9), or None."""
+def float8_problem(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """Why FP8 linears cannot run on `device` for a model in `dtype`, or None: CUDA needs compute capability
+    8.9 and a bf16 model (the row-wise kernel writes bf16); torch's CPU kernels run any (tests, tiny models)."""
     if device.type != "cuda":
-        return None  # torch's CPU kernels run them (slowly): tests and tiny models
+        return None
     capability = torch.cuda.get_device_capability(device)
     if capability < FLOAT8_CAPABILITY:
         name = torch.cuda.get_device_name(device)
         need = ".".join(map(str, FLOAT8_CAPABILITY))
         return f"--precision fp8 needs FP8 tensor cores (compute capability >= {need}); {name} has {capability}"
+    if dtype != torch.bfloat16:
+        return f"--precision fp8 on CUDA runs a bfloat16 model; this one is {str(dtype).removeprefix('torch.')}"
     return None
 
 
