@@ -2,8 +2,10 @@
 
 :class:`Access` owns each session's key generation (the part of its tokens that rotation changes). When
 the hub frees a session its last generation is kept (the most recent ``MAX_RETIRED``), so a token retired
-by a rotation cannot recreate the session later; only a restarted server, which remembers none, accepts
-any genuine token of a gone session.
+by a rotation cannot recreate the session later, and a deleted session's tokens retire with it (only an
+idle-freed session's current tokens recreate it). Only a restarted server, which remembers none, accepts
+any genuine token of a gone session. Tokens are signed once per generation and then handed out as they
+are, so ``--token-ttl`` counts from their first issue however often a holder reads them back.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Access:
         self._hub = hub
         self._generations: dict[str, str] = {}  # live sessions
         self._retired: OrderedDict[str, str] = OrderedDict()  # freed sessions, oldest first
+        self._issued: dict[str, tuple[str, SessionTokens]] = {}  # live sessions: generation, its tokens
         hub.on_freed.append(self.forget)
 
     def admin(self, request: web.Request) -> Grant:
@@ -79,18 +82,33 @@ class Access:
         return self.tokens(session_id)
 
     def tokens(self, session_id: str) -> SessionTokens | None:
-        """Tokens of a session (None without auth, or for a session created outside this layer)."""
+        """Tokens of a session (None without auth, or for a session created outside this layer): signed at
+        the first call for its current generation, the same ones after that (their age is the first's)."""
         generation = self._generations.get(session_id)
         if not self.auth.enabled or generation is None:
             return None
-        return self.auth.issue(session_id, generation)
+        issued = self._issued.get(session_id)
+        if issued is None or issued[0] != generation:
+            issued = self._issued[session_id] = (generation, self.auth.issue(session_id, generation))
+        return issued[1]
+
+    def revoke(self, session_id: str) -> None:
+        """A gone session's tokens stop working, so none recreates it (the session was deleted, not idle)."""
+        if session_id not in self._hub.sessions and self.auth.enabled:
+            self._retired[session_id] = new_generation()
+            self._retired.move_to_end(session_id)
+            self._trim()
 
     def forget(self, session_id: str) -> None:
         """The session was freed: its generation retires (the oldest retired ones are dropped)."""
+        self._issued.pop(session_id, None)
         generation = self._generations.pop(session_id, None)
         if generation is None:
             return
         self._retired[session_id] = generation
         self._retired.move_to_end(session_id)
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self._retired) > self.MAX_RETIRED:
             self._retired.popitem(last=False)

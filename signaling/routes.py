@@ -236,6 +236,7 @@ async def delete_session(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     hub.get(session_id)
     await hub.free_session(session_id)
+    request.app[ACCESS_KEY].revoke(session_id)  # deleted: no token of it recreates it
     return web.Response(status=204)
 
 

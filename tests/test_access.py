@@ -263,12 +263,12 @@ async def test_rotating_tokens_retires_the_old_ones_at_once() -> None:
 
 
 async def test_a_rotated_token_cannot_recreate_its_session_once_it_is_gone() -> None:
-    async with token_server() as server:
+    async with token_server(session_idle=1.0) as server:
         created = await create(server, id="rotated-show")
         old = created["tokens"]["controller"]
         _, rotated, _ = await call(server, "POST", "/sessions/rotated-show/tokens", old)
         new = rotated["tokens"]["controller"]
-        assert (await call(server, "DELETE", "/sessions/rotated-show", new))[0] == 204
+        await wait_until(lambda: "rotated-show" not in server.hub.sessions, timeout=10)  # freed: idle
         offer = {"sdp": await real_offer(), "type": "offer", "session": "rotated-show", "create": True}
         status, _, _ = await call(server, "POST", "/offer", old, json=offer)
         assert status == 401, "a retired token stays retired after its session was freed"
@@ -285,7 +285,9 @@ async def test_a_rotated_token_cannot_recreate_its_session_once_it_is_gone() -> 
 async def test_session_tokens_expire_when_the_operator_sets_a_lifetime() -> None:
     async with token_server(token_ttl=1) as server:
         created = await create(server)
-        assert (await call(server, "GET", f"/sessions/{created['session']}", created["tokens"]["viewer"]))[0] == 200
+        viewer = created["tokens"]["viewer"]
+        status, described, _ = await call(server, "GET", f"/sessions/{created['session']}", viewer)
+        assert status == 200 and described["urls"]["viewer"].endswith(f"token={viewer}"), "read back, not renewed"
         await asyncio.sleep(2.1)
         assert (await call(server, "GET", f"/sessions/{created['session']}", created["tokens"]["viewer"]))[0] == 401
         assert (await call(server, "GET", f"/sessions/{created['session']}", API_KEY))[0] == 200
@@ -316,8 +318,13 @@ async def test_deleting_a_session_frees_its_slot_and_its_tokens_stop_working() -
         session, controller = created["session"], created["tokens"]["controller"]
         assert (await call(server, "DELETE", f"/sessions/{session}", controller))[0] == 204
         assert session not in server.hub.sessions
-        assert (await call(server, "GET", f"/sessions/{session}", controller))[0] == 404
-        assert (await create(server))["session"] != session, "the slot is free at once"
+        for token in created["tokens"].values():
+            assert (await call(server, "GET", f"/sessions/{session}", token))[0] == 401
+        offer = {"sdp": await real_offer(), "type": "offer", "session": session, "create": True}
+        assert (await call(server, "POST", "/offer", controller, json=offer))[0] == 401, "no token recreates it"
+        assert session not in server.hub.sessions
+        again = await create(server, id=session)  # the API key may; the slot is free at once
+        assert (await call(server, "GET", f"/sessions/{session}", again["tokens"]["viewer"]))[0] == 200
 
 
 async def test_an_idle_session_created_over_http_is_freed_but_a_running_one_keeps_streaming() -> None:
