@@ -373,7 +373,7 @@ def one_device_generators(args: argparse.Namespace, max_sessions: int):
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from signaling.app import HTTP_LIMITS, create_app
+    from signaling.app import HTTP_SERVER, create_app
     from signaling.auth import Auth
     from signaling.limits import RateLimiter
 
@@ -435,7 +435,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.reactor_local:
         print(f"  Reactor SDK local mode on: new Reactor({{modelName: 'longlive', local: true}}) (port {args.port})")
     try:
-        web.run_app(app, host=args.host, port=int(args.port), print=None, **HTTP_LIMITS)
+        web.run_app(app, host=args.host, port=int(args.port), print=None, **HTTP_SERVER)
     except OSError as exc:  # the port was taken between the trial bind and now
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise

@@ -15,6 +15,7 @@ from longlive_rtc.protocol import COMMAND_BURST, COMMAND_RATE
 from longlive_rtc.rtc.hub import Hub
 
 from .access import Access
+from .access_log import AccessLog
 from .auth import Auth
 from .hosts import ALLOWED_HOSTS_KEY, known_hosts_only
 from .limits import RateLimiter
@@ -42,6 +43,8 @@ BODY_TIMEOUT = 10.0
 #: and headers within ``keepalive_timeout`` (or sits idle that long between requests) is closed; the
 #: request line, each header field and the number of headers are capped.
 HTTP_LIMITS = {"keepalive_timeout": 15.0, "max_line_size": 8190, "max_field_size": 8190, "max_headers": 100}
+#: What ``serve`` gives aiohttp's server: the limits, and an access log that never writes a token.
+HTTP_SERVER = {**HTTP_LIMITS, "access_log_class": AccessLog}
 STATIC_DIR = Path(__file__).resolve().parent / "static"  # shipped in the wheel as package data
 CORS_ORIGINS_KEY = web.AppKey("cors_origins", frozenset)
 CORS_HEADERS = {

@@ -415,6 +415,14 @@ async def ice_servers(request: web.Request) -> web.Response:
 # --- operations ---------------------------------------------------------------------------------------------
 
 
+def _is_admin(request: web.Request) -> bool:
+    """Whether the request carries the API key (or the server runs with ``--auth none``)."""
+    try:
+        return request.app[ACCESS_KEY].admin(request).admin
+    except AccessDenied:
+        return False
+
+
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
@@ -425,7 +433,8 @@ async def health(request: web.Request) -> web.Response:
     if devices:  # serve --devices: each device's state; a failed one makes the server degraded, all of them 503
         failed = sum(d.get("state") == "failed" for d in devices)
         body["status"] = "failed" if failed == len(devices) else "degraded" if failed else "ok"
-        body["devices"] = devices
+        body["devices"] = devices if _is_admin(request) else [{k: v for k, v in d.items() if k != "error"}
+                                                              for d in devices]  # fmt: skip
     return web.json_response(body, status=503 if body["status"] == "failed" else 200)
 
 

@@ -20,7 +20,7 @@ from aiortc.sdp import SessionDescription
 from longlive_rtc.generators import Geometry, SyntheticGenerator
 from longlive_rtc.generators.stamp import read_stamp, read_transition_stamp
 from longlive_rtc.rtc.hub import Hub, HubConfig
-from signaling.app import HTTP_LIMITS, create_app
+from signaling.app import HTTP_SERVER, create_app
 from signaling.auth import Auth
 from signaling.limits import RateLimiter
 
@@ -91,7 +91,7 @@ class Server:
         self.cors_origins = cors_origins
         self.reactor_local = reactor_local
         self.allowed_hosts = allowed_hosts
-        self.http_limits = {**HTTP_LIMITS, **(http_limits or {})}  # what ``serve`` gives aiohttp
+        self.http_limits: dict[str, object] = {**HTTP_SERVER, **(http_limits or {})}  # what ``serve`` gives aiohttp
         self.runner: web.AppRunner | None = None
         self.url = ""
 

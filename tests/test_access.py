@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -354,3 +355,18 @@ async def test_without_tokens_only_ip_literals_localhost_and_allowed_names_are_a
     async with token_server() as server:  # with tokens the name does not matter: the token does
         status, _, _ = await call(server, "GET", "/sessions", API_KEY, headers={"Host": "studio.example"})
         assert status == 200
+
+
+async def test_the_access_log_never_writes_a_token(caplog: pytest.LogCaptureFixture) -> None:
+    """``--log-level debug`` turns aiohttp's access log on; links carry tokens in their query."""
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    async with token_server() as server:
+        created = await create(server)
+        viewer = created["tokens"]["viewer"]
+        status, _, _ = await call(server, "GET", f"/sessions/{created['session']}?x=1&token={viewer}")
+        assert status == 200
+        assert (await call(server, "GET", f"/sessions?token={API_KEY}"))[0] == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert any(f'"GET /sessions/{created["session"]}?x=1&token=*** HTTP/1.1" 200' in line for line in lines), lines
+    assert any('"GET /sessions?token=*** HTTP/1.1" 200' in line for line in lines), lines
+    assert not any(viewer in line or API_KEY in line for line in lines)

@@ -149,3 +149,39 @@ def test_decoder_on_its_own_device_gives_the_same_frames(mode: str) -> None:
     got = play(moved, *PLANS["b"])
     assert moved.handover is not None and moved.handover.blocks == len(want)
     assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+async def test_health_names_a_failed_devices_error_only_to_the_api_key() -> None:
+    import aiohttp
+    from aiohttp import web
+
+    from longlive_rtc.rtc.hub import Hub, HubConfig
+    from signaling.app import create_app
+    from signaling.auth import Auth
+
+    pool = DevicePool(["cpu-bad", "cpu"], slots=1, opener=opener)
+    Breaking.broken = True
+    try:
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            pool().next_block()  # the first error of a generator on the device fails it
+    finally:
+        Breaking.broken = False
+    hub = Hub(pool, HubConfig(max_sessions=2), release=pool.release, report=pool.report)
+    runner = web.AppRunner(create_app(hub, Auth("token", api_key="health-test-key-0123456789")))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/health"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as r:
+                public = await r.json()
+            async with http.get(url, headers={"Authorization": "Bearer health-test-key-0123456789"}) as r:
+                operator = await r.json()
+        assert public["status"] == operator["status"] == "degraded"
+        assert [d["state"] for d in public["devices"]] == ["failed", "not loaded"]
+        assert all("error" not in d for d in public["devices"]), "an open route shows states and counts only"
+        assert "illegal memory access" in operator["devices"][0]["error"]
+    finally:
+        await hub.close()
+        await runner.cleanup()
