@@ -33,6 +33,9 @@ from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEn
 
 log = logging.getLogger(__name__)
 
+#: Seconds ``Engine.close`` waits for the worker thread (it may be inside a block or a prompt encode).
+CLOSE_WAIT = 5.0
+
 
 @dataclass(frozen=True)
 class BlockDone:
@@ -166,6 +169,7 @@ class Engine:
             self._running = self._paused = self._playing = False
             self._drop_pending, self._last_shown = True, None
             self._live.clear()
+            self._to_prepare.clear()  # a prompt still scheduled is encoded when its block needs it
             self.buffer.clear()
             self._cond.notify_all()
 
@@ -179,13 +183,20 @@ class Engine:
                 self.buffer.wake()  # even when the worker waits for room for a block it made before
             self._cond.notify_all()
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the worker thread; whether it ended within ``timeout`` (default ``CLOSE_WAIT``; it may be
+        inside a generator call, and then owns the generator until ``wait_closed`` returns)."""
         with self._cond:
             self._closed = True
             self._run += 1
             self._cond.notify_all()
         self.buffer.close()
-        self._thread.join(timeout)
+        self._thread.join(CLOSE_WAIT if timeout is None else timeout)
+        return not self._thread.is_alive()
+
+    def wait_closed(self) -> None:
+        """Block until the worker thread has ended (after ``close``): the generator is free again."""
+        self._thread.join()
 
     @property
     def current_run(self) -> int:
@@ -243,6 +254,8 @@ class Engine:
                 if drop:
                     self._stream.reset()
                 for entry in entries:
+                    if self._preparing_cancelled():
+                        break
                     self._prepare(entry, run)
                 if begin:
                     self._stream.begin(seed)
@@ -262,6 +275,12 @@ class Engine:
             self._stream.reset()
         except Exception:
             log.exception("generator reset failed while closing")
+
+    def _preparing_cancelled(self) -> bool:
+        """A close, stop or reset came while prompts were being encoded: the rest are not needed now (a
+        prompt still scheduled is encoded when its block needs it)."""
+        with self._cond:
+            return self._closed or self._drop_pending
 
     def _prepare(self, entry: ScheduledPrompt, run: int) -> None:
         try:

@@ -443,12 +443,14 @@ class Session:
         except Exception:  # one broken peer must not keep the others from their events
             log.exception("could not deliver %s to member %d", event.type, member.id)
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """End the session's engine; whether its worker thread ended (else ``engine.wait_closed``)."""
         if self._changes_pending is not None:
             self._changes_pending.cancel()
             self._changes_pending = None
         if self._state_pending is not None:
             self._state_pending.cancel()
             self._state_pending = None
-        self.engine.close()
+        ended = self.engine.close()
         self.members.clear()
+        return ended

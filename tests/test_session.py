@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 import numpy as np
@@ -532,3 +533,70 @@ async def test_the_limit_can_be_lifted(small_generator: SyntheticGenerator) -> N
             assert replies[0].type == "ack"
     finally:
         session.close()
+
+
+class SlowEncoding(SyntheticGenerator):
+    """Prompt encodes that take a while (a text encoder on a busy device), counted."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(SMALL)
+        self.seconds = seconds
+        self.encoded: list[str] = []
+
+    def encode_prompt(self, prompt: str):
+        time.sleep(self.seconds)
+        self.encoded.append(prompt)
+        return super().encode_prompt(prompt)
+
+
+async def test_a_reset_stops_encoding_the_prompts_it_removed() -> None:
+    generator = SlowEncoding(0.02)
+    session = Session("enc", generator, command_burst=500)
+    try:
+        client = Client(session)
+        for i in range(200):  # 4 s of encodes queued
+            client.ok("schedule_prompt", new_prompt=f"prompt {i}", timestamp=3 * i)
+        client.ok("reset")
+        await asyncio.sleep(0.5)
+        settled = len(generator.encoded)
+        await asyncio.sleep(0.3)
+        assert len(generator.encoded) == settled < 100, "the removed prompts are not encoded"
+        client.ok("schedule_prompt", new_prompt="after the reset", timestamp=0)
+        client.ok("start")
+        assert len(await drain(session, 9)) == 9
+        assert generator.encoded[-1] == "after the reset"
+    finally:
+        session.close()
+
+
+async def test_a_closing_session_gives_its_generator_back_only_once_its_engine_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An engine inside a long generator call outlives ``close``'s wait: the hub must not reuse its generator."""
+    from longlive_rtc import engine
+    from longlive_rtc.rtc.hub import Hub, HubConfig
+
+    monkeypatch.setattr(engine, "CLOSE_WAIT", 0.05)
+    inside, finish = threading.Event(), threading.Event()
+
+    class Stuck(SyntheticGenerator):
+        def next_block(self) -> np.ndarray:
+            inside.set()
+            finish.wait(10)
+            return super().next_block()
+
+    released: list[bool] = []
+    hub = Hub(lambda: Stuck(SMALL), HubConfig(max_sessions=1),
+              release=lambda g: released.append(live.session.engine._thread.is_alive()))  # fmt: skip
+    live = hub.create_session("busy")
+    client = Client(live.session)
+    client.ok("schedule_prompt", new_prompt="p", timestamp=0)
+    client.ok("start")
+    assert await asyncio.to_thread(inside.wait, 10)
+    freeing = asyncio.ensure_future(hub.free_session("busy"))
+    await asyncio.sleep(0.3)
+    assert not freeing.done() and released == [], "the generator is still in use: not released"
+    finish.set()
+    await asyncio.wait_for(freeing, 10)
+    assert released == [False], "released once its engine thread ended"
+    await hub.close()

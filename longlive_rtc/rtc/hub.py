@@ -245,7 +245,9 @@ class Hub:
     async def _close_session(self, live: LiveSession) -> None:
         await asyncio.gather(*(peer.close() for peer in list(live.peers.values())), return_exceptions=True)
         live.clock.stop()
-        await asyncio.to_thread(live.session.close)
+        if not await asyncio.to_thread(live.session.close):  # its engine is still inside a generator call
+            log.warning("session %s: its generator is still busy; its slot's generator is reused once done", live.id)
+            await asyncio.to_thread(live.session.engine.wait_closed)  # never two owners of one generator
         if self._release is not None:
             self._release(live.session.engine.generator)
         log.info("session %s freed", live.id)
