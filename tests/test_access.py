@@ -370,3 +370,24 @@ async def test_the_access_log_never_writes_a_token(caplog: pytest.LogCaptureFixt
     assert any(f'"GET /sessions/{created["session"]}?x=1&token=*** HTTP/1.1" 200' in line for line in lines), lines
     assert any('"GET /sessions?token=*** HTTP/1.1" 200' in line for line in lines), lines
     assert not any(viewer in line or API_KEY in line for line in lines)
+
+
+async def test_viewer_links_cannot_fill_a_session_and_lock_its_controller_out() -> None:
+    async with token_server(max_peers_per_session=4) as server:
+        created = await create(server, schedule=SCHEDULE, start=True)
+        session, tokens = created["session"], created["tokens"]
+
+        async def whep() -> int:
+            status, _, _ = await call(server, "POST", f"/whep/{session}", tokens["viewer"],
+                                      data=await real_offer(data_channel=False),
+                                      headers={"Content-Type": "application/sdp"})  # fmt: skip
+            return status
+
+        assert [await whep(), await whep()] == [201, 201]  # offers that never connect hold their slots
+        assert await whep() == 503, "the last 2 of 4 slots are the controllers'"
+        director = Client()
+        try:
+            await director.connect(server.url, session=session, token=tokens["controller"])
+            await director.wait_frames(3)
+        finally:
+            await director.close()

@@ -59,6 +59,16 @@ class OverCapacity(HubError):
         self.retry_after = retry_after
 
 
+#: Peer slots a viewer may not take, per session and server-wide (at most half of a cap): a viewer link,
+#: shared or leaked, cannot fill a session or the server with peers and so lock its controllers out.
+CONTROLLER_SLOTS = 2
+
+
+def peer_cap(cap: int, role: Role) -> int:
+    """How many peers may be there when a peer of ``role`` joins under ``cap``."""
+    return cap if role is Role.CONTROLLER else cap - min(CONTROLLER_SLOTS, cap // 2)
+
+
 @dataclass
 class HubConfig:
     codec: str = "vp8"
@@ -304,18 +314,17 @@ class Hub:
         chosen = choose_codec(offer, wanted)  # before any session is made: no codec in common is a plain 400
         if chosen != wanted:
             log.info("the offer has no %s; answering %s", wanted, chosen)
-        if self.peer_count >= self.config.max_peers:
-            raise OverCapacity(f"too many viewers: the server has its maximum of {self.config.max_peers} peers", 10)
+        if self.peer_count >= (cap := peer_cap(self.config.max_peers, role)):
+            raise OverCapacity(f"too many viewers: the server has its maximum of {cap} peers", 10)
         created = session_id is None or recreate
         if created:
             live = self.create_session(session_id, codec, provisional=True)
         else:
             live = self.get(session_id)
-            if len(live.peers) >= self.config.max_peers_per_session:
+            if len(live.peers) >= (cap := peer_cap(self.config.max_peers_per_session, role)):
                 raise OverCapacity(
-                    f"too many viewers: session {session_id} has its maximum of "
-                    f"{self.config.max_peers_per_session} peers", retry_after=10,
-                )  # fmt: skip
+                    f"too many viewers: session {session_id} has its maximum of {cap} peers", retry_after=10
+                )
         peer = Peer(live.id, role, RTCConfiguration(iceServers=self.config.ice_servers), self._forget, self._connected)
         live.peers[peer.id] = peer
         peer.bind_channels(*(adapt or _direct)(live.session.join, live.session.handle))

@@ -121,9 +121,9 @@ class WhipPublisher:
         async with self._session.post(
             self.url, data=pc.localDescription.sdp, headers=self._headers("application/sdp")
         ) as response:
+            if response.status != 201:  # its body is not repeated: the URL may name a service of the host's
+                raise ConnectionError(f"the ingest answered {response.status} {response.reason}")
             body = await response.text()
-            if response.status != 201:
-                raise ConnectionError(f"the ingest answered {response.status} {response.reason}: {body[:120]!r}")
             location = response.headers.get("Location")
             self.resource = urljoin(str(response.url), location) if location else None
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
