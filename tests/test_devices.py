@@ -185,3 +185,25 @@ async def test_health_names_a_failed_devices_error_only_to_the_api_key() -> None
     finally:
         await hub.close()
         await runner.cleanup()
+
+
+async def test_one_session_out_of_memory_fails_its_run_not_its_device() -> None:
+    import torch
+
+    class Tight(SyntheticGenerator):
+        """The third session's stream does not fit on the device (its KV cache, say)."""
+
+        def begin(self, seed: int, prompt: object) -> None:
+            if seed == 3:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.20 GiB")
+            super().begin(seed, prompt)
+
+    pool = DevicePool(["cpu"], slots=2, opener=lambda _n: lambda: Tight(GEOMETRY))
+    first, second = pool(), pool()
+    first.begin(1, first.encode_prompt("p"))
+    with pytest.raises(torch.OutOfMemoryError):
+        second.begin(3, second.encode_prompt("p"))
+    assert [d["state"] for d in pool.report()] == ["ok"], "the device is fine"
+    assert first.next_block().shape[0] == 9, "and its other session streams on"
+    second.begin(4, second.encode_prompt("p"))  # the failed one starts again
+    assert second.next_block().shape[0] == 9

@@ -6,12 +6,13 @@ warmed-up generator) and then hands out one generator per session. The pool plac
 healthy device with the most free slots (the first listed among equals) and wraps its generator in a
 :class:`PlacedGenerator` that knows its device.
 
-A device fails as a whole: the first exception other than ``ValueError`` out of any generator call of a
-session on it (a CUDA error poisons the device's context for every stream on it) marks it failed. From
-then on every session on it gets :class:`DeviceFailed` from its next call (the engine ends its run and the
-session reports ``generator_failed``; its schedule is kept), new sessions go to the other devices, and
-``report()`` (``/health``, ``/metrics``) shows it failed until the server restarts. The other devices'
-sessions never touch it and stream on.
+A device fails as a whole: the first exception out of any generator call of a session on it (a CUDA error
+poisons the device's context for every stream on it) marks it failed, but for a ``ValueError`` (the caller's
+input) or running out of memory (that session's allocation, :func:`is_session_error`), which fail that
+session's run only. From then on every session on it gets :class:`DeviceFailed` from its next call (the
+engine ends its run and the session reports ``generator_failed``; its schedule is kept), new sessions go
+to the other devices, and ``report()`` (``/health``, ``/metrics``) shows it failed until the server
+restarts. The other devices' sessions never touch it and stream on.
 """
 
 from __future__ import annotations
@@ -190,6 +191,14 @@ class DevicePool:
         return generator.device.label if isinstance(generator, PlacedGenerator) and generator.pool is self else None
 
 
+def is_session_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one session's, not its device's: its input (``ValueError``), or out of memory (torch's
+    ``OutOfMemoryError``: that session's cache or blocks did not fit; the device and its other sessions go on)."""
+    return isinstance(exc, ValueError | MemoryError) or any(
+        cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__
+    )  # by name: this module does not import torch
+
+
 class PlacedGenerator:
     """A session's generator on one device of a pool: delegates, and fails the device on a device error."""
 
@@ -208,10 +217,9 @@ class PlacedGenerator:
             raise DeviceFailed(f"device {self.device.label} failed: {self.device.error}")
         try:
             return getattr(self.inner, method)(*args)
-        except ValueError:  # the caller's input (a prompt), not the device
-            raise
         except Exception as exc:
-            self.pool.fail(self.device, exc)
+            if not is_session_error(exc):
+                self.pool.fail(self.device, exc)
             raise
 
     def check_prompt(self, prompt: str) -> None:
