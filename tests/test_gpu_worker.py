@@ -178,6 +178,34 @@ def test_serve_streams_longlive_on_a_gpu_worker_warmed_up_there(
         session.worker.close()
 
 
+def test_a_session_back_from_a_pause_is_not_forever_due_at_once() -> None:
+    """Deadlines count from a continuous playback; after a pause they count from the resume."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    deadlines: list[float | None] = []
+    call = worker.call
+
+    def spy(fn, *args, deadline=None):
+        deadlines.append(deadline)
+        return call(fn, *args, deadline=deadline)
+
+    worker.call = spy  # type: ignore[method-assign]
+    try:
+        session = WorkerSession(worker, worker.template.fork(), fps=10.0)  # block 0: 0.9 s, then 1.2 s each
+        session.begin(0, session.encode_prompt("p"))
+        session.next_block()
+        time.sleep(3.0)  # paused: a continuous playback would have run out of frames 2.1 s ago
+        deadlines.clear()
+        resumed = time.monotonic()
+        session.next_block()  # due at once: its buffer ran dry
+        before_third = time.monotonic()
+        session.next_block()
+        second, third = deadlines
+        assert second is not None and resumed <= second <= before_third
+        assert third is not None and third - second == pytest.approx(1.2, abs=0.01), "12 frames after the resume"
+    finally:
+        worker.close()
+
+
 def test_the_worker_serves_the_earliest_deadline_first() -> None:
     worker = GpuWorker(tiny_longlive("tae"))
     gate, order = threading.Event(), []

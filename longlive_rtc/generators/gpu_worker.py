@@ -151,7 +151,11 @@ class WorkerSession:
 
     def next_block(self) -> np.ndarray:
         now = time.monotonic()
-        due = now if self._clock is None else max(now, self._clock + self._frames / self.fps)
+        if self._clock is not None and self._clock + self._frames / self.fps < now:
+            # paused or fell behind: its playback is not where a continuous one would be; count from now, so
+            # a lag it already has does not outrank every other session's blocks for the rest of its stream
+            self._clock = now - self._frames / self.fps
+        due = now if self._clock is None else self._clock + self._frames / self.fps
         launched = self.worker.call(self.stream.launch_block, deadline=due)
         frames = self.stream.collect(launched)
         if self._clock is None:
