@@ -206,6 +206,26 @@ def test_a_session_back_from_a_pause_is_not_forever_due_at_once() -> None:
         worker.close()
 
 
+def test_a_cpu_text_encoder_does_not_hold_up_the_device() -> None:
+    """With the encoder on the CPU (``--t5-device cpu``) a prompt encodes on the session's thread."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    gate = threading.Event()
+    busy = threading.Thread(target=worker.call, args=(gate.wait, 10))  # another session's long block
+    busy.start()
+    try:
+        session = WorkerSession(worker, worker.template.fork())
+        assert session.stream.encodes_on_cpu
+        encoded: list[torch.Tensor] = []
+        encoding = threading.Thread(target=lambda: encoded.append(session.encode_prompt("p")))
+        encoding.start()
+        encoding.join(10)
+        assert encoded and not gate.is_set(), "encoded while the device was busy"
+    finally:
+        gate.set()
+        busy.join()
+        worker.close()
+
+
 def test_the_worker_serves_the_earliest_deadline_first() -> None:
     worker = GpuWorker(tiny_longlive("tae"))
     gate, order = threading.Event(), []

@@ -73,6 +73,12 @@ class GpuWorker:
             self._cond.notify()
         return future.result()
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called: requests are refused."""
+        with self._cond:
+            return self._closed
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop taking requests; the ones queued fail."""
         with self._cond:
@@ -131,6 +137,8 @@ class WorkerSession:
         self.stream.check_prompt(prompt)  # tokenising only, on the caller's thread
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
+        if self.stream.encodes_on_cpu and not self.worker.closed:  # seconds of CPU work: on the caller's
+            return self.stream.encode_prompt(prompt)  # thread, while the device serves the other sessions
         return self.worker.call(self.stream.encode_prompt, prompt)
 
     def begin(self, seed: int, prompt: torch.Tensor) -> None:

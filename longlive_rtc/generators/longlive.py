@@ -90,6 +90,11 @@ class LongLiveGenerator:
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         return self._encode(prompt)
 
+    @property
+    def encodes_on_cpu(self) -> bool:
+        """Whether the text encoder runs on the CPU (``--t5-device cpu``, or a CPU model)."""
+        return torch.device(getattr(self._encode, "device", self.device)).type == "cpu"
+
     def begin(self, seed: int, prompt: torch.Tensor) -> None:
         self.decoder.reset()
         self.pipeline.begin(seed, prompt)
