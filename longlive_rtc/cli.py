@@ -426,6 +426,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         float(args.clip_seconds),
         bitrate=args.bitrate,
         encode_once=args.encode_once,
+        whip_private=args.whip_private,
     )
     app = create_app(
         hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local, allowed_hosts=allowed_hosts,
@@ -595,6 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(ENV_PREFIX + "ENCODE_ONCE", "").lower() not in ("", "0", "false", "no"),
         help="H.264 viewers share the session's one encode (no per-viewer bitrate; docs/outputs.md) "
         "[env LONGLIVE_RTC_ENCODE_ONCE=1]",
+    )
+    serve.add_argument(
+        "--whip-private",
+        action="store_true",
+        default=os.environ.get(ENV_PREFIX + "WHIP_PRIVATE", "").lower() not in ("", "0", "false", "no"),
+        help="let WHIP outputs push to private, loopback and link-local addresses, e.g. a MediaMTX beside the "
+        "server (a controller token can then reach this network) [env LONGLIVE_RTC_WHIP_PRIVATE=1]",
     )
     serve.add_argument(
         "--stamp-frames",

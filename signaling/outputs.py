@@ -303,7 +303,7 @@ def add_output_routes(app: web.Application, hub: Hub, config: OutputsConfig) -> 
     app.router.add_delete("/sessions/{session}/recordings/{name}", delete_recording)
     app.router.add_post("/sessions/{session}/clips", make_clip)
     app.router.add_get("/sessions/{session}/stream.ts", stream_ts)
-    add_whip_routes(app, hub)
+    add_whip_routes(app, hub, allow_private=config.whip_private)
 
     async def close_outputs(_app: web.Application) -> None:
         await outputs.close()

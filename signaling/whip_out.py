@@ -25,8 +25,8 @@ MAX_OUTPUTS = 4  # WHIP outputs per session (each is one more encode)
 class WhipOutputs:
     """Every live session's WHIP outputs; stopped when the hub frees the session."""
 
-    def __init__(self, hub: Hub, max_outputs: int = MAX_OUTPUTS) -> None:
-        self.hub, self.max_outputs = hub, max_outputs
+    def __init__(self, hub: Hub, max_outputs: int = MAX_OUTPUTS, allow_private: bool = False) -> None:
+        self.hub, self.max_outputs, self.allow_private = hub, max_outputs, allow_private
         self.sessions: dict[str, dict[str, WhipPublisher]] = {}
         self._stopping: set[asyncio.Task] = set()
         hub.on_freed.append(self._freed)
@@ -67,7 +67,7 @@ async def start_output(request: web.Request) -> web.Response:
     if unknown:
         return json_error(400, f"unknown fields: {', '.join(map(str, unknown))[:200]}")
     try:
-        url = check_url(body.get("whip"))
+        url = check_url(body.get("whip"), request.app[WHIP_KEY].allow_private)
     except BadWhipUrl as exc:
         return json_error(400, str(exc))
     token = body.get("token")
@@ -78,7 +78,8 @@ async def start_output(request: web.Request) -> web.Response:
     if len(outputs) >= registry.max_outputs:
         return json_error(409, f"session {session_id} already has {registry.max_outputs} outputs (the most "
                                "allowed): stop one first")  # fmt: skip
-    output = WhipPublisher(f"whip-{secrets.token_hex(4)}", url, token, live.clock.track)
+    output = WhipPublisher(f"whip-{secrets.token_hex(4)}", url, token, live.clock.track,
+                           allow_private=registry.allow_private)  # fmt: skip
     outputs[output.id] = output
     output.start()
     entry = _entry(session_id, output.info())
@@ -106,9 +107,10 @@ async def stop_output(request: web.Request) -> web.Response:
     return web.json_response(_entry(session_id, output.info()))
 
 
-def add_whip_routes(app: web.Application, hub: Hub) -> WhipOutputs:
-    """Mount WHIP out on ``app``; its outputs stop with it."""
-    registry = WhipOutputs(hub)
+def add_whip_routes(app: web.Application, hub: Hub, allow_private: bool = False) -> WhipOutputs:
+    """Mount WHIP out on ``app`` (``allow_private``: ingests on the server's own network too); its outputs
+    stop with it."""
+    registry = WhipOutputs(hub, allow_private=allow_private)
     app[WHIP_KEY] = registry
     app.router.add_post("/sessions/{session}/outputs", start_output)
     app.router.add_get("/sessions/{session}/outputs", list_outputs)

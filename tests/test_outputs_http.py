@@ -53,8 +53,9 @@ class OutputServer(Server):
 
 
 def outputs_config(tmp_path: Path, **overrides: Any) -> OutputsConfig:
+    """The outputs of a test server: its WHIP ingests run beside it, on 127.0.0.1 (``--whip-private``)."""
     values = {"recordings_dir": tmp_path / "recordings", "quota": 100 << 20, "clip_seconds": 10.0,
-              "bitrate": 1_000_000, "min_free": 0, **overrides}  # fmt: skip
+              "bitrate": 1_000_000, "min_free": 0, "whip_private": True, **overrides}  # fmt: skip
     return OutputsConfig(**values)
 
 

@@ -20,7 +20,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from longlive_rtc.generators.stamp import read_stamp
-from longlive_rtc.rtc.whip import WhipPublisher, backoff, check_url
+from longlive_rtc.rtc.whip import BadWhipUrl, PublicOnlyResolver, WhipPublisher, backoff, check_url
 
 from .rtc_client import Client, wait_until
 from .test_outputs_http import OutputServer, call, outputs_config, running_session
@@ -103,6 +103,39 @@ def test_urls_and_backoff() -> None:
     assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4 and all(24 <= d <= 36 for d in delays[5:])
 
 
+PRIVATE_INGESTS = ("http://127.0.0.1:8889/live/whip", "http://[::1]/whip", "http://10.1.2.3/whip",
+                   "http://169.254.169.254/latest/meta-data", "http://localhost:8889/x/whip", "http://LOCALHOST./w",
+                   "http://[::ffff:127.0.0.1]/whip", "http://192.168.1.20/whip", "http://100.64.0.1/whip")  # fmt: skip
+
+
+def test_ingests_on_the_servers_own_network_need_the_operators_leave() -> None:
+    for url in PRIVATE_INGESTS:
+        with pytest.raises(BadWhipUrl, match="--whip-private"):
+            check_url(url)
+        assert check_url(url, allow_private=True) == url
+    assert check_url("http://8.8.8.8/whip") == "http://8.8.8.8/whip"  # a public address literal
+    assert check_url("https://live.example.com/whip") == "https://live.example.com/whip"  # names: at connect time
+
+
+async def test_names_that_resolve_into_the_servers_network_are_refused_at_connect_time() -> None:
+    resolver = PublicOnlyResolver()
+    try:
+        with pytest.raises(OSError, match="--whip-private"):
+            await resolver.resolve("localhost", 8889)  # what any name pointing inside would meet
+        assert [entry["host"] for entry in await resolver.resolve("8.8.8.8", 443)] == ["8.8.8.8"]
+    finally:
+        await resolver.close()
+
+
+async def test_a_server_without_whip_private_refuses_a_local_ingest(tmp_path: Path) -> None:
+    async with OutputServer(outputs_config(tmp_path, clip_seconds=0, whip_private=False)) as server:
+        created = await running_session(server)
+        path = f"/sessions/{created['session']}/outputs"
+        status, answer = await call(server, "POST", path, created["tokens"]["controller"],
+                                    json={"whip": "http://127.0.0.1:8889/live/whip"})  # fmt: skip
+        assert status == 400 and "--whip-private" in answer["error"]["message"], answer
+
+
 async def test_a_session_published_over_whip_reaches_the_ingest_and_its_resource_is_deleted_on_stop(
     tmp_path: Path,
 ) -> None:
@@ -137,7 +170,8 @@ async def test_a_session_published_over_whip_reaches_the_ingest_and_its_resource
 
 
 async def test_an_unreachable_ingest_retries_with_an_error_while_a_viewer_keeps_getting_frames(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with OutputServer(outputs_config(tmp_path, clip_seconds=0)) as server:
         created = await running_session(server)
@@ -226,7 +260,7 @@ class SwallowsOneCancel(WhipPublisher):
 
 
 async def test_stop_ends_a_publisher_even_when_its_connection_swallowed_the_cancel() -> None:
-    publisher = SwallowsOneCancel("whip-test", "http://127.0.0.1:9/whip", None, lambda: None)
+    publisher = SwallowsOneCancel("whip-test", "http://127.0.0.1:9/whip", None, lambda: None, allow_private=True)
     publisher.start()
     await asyncio.sleep(0.05)  # under way
     stopping = asyncio.ensure_future(publisher.stop())  # awaited apart: a timeout's cancel would reach the attempt

@@ -44,6 +44,7 @@ class OutputsConfig:
     ts_max_lag: float = MAX_LAG
     min_free: int = MIN_FREE_BYTES
     encode_once: bool = False  # H.264 WebRTC viewers get the shared encoder's packets (Constrained Baseline)
+    whip_private: bool = False  # WHIP outputs may push to private, loopback and link-local addresses
 
 
 class SessionOutputs:

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 log = logging.getLogger(__name__)
@@ -30,18 +34,61 @@ CONNECT_TIMEOUT = 15.0  # from the answer to ICE/DTLS connected
 HTTP_TIMEOUT = 10.0
 
 
+PRIVATE_REFUSED = (
+    "an ingest on a private, loopback or link-local address, which this server only pushes to with --whip-private"
+)
+
+
 class BadWhipUrl(ValueError):
-    """A WHIP URL that is not an absolute http(s) URL."""
+    """A WHIP URL that is not an absolute http(s) URL, or names a private address the server may not reach."""
 
 
-def check_url(url: object) -> str:
-    """``url`` when it is an absolute http or https URL with a host, else :class:`BadWhipUrl`."""
+def is_public(address: str) -> bool:
+    """Whether the IP ``address`` is a globally reachable one (not private, loopback, link-local, reserved...)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global
+
+
+def check_url(url: object, allow_private: bool = False) -> str:
+    """``url`` when it is an absolute http or https URL with a host, else :class:`BadWhipUrl`; without
+    ``allow_private``, a host that is a non-public IP literal or ``localhost`` is refused too (names are
+    checked again at every connection, on what they resolve to: :class:`PublicOnlyResolver`)."""
     if not isinstance(url, str) or not url or len(url) > 2048:
         raise BadWhipUrl("'whip' must be the ingest's URL (a string of at most 2048 characters)")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadWhipUrl("'whip' must be an absolute http:// or https:// URL")
+    host = parts.hostname.rstrip(".").lower()
+    if not allow_private and (host == "localhost" or host.endswith(".localhost") or not _public_or_name(host)):
+        raise BadWhipUrl(f"'whip' names {PRIVATE_REFUSED}")
     return url
+
+
+def _public_or_name(host: str) -> bool:
+    """Whether ``host`` is a public address literal or a name (names are checked when they resolve)."""
+    try:
+        return is_public(host)
+    except ValueError:
+        return True
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """aiohttp's resolver keeping only the public addresses of a name, so that a URL a session's controller
+    gave cannot reach the server's own network by a name that resolves into it."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
+        found = [entry for entry in await self._inner.resolve(host, port, family) if is_public(entry["host"])]
+        if not found:
+            raise OSError(f"{host} resolves to {PRIVATE_REFUSED} only")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def backoff(attempt: int, first: float = FIRST_BACKOFF, most: float = MAX_BACKOFF) -> float:
@@ -54,9 +101,10 @@ class WhipPublisher:
 
     def __init__(
         self, output_id: str, url: str, token: str | None, make_track: Callable[[], MediaStreamTrack],
-        *, first_backoff: float = FIRST_BACKOFF, max_backoff: float = MAX_BACKOFF,
+        *, first_backoff: float = FIRST_BACKOFF, max_backoff: float = MAX_BACKOFF, allow_private: bool = False,
     ) -> None:  # fmt: skip
-        self.id, self.url = output_id, check_url(url)
+        self.id, self.url = output_id, check_url(url, allow_private)
+        self.allow_private = allow_private
         self._token, self._make_track = token, make_track
         self._first, self._most = first_backoff, max_backoff
         self.state = "connecting"  # connecting | live | retrying | stopped
@@ -81,7 +129,10 @@ class WhipPublisher:
         }  # fmt: skip
 
     def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
+        resolver = None if self.allow_private else PublicOnlyResolver()
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT), connector=aiohttp.TCPConnector(resolver=resolver)
+        )
         self._task = asyncio.ensure_future(self._run())
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
@@ -118,14 +169,23 @@ class WhipPublisher:
         pc.on("connectionstatechange", changed.set)
         await pc.setLocalDescription(await pc.createOffer())  # waits for ICE gathering (non-trickle)
         assert self._session is not None
-        async with self._session.post(
-            self.url, data=pc.localDescription.sdp, headers=self._headers("application/sdp")
+        async with self._session.post(  # a redirect could name a private address literal: not followed
+            self.url,
+            data=pc.localDescription.sdp,
+            headers=self._headers("application/sdp"),
+            allow_redirects=self.allow_private,
         ) as response:
             if response.status != 201:  # its body is not repeated: the URL may name a service of the host's
                 raise ConnectionError(f"the ingest answered {response.status} {response.reason}")
             body = await response.text()
             location = response.headers.get("Location")
             self.resource = urljoin(str(response.url), location) if location else None
+        if self.resource is not None:
+            try:  # the DELETE at the end goes where the ingest says: a public host too, unless allowed
+                check_url(self.resource, self.allow_private)
+            except BadWhipUrl:
+                log.info("WHIP output %s: its resource URL is not DELETEd (%s)", self.id, PRIVATE_REFUSED)
+                self.resource = None
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while pc.connectionState != "connected":
