@@ -49,7 +49,8 @@ class ServerProcess:
         self.log_path = Path(tempfile.mkdtemp()) / "serve.log"
         auth = ["--auth", "token", "--api-key", api_key] if api_key else ["--auth", "none"]
         self.command = [sys.executable, "-m", "longlive_rtc.cli", "serve", "--generator", "synthetic",
-                        "--host", "127.0.0.1", "--port", str(self.port), *auth, *args]  # fmt: skip
+                        "--host", "127.0.0.1", "--port", str(self.port), "--state-dir", str(self.log_path.parent),
+                        *auth, *args]  # fmt: skip
         self.process: subprocess.Popen | None = None
         self.startup_timeout = startup_timeout
 

@@ -430,7 +430,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     app = create_app(
         hub, auth, cors_origins=cors, limiter=limiter, reactor_local=args.reactor_local, allowed_hosts=allowed_hosts,
-        outputs=outputs,
+        outputs=outputs, state_dir=Path(args.state_dir),
     )  # fmt: skip
     print(serve_banner(args, config, auth), flush=True)
     if args.reactor_local:
@@ -581,6 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(asap), or when that block ends (block-end: nothing skipped, up to a block later)",
     )
     add_option(serve, "recordings-dir", "recordings", help="where recordings and clips go (docs/outputs.md)")
+    add_option(
+        serve, "state-dir", "state",
+        help="where the server keeps what must outlive a restart: which session tokens were retired",
+    )  # fmt: skip
     add_option(serve, "recordings-quota", "10G", type=byte_size, help="room for all recordings and clips (K/M/G/T)")
     add_option(
         serve, "clip-seconds", 30.0, type=bounded(float, 0),

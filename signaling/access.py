@@ -4,14 +4,20 @@
 the hub frees a session its last generation is kept (the most recent ``MAX_RETIRED``), so a token retired
 by a rotation cannot recreate the session later, and a deleted session's tokens retire with it (only an
 idle-freed session's current tokens recreate it). Only a restarted server, which remembers none, accepts
-any genuine token of a gone session. Tokens are signed once per generation and then handed out as they
+any genuine token of a gone session, unless it keeps the generations in a file (``store``, ``serve
+--state-dir``): then a restart remembers which tokens were retired, and the sessions it lost can be
+recreated by their current tokens only. Tokens are signed once per generation and then handed out as they
 are, so ``--token-ttl`` counts from their first issue however often a holder reads them back.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import os
 from collections import OrderedDict
+from pathlib import Path
 
 from aiohttp import web
 
@@ -20,6 +26,9 @@ from longlive_rtc.rtc.hub import Hub
 from .auth import ADMIN, UNAUTHORIZED, AccessDenied, Auth, Grant, SessionTokens, credential, new_generation
 
 FORBIDDEN_COMMAND = "this token may watch the session but not control it"
+STORE_NAME = "session-generations.json"  # in ``serve --state-dir``
+
+log = logging.getLogger(__name__)
 
 
 class Access:
@@ -27,12 +36,15 @@ class Access:
 
     MAX_RETIRED = 10_000  # freed sessions whose last generation is remembered
 
-    def __init__(self, auth: Auth, hub: Hub) -> None:
+    def __init__(self, auth: Auth, hub: Hub, store: Path | None = None) -> None:
+        """``store``: a JSON file that keeps the generations across restarts (read now, written on changes)."""
         self.auth = auth
         self._hub = hub
+        self._store = store if auth.enabled else None
         self._generations: dict[str, str] = {}  # live sessions
         self._retired: OrderedDict[str, str] = OrderedDict()  # freed sessions, oldest first
         self._issued: dict[str, tuple[str, SessionTokens]] = {}  # live sessions: generation, its tokens
+        self._load()
         hub.on_freed.append(self.forget)
 
     def admin(self, request: web.Request) -> Grant:
@@ -75,10 +87,12 @@ class Access:
         """A session created now, at ``generation`` (a recreated session keeps its tokens' one)."""
         self._retired.pop(session_id, None)
         self._generations[session_id] = generation or new_generation()
+        self._save()
 
     def rotate(self, session_id: str) -> SessionTokens | None:
         """New tokens for a session; every earlier one stops working."""
         self._generations[session_id] = new_generation()
+        self._save()
         return self.tokens(session_id)
 
     def tokens(self, session_id: str) -> SessionTokens | None:
@@ -98,6 +112,7 @@ class Access:
             self._retired[session_id] = new_generation()
             self._retired.move_to_end(session_id)
             self._trim()
+            self._save()
 
     def forget(self, session_id: str) -> None:
         """The session was freed: its generation retires (the oldest retired ones are dropped)."""
@@ -108,7 +123,41 @@ class Access:
         self._retired[session_id] = generation
         self._retired.move_to_end(session_id)
         self._trim()
+        self._save()
 
     def _trim(self) -> None:
         while len(self._retired) > self.MAX_RETIRED:
             self._retired.popitem(last=False)
+
+    def _load(self) -> None:
+        """The generations a previous run stored: its live sessions are gone now, so they retire (their current
+        tokens may recreate them, no older one may)."""
+        if self._store is None or not self._store.exists():
+            return
+        try:
+            stored = json.loads(self._store.read_text())
+            entries = [*stored["retired"].items(), *stored["live"].items()]
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in entries):
+                raise ValueError("not a map of strings")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("session generations in %s not read (%s): tokens retired before the restart work again",
+                        self._store, exc)  # fmt: skip
+            return
+        self._retired.update(entries)
+        self._trim()
+
+    def _save(self) -> None:
+        """Write the generations (atomically; a failure is logged and the server goes on)."""
+        if self._store is None:
+            return
+        data = json.dumps({"live": self._generations, "retired": self._retired})
+        partial = self._store.with_name(self._store.name + ".partial")
+        try:
+            self._store.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+            os.replace(partial, self._store)
+        except OSError as exc:
+            log.warning("session generations not saved to %s (%s): a restart may accept retired tokens",
+                        self._store, exc)  # fmt: skip

@@ -14,7 +14,7 @@ from longlive_rtc.outputs.manager import OutputsConfig
 from longlive_rtc.protocol import COMMAND_BURST, COMMAND_RATE
 from longlive_rtc.rtc.hub import Hub
 
-from .access import Access
+from .access import STORE_NAME, Access
 from .access_log import AccessLog
 from .auth import Auth
 from .hosts import ALLOWED_HOSTS_KEY, known_hosts_only
@@ -137,6 +137,7 @@ def create_app(
     reactor_local: bool = False,
     allowed_hosts: Iterable[str] = (),
     outputs: OutputsConfig | None = None,
+    state_dir: Path | None = None,
 ) -> web.Application:
     """The signaling server over ``hub``; closes every session and peer on shutdown.
 
@@ -144,7 +145,8 @@ def create_app(
     ``reactor_local`` mounts the Reactor JS SDK's local-mode API (signaling/reactor.py). Without tokens
     (``auth`` mode none) only requests for IP literals, localhost or ``allowed_hosts`` are answered
     (signaling/hosts.py: DNS rebinding). ``outputs`` mounts recording, clips and live MPEG-TS
-    (signaling/outputs.py, docs/outputs.md).
+    (signaling/outputs.py, docs/outputs.md). ``state_dir`` keeps the sessions' token generations across
+    restarts (signaling/access.py).
     """
     auth = auth or Auth()
     middlewares = [cross_origin, errors_as_json, body_in_time]
@@ -153,7 +155,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[ALLOWED_HOSTS_KEY] = frozenset(name.strip().lower().rstrip(".") for name in allowed_hosts if name.strip())
     app[HUB_KEY] = hub
-    app[ACCESS_KEY] = Access(auth, hub)
+    app[ACCESS_KEY] = Access(auth, hub, state_dir / STORE_NAME if state_dir is not None else None)
     app[LIMITER_KEY] = limiter or RateLimiter(per_minute=60, burst=30)
     # HTTP commands get the data channel's budget, per address (a data-channel member has its own bucket)
     app[COMMAND_LIMITER_KEY] = RateLimiter(per_minute=COMMAND_RATE * 60, burst=COMMAND_BURST)

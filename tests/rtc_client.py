@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import aioice.ice
@@ -81,6 +82,7 @@ class Server:
         self, config: HubConfig | None = None, geometry: Geometry | None = None, port: int = 0,
         auth: Auth | None = None, limiter: RateLimiter | None = None, cors_origins: tuple[str, ...] = (),
         http_limits: dict[str, float] | None = None, reactor_local: bool = False, allowed_hosts: tuple[str, ...] = (),
+        state_dir: Path | None = None,
     ) -> None:  # fmt: skip
         self.geometry = geometry or Geometry()
         self.port = port  # 0: any free port
@@ -91,6 +93,7 @@ class Server:
         self.cors_origins = cors_origins
         self.reactor_local = reactor_local
         self.allowed_hosts = allowed_hosts
+        self.state_dir = state_dir
         self.http_limits: dict[str, object] = {**HTTP_SERVER, **(http_limits or {})}  # what ``serve`` gives aiohttp
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -106,7 +109,7 @@ class Server:
 
     async def __aenter__(self) -> Server:
         app = create_app(self.hub, self.auth, self.cors_origins, self.limiter, reactor_local=self.reactor_local,
-                         allowed_hosts=self.allowed_hosts)  # fmt: skip
+                         allowed_hosts=self.allowed_hosts, state_dir=self.state_dir)  # fmt: skip
         self.runner = web.AppRunner(app, **self.http_limits)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "0.0.0.0", self.port)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from longlive_rtc.rtc.hub import HubConfig
+from signaling.access import STORE_NAME
 from signaling.auth import Auth
 from signaling.limits import RateLimiter
 
@@ -22,10 +25,11 @@ SCHEDULE = [{"timestamp": 0, "prompt": "a red fox in the snow"}, {"timestamp": 6
 
 
 def token_server(**config: Any) -> Server:
-    limiter = config.pop("limiter", None)
+    limiter, state_dir = config.pop("limiter", None), config.pop("state_dir", None)
     ttl = config.pop("token_ttl", 0)
     config.setdefault("max_sessions", 4)
-    return Server(HubConfig(**config), auth=Auth("token", api_key=API_KEY, token_ttl=ttl), limiter=limiter)
+    auth = Auth("token", api_key=API_KEY, token_ttl=ttl)
+    return Server(HubConfig(**config), auth=auth, limiter=limiter, state_dir=state_dir)
 
 
 async def call(
@@ -311,6 +315,40 @@ async def test_a_controller_token_recreates_its_session_on_a_restarted_server_wi
             assert status == 200, "and the old viewer token still watches"
         finally:
             await client.close()
+
+
+async def test_with_a_state_dir_a_restart_remembers_which_tokens_were_retired(tmp_path: Path) -> None:
+    async with token_server(state_dir=tmp_path) as first:
+        kept = await create(first, id="kept")
+        old = kept["tokens"]["controller"]
+        _, rotated, _ = await call(first, "POST", "/sessions/kept/tokens", old)
+        gone = await create(first, id="gone")
+        assert (await call(first, "DELETE", "/sessions/gone", gone["tokens"]["controller"]))[0] == 204
+    assert oct((tmp_path / STORE_NAME).stat().st_mode & 0o777) == "0o600"
+    async with token_server(state_dir=tmp_path) as restarted:
+        for token in (old, kept["tokens"]["viewer"], *gone["tokens"].values()):
+            for session in ("kept", "gone"):
+                assert (await call(restarted, "GET", f"/sessions/{session}", token))[0] == 401, (token, session)
+        offer = {"sdp": await real_offer(), "type": "offer", "session": "kept", "create": True}
+        assert (await call(restarted, "POST", "/offer", old, json=offer))[0] == 401, "rotated away: stays so"
+        new = rotated["tokens"]["controller"]
+        assert (await call(restarted, "GET", "/sessions/kept", new))[0] == 404, "current: genuine, session gone"
+        client = Client()
+        try:
+            await client.connect(restarted.url, session="kept", create=True, token=new)
+            assert client.session == "kept", "its current token recreates it"
+        finally:
+            await client.close()
+
+
+async def test_an_unreadable_state_file_is_reported_and_the_server_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / STORE_NAME).write_text("{not json")
+    async with token_server(state_dir=tmp_path) as server:
+        assert (await create(server))["tokens"]
+    assert "not read" in caplog.text
+    assert json.loads((tmp_path / STORE_NAME).read_text())["live"] == {}, "rewritten as the sessions changed"
 
 
 async def test_deleting_a_session_frees_its_slot_and_its_tokens_stop_working() -> None:
