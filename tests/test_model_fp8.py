@@ -147,3 +147,24 @@ def test_gpus_without_fp8_tensor_cores_and_float32_models_are_refused(monkeypatc
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert float8_problem(cuda) is None
     assert "bfloat16 model; this one is float32" in float8_problem(cuda, torch.float32)
+
+
+def test_the_quality_benchmark_compares_fp8_frames_with_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/precision_quality.py itself, on tiny random configs (CPU, float32)."""
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "precision_quality.py"
+    spec = importlib.util.spec_from_file_location("precision_quality", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "quality.json"
+    argv = ["precision_quality.py", "--tiny", "--blocks", "4", "--switch-at", "2", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    module.main()
+    results = json.loads(out.read_text())
+    assert set(results) == {"bf16 eager vs bf16 plain", "fp8 eager vs bf16 plain", "fp8 eager vs bf16 eager"}
+    assert results["bf16 eager vs bf16 plain"]["max_abs"] == 0  # the same eager path: identical frames
+    fp8 = results["fp8 eager vs bf16 plain"]
+    assert len(fp8["per_block"]) == 4 and 0 < fp8["latent_relative_max"] < 0.1 and fp8["psnr_db"] > 30
