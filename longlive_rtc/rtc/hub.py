@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import re
 import secrets
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -255,13 +257,25 @@ class Hub:
     async def _close_session(self, live: LiveSession) -> None:
         await asyncio.gather(*(peer.close() for peer in list(live.peers.values())), return_exceptions=True)
         live.clock.stop()
-        if not await asyncio.to_thread(live.session.close):  # its engine is still inside a generator call
-            log.warning("session %s: its generator is still busy; its slot's generator is reused once done", live.id)
-            await asyncio.to_thread(live.session.engine.wait_closed)  # never two owners of one generator
-        if self._release is not None:
-            self._release(live.session.engine.generator)
+        if await asyncio.to_thread(live.session.close):
+            self._give_back(live)
+        else:  # its engine is still inside a generator call: never two owners of one generator
+            log.warning("session %s: its generator is still busy; it is reused once the call ends", live.id)
+            threading.Thread(target=self._give_back_when_done, args=(live, asyncio.get_running_loop()),
+                             name=f"release-{live.id}", daemon=True).start()  # fmt: skip
         log.info("session %s freed", live.id)
         self.reclaimer.soon()
+
+    def _give_back(self, live: LiveSession) -> None:
+        """The freed session's generator to the factory, for the next session (its engine has let go)."""
+        if self._release is not None:
+            self._release(live.session.engine.generator)
+
+    def _give_back_when_done(self, live: LiveSession, loop: asyncio.AbstractEventLoop) -> None:
+        """On a thread of its own (a wedged call never ends, and shutdown does not wait for it)."""
+        live.session.engine.wait_closed()
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to give it to
+            loop.call_soon_threadsafe(self._give_back, live)
 
     def _start_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
