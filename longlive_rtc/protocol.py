@@ -214,22 +214,27 @@ def _jsonable(value: Any) -> Any:
 
 
 def _fit(event: Event, limit: int) -> str:
-    text = event.to_json()
-    if event.encoded_size <= limit or event.type != "state" or not isinstance(event.data.get("scheduled"), list):
-        return text
-    scheduled = event.data["scheduled"]
+    """``event``'s JSON within ``limit`` bytes, a ``state``'s ``scheduled`` list cut to the entries that fit.
+
+    The cut is found by adding entries until the next would not fit, so the work is bounded by ``limit``
+    however long the schedule is (a get_state of a thousand 2000-character prompts, asked again and again,
+    must not cost the event loop a re-serialisation of the whole schedule each time).
+    """
+    scheduled = event.data.get("scheduled")
+    if event.type != "state" or not isinstance(scheduled, list):
+        return event.to_json()
 
     def cut(count: int) -> Event:
         return Event("state", {**event.data, "scheduled": scheduled[:count], "scheduled_truncated": True}, event.id)
 
-    low, high = 0, len(scheduled)
-    while low < high:  # the most entries that still fit
-        middle = (low + high + 1) // 2
-        if cut(middle).encoded_size <= limit:
-            low = middle
-        else:
-            high = middle - 1
-    return cut(low).to_json()
+    room = limit - cut(0).encoded_size
+    for count, entry in enumerate(scheduled):
+        text = encode_json(entry, "schedule entry")
+        room -= (len(text) if text.isascii() else len(text.encode("utf-8"))) + (1 if count else 0)  # "," between
+        if room < 0:
+            whole = count == len(scheduled) - 1 and event.encoded_size <= limit  # fits only without the flag
+            return event.to_json() if whole else cut(count).to_json()
+    return event.to_json()  # all of it fits (without the flag it is smaller still)
 
 
 def shorten(text: str, limit: int = EXCERPT_CHARS) -> str:

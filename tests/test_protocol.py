@@ -398,3 +398,32 @@ def test_the_pages_hold_the_servers_limits_and_geometry() -> None:
     assert int(literal("obs.js", r"const TRANSITION_BAND_MIN_HEIGHT = (\d+);")) == TRANSITION_BAND_MIN_HEIGHT
     # the director's fields take their limits from LIMITS, not from copies in the markup
     assert not re.search(r"\bmax(length)?=", (static / "index.html").read_text(), re.I)
+
+
+def test_fitting_a_huge_state_encodes_about_the_limit_not_the_whole_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A get_state of 1000 prompts of 2000 characters, asked 20 times a second by each viewer, must not cost a
+    re-serialisation of the whole 2 MB schedule per answer (it stalled every session's on-air clock)."""
+    encoded: list[int] = []
+    real = protocol.encode_json
+
+    def counting(message, what="message"):
+        text = real(message, what)
+        encoded.append(len(text))
+        return text
+
+    monkeypatch.setattr(protocol, "encode_json", counting)
+    scheduled = [{"timestamp": 3 * t, "prompt": "x" * 2000, "frame": 3 * t} for t in range(1000)]
+    fitted = Event("state", {"status": "running", "scheduled": scheduled}).fit_json(200_000)
+    assert len(fitted) <= 200_000 and json.loads(fitted)["data"]["scheduled_truncated"] is True
+    assert sum(encoded) < 2 * 200_000, "bounded by the limit"
+
+
+def test_a_state_is_cut_only_when_it_does_not_fit_whole() -> None:
+    for count in (1, 2, 7):
+        scheduled = [{"timestamp": t, "prompt": "é" * 40, "frame": t} for t in range(count)]
+        whole = len(Event("state", {"status": "idle", "scheduled": scheduled}).to_json().encode("utf-8"))
+        for limit in range(whole - 120, whole + 3):
+            text = Event("state", {"status": "idle", "scheduled": scheduled}).fit_json(limit)
+            data = json.loads(text)["data"]
+            assert len(text.encode("utf-8")) <= limit or data["scheduled"] == [], (count, limit)
+            assert ("scheduled_truncated" in data) == (limit < whole), (count, limit)
