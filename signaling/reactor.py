@@ -30,9 +30,11 @@ from aiortc import RTCDataChannel
 
 from longlive_rtc import protocol
 from longlive_rtc.protocol import Event
+from longlive_rtc.rtc.codecs import choose_codec
 from longlive_rtc.rtc.hub import Hub, LiveSession
 from longlive_rtc.rtc.peer import Peer
 from longlive_rtc.rtc.reactor_envelope import MODEL_NAME, VIDEO_TRACK, ReactorEnvelope, command_capabilities
+from longlive_rtc.rtc.sdp import check_offer
 from longlive_rtc.session import Role
 
 from .routes import ACCESS_KEY, HUB_KEY, REFUSALS, _json_body, _limit, json_error, refusal, session_urls
@@ -93,6 +95,7 @@ class ReactorLocal:
         self.session_id: str | None = None
         self.negotiation: Negotiation | None = None
         self.envelope = ReactorEnvelope()
+        self.changing = asyncio.Lock()  # one start or stop at a time: two starts must not leave two sessions
         self._watch: asyncio.Task | None = None
         hub.on_freed.append(self._freed)
 
@@ -143,7 +146,9 @@ class ReactorLocal:
         return session_id
 
     def negotiate(self, session_id: str, sdp: str) -> Negotiation:
-        """Start answering ``sdp`` for the session as its controller; the previous Reactor peer goes."""
+        """Start answering ``sdp`` for the session as its controller; the previous Reactor peer goes, but not
+        for an offer that cannot be answered (:class:`OfferError`: malformed, or no codec in common)."""
+        choose_codec(check_offer(sdp), self.hub.get(session_id).codec)
         self._drop_negotiation()
         connecting = self.hub.connect(sdp, "offer", session_id, Role.CONTROLLER, adapt=self.envelope.bind)
         self.negotiation = Negotiation(asyncio.ensure_future(connecting))
@@ -218,12 +223,13 @@ async def start_session(request: web.Request) -> web.Response:
         if isinstance(seed, Event):
             return json_error(400, f"extra_args: {seed.data['message']}")
     state, hub = request.app[REACTOR_KEY], request.app[HUB_KEY]
-    previous = await state.stop()
-    if previous is not None:
-        log.info("reactor: a new session replaces session %s", previous)
-    live = hub.create_session(None, extra.get("codec"))
-    request.app[ACCESS_KEY].register(live.id)
-    state.started(live.id)
+    async with state.changing:
+        previous = await state.stop()
+        if previous is not None:
+            log.info("reactor: a new session replaces session %s", previous)
+        live = hub.create_session(None, extra.get("codec"))
+        request.app[ACCESS_KEY].register(live.id)
+        state.started(live.id)
     if seed is not None:
         live.session.execute(seed, Role.CONTROLLER, lambda _event: None)
     log.info("reactor: session %s started", live.id)
@@ -245,8 +251,9 @@ async def get_session(request: web.Request) -> web.Response:
 async def stop_session(request: web.Request) -> web.Response:
     """200 when the session was freed; 409 when there was none to stop (as the Reactor runtime answers)."""
     request.app[ACCESS_KEY].admin(request)
-    live = _current(request, web.HTTPConflict)
-    await request.app[REACTOR_KEY].stop()
+    async with request.app[REACTOR_KEY].changing:
+        live = _current(request, web.HTTPConflict)
+        await request.app[REACTOR_KEY].stop()
     log.info("reactor: session %s stopped", live.id)
     return web.json_response({"stopped": live.id})
 

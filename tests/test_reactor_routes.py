@@ -243,3 +243,31 @@ async def test_a_session_whose_sdk_client_vanished_is_freed_after_the_grace() ->
         await wait_until(lambda: session_id not in server.hub.sessions, timeout=10)
         async with http.get(f"{server.url}/session", headers=API_HEADERS) as r:
             assert r.status == 404
+
+
+async def test_a_malformed_offer_leaves_the_working_sdk_peer_connected() -> None:
+    async with Server(reactor_local=True) as server, aiohttp.ClientSession() as http:
+        session_id = (await start(http, server))["session_id"]
+        peer = SdkPeer(http, server.url, session_id)
+        await peer.connect()
+        live = server.hub.get(session_id)
+        url = f"{server.url}/sessions/{session_id}/transport/webrtc/sdp_params"
+        for bad in ("not sdp", "v=0\r\n"):
+            async with http.put(url, json={"sdp_offer": bad}, headers=WEBRTC_HEADERS) as r:
+                assert r.status == 400, await r.text()
+        await asyncio.sleep(0.3)
+        assert len(live.peers) == 1 and peer.pc.connectionState == "connected", "the old peer is kept"
+        peer.send("get_state")
+        await peer.wait(lambda m: m["data"]["type"] == "state")
+        await peer.pc.close()
+
+
+async def test_concurrent_starts_leave_one_reactor_session() -> None:
+    async with Server(HubConfig(max_sessions=4), reactor_local=True) as server, aiohttp.ClientSession() as http:
+        started = await asyncio.gather(*(start(http, server) for _ in range(3)))
+        assert len({s["session_id"] for s in started}) == 3  # each replaced the one before it
+        tracked = server.runner.app[REACTOR_KEY].session_id
+        assert set(server.hub.sessions) == {tracked}, "one session left: the one the Reactor API knows"
+        async with http.post(f"{server.url}/stop_session", headers=API_HEADERS) as r:
+            assert r.status == 200
+        assert server.hub.sessions == {}, "no orphan holds a slot"
