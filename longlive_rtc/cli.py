@@ -95,6 +95,13 @@ def add_option(parser: argparse.ArgumentParser, flag: str, default: object = Non
     parser.add_argument(f"--{flag}", help=f"{help_text} [env {env}; default {default}]", **kwargs)
 
 
+def add_switch(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+    """Add the on/off ``--flag``, also on when ``LONGLIVE_RTC_FLAG`` is set to anything but 0, false or no."""
+    env = ENV_PREFIX + flag.upper().replace("-", "_")
+    on = os.environ.get(env, "").lower() not in ("", "0", "false", "no")
+    parser.add_argument(f"--{flag}", action="store_true", default=on, help=f"{help_text} [env {env}=1]")
+
+
 def add_generator_options(parser: argparse.ArgumentParser) -> None:
     from .generators.base import Geometry
 
@@ -594,34 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
         serve, "bitrate", "2M", type=bit_rate,
         help="the shared H.264 encode's bitrate (recordings, clips, stream.ts, --encode-once viewers), e.g. 800k",
     )  # fmt: skip
-    serve.add_argument(
-        "--encode-once",
-        action="store_true",
-        default=os.environ.get(ENV_PREFIX + "ENCODE_ONCE", "").lower() not in ("", "0", "false", "no"),
-        help="H.264 viewers share the session's one encode (no per-viewer bitrate; docs/outputs.md) "
-        "[env LONGLIVE_RTC_ENCODE_ONCE=1]",
-    )
-    serve.add_argument(
-        "--whip-private",
-        action="store_true",
-        default=os.environ.get(ENV_PREFIX + "WHIP_PRIVATE", "").lower() not in ("", "0", "false", "no"),
-        help="let WHIP outputs push to private, loopback and link-local addresses, e.g. a MediaMTX beside the "
-        "server (a controller token can then reach this network) [env LONGLIVE_RTC_WHIP_PRIVATE=1]",
-    )
-    serve.add_argument(
-        "--stamp-frames",
-        action="store_true",
-        default=os.environ.get(ENV_PREFIX + "STAMP_FRAMES", "").lower() not in ("", "0", "false", "no"),
-        help="stamp each frame on air with its index and prompt number (latency probes: "
-        "benchmarks/switch_latency.py) [env LONGLIVE_RTC_STAMP_FRAMES=1]",
-    )
-    serve.add_argument(
-        "--reactor-local",
-        action="store_true",
-        default=os.environ.get(ENV_PREFIX + "REACTOR_LOCAL", "").lower() not in ("", "0", "false", "no"),
-        help="also serve the Reactor JS SDK's local-mode API, unauthenticated: needs --auth none "
-        "(docs/reactor-sdk.md) [env LONGLIVE_RTC_REACTOR_LOCAL=1]",
-    )
+    add_switch(serve, "encode-once", "H.264 viewers share the session's one encode (no per-viewer bitrate; "
+               "docs/outputs.md)")  # fmt: skip
+    add_switch(serve, "whip-private", "let WHIP outputs push to private, loopback and link-local addresses, e.g. "
+               "a MediaMTX beside the server (a controller token can then reach this network)")  # fmt: skip
+    add_switch(serve, "stamp-frames", "stamp each frame on air with its index and prompt number (latency probes: "
+               "benchmarks/switch_latency.py)")  # fmt: skip
+    add_switch(serve, "reactor-local", "also serve the Reactor JS SDK's local-mode API, unauthenticated: needs "
+               "--auth none (docs/reactor-sdk.md)")  # fmt: skip
     add_generator_options(serve)
     serve.set_defaults(func=cmd_serve)
 

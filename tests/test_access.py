@@ -279,12 +279,17 @@ async def test_a_rotated_token_cannot_recreate_its_session_once_it_is_gone() -> 
         assert status == 401, "a retired token stays retired after its session was freed"
         assert "rotated-show" not in server.hub.sessions
         assert (await call(server, "GET", "/sessions/rotated-show", old))[0] == 401
-        client = Client()
-        try:
-            await client.connect(server.url, session="rotated-show", create=True, token=new)
-            assert client.session == "rotated-show", "the current token recreates it"
-        finally:
-            await client.close()
+        assert await recreates(server, "rotated-show", new), "the current token recreates it"
+
+
+async def recreates(server: Server, session: str, token: str) -> bool:
+    """Whether a controller with ``token`` gets the gone ``session`` created again under its id (a real peer)."""
+    client = Client()
+    try:
+        await client.connect(server.url, session=session, create=True, token=token)
+        return client.session == session
+    finally:
+        await client.close()
 
 
 async def test_session_tokens_expire_when_the_operator_sets_a_lifetime() -> None:
@@ -333,12 +338,7 @@ async def test_with_a_state_dir_a_restart_remembers_which_tokens_were_retired(tm
         assert (await call(restarted, "POST", "/offer", old, json=offer))[0] == 401, "rotated away: stays so"
         new = rotated["tokens"]["controller"]
         assert (await call(restarted, "GET", "/sessions/kept", new))[0] == 404, "current: genuine, session gone"
-        client = Client()
-        try:
-            await client.connect(restarted.url, session="kept", create=True, token=new)
-            assert client.session == "kept", "its current token recreates it"
-        finally:
-            await client.close()
+        assert await recreates(restarted, "kept", new), "its current token recreates it"
 
 
 async def test_an_unreadable_state_file_is_reported_and_the_server_starts(

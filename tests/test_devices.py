@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from longlive_rtc.generators import Geometry, SyntheticGenerator
 from longlive_rtc.generators.devices import DeviceFailed, DevicePool, NoFreeSlot, parse_devices
+from longlive_rtc.rtc.hub import Hub, HubConfig
 from longlive_rtc.session import Role, Session
+from signaling.auth import Auth
 
 from .support import EventLog
 
@@ -99,14 +103,28 @@ async def test_a_failed_device_fails_its_sessions_only() -> None:
         Breaking.broken = False
 
 
-async def test_serve_devices_flag_health_and_metrics_per_device() -> None:
-    import aiohttp
+@contextlib.asynccontextmanager
+async def serving(hub: Hub, auth: Auth) -> AsyncIterator[str]:
+    """The signaling app over ``hub`` on a free local port: its base URL; the hub closed after."""
     from aiohttp import web
 
-    from longlive_rtc.cli import build_parser, device_pool
-    from longlive_rtc.rtc.hub import Hub, HubConfig
     from signaling.app import create_app
-    from signaling.auth import Auth
+
+    runner = web.AppRunner(create_app(hub, auth))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await hub.close()
+        await runner.cleanup()
+
+
+async def test_serve_devices_flag_health_and_metrics_per_device() -> None:
+    import aiohttp
+
+    from longlive_rtc.cli import build_parser, device_pool
 
     args = build_parser().parse_args(["serve", "--devices", "cpu,cpu", "--max-sessions", "2", "--width", "160",
                                       "--height", "96"])  # fmt: skip
@@ -114,26 +132,17 @@ async def test_serve_devices_flag_health_and_metrics_per_device() -> None:
     pool = device_pool(args, config)
     assert config.max_sessions == 4
     hub = Hub(pool, config, release=pool.release, report=pool.report)
-    runner = web.AppRunner(create_app(hub, Auth("none")))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(3):
-                async with http.post(url + "/sessions", json={}) as r:
-                    assert r.status == 201, await r.text()
-            async with http.get(url + "/health") as r:
-                health = await r.json()
-            assert health["status"] == "ok" and health["capacity"] == 4
-            assert [(d["device"], d["sessions"]) for d in health["devices"]] == [("cpu#0", 2), ("cpu#1", 1)]
-            async with http.get(url + "/metrics") as r:
-                text = await r.text()
-            assert 'longlive_device_sessions{device="cpu#1"} 1' in text and "longlive_session_device{" in text
-    finally:
-        await hub.close()
-        await runner.cleanup()
+    async with serving(hub, Auth("none")) as url, aiohttp.ClientSession() as http:
+        for _ in range(3):
+            async with http.post(url + "/sessions", json={}) as r:
+                assert r.status == 201, await r.text()
+        async with http.get(url + "/health") as r:
+            health = await r.json()
+        assert health["status"] == "ok" and health["capacity"] == 4
+        assert [(d["device"], d["sessions"]) for d in health["devices"]] == [("cpu#0", 2), ("cpu#1", 1)]
+        async with http.get(url + "/metrics") as r:
+            text = await r.text()
+        assert 'longlive_device_sessions{device="cpu#1"} 1' in text and "longlive_session_device{" in text
 
 
 @pytest.mark.parametrize("mode", ["peer", "host"])
@@ -153,11 +162,7 @@ def test_decoder_on_its_own_device_gives_the_same_frames(mode: str) -> None:
 
 async def test_health_names_a_failed_devices_error_only_to_the_api_key() -> None:
     import aiohttp
-    from aiohttp import web
 
-    from longlive_rtc.rtc.hub import Hub, HubConfig
-    from signaling.app import create_app
-    from signaling.auth import Auth
 
     pool = DevicePool(["cpu-bad", "cpu"], slots=1, opener=opener)
     Breaking.broken = True
@@ -167,24 +172,16 @@ async def test_health_names_a_failed_devices_error_only_to_the_api_key() -> None
     finally:
         Breaking.broken = False
     hub = Hub(pool, HubConfig(max_sessions=2), release=pool.release, report=pool.report)
-    runner = web.AppRunner(create_app(hub, Auth("token", api_key="health-test-key-0123456789")))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/health"
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(url) as r:
-                public = await r.json()
-            async with http.get(url, headers={"Authorization": "Bearer health-test-key-0123456789"}) as r:
-                operator = await r.json()
-        assert public["status"] == operator["status"] == "degraded"
-        assert [d["state"] for d in public["devices"]] == ["failed", "not loaded"]
-        assert all("error" not in d for d in public["devices"]), "an open route shows states and counts only"
-        assert "illegal memory access" in operator["devices"][0]["error"]
-    finally:
-        await hub.close()
-        await runner.cleanup()
+    auth = Auth("token", api_key="health-test-key-0123456789")
+    async with serving(hub, auth) as url, aiohttp.ClientSession() as http:
+        async with http.get(url + "/health") as r:
+            public = await r.json()
+        async with http.get(url + "/health", headers={"Authorization": f"Bearer {auth.api_key}"}) as r:
+            operator = await r.json()
+    assert public["status"] == operator["status"] == "degraded"
+    assert [d["state"] for d in public["devices"]] == ["failed", "not loaded"]
+    assert all("error" not in d for d in public["devices"]), "an open route shows states and counts only"
+    assert "illegal memory access" in operator["devices"][0]["error"]
 
 
 async def test_one_session_out_of_memory_fails_its_run_not_its_device() -> None:

@@ -178,17 +178,23 @@ def test_serve_streams_longlive_on_a_gpu_worker_warmed_up_there(
         session.worker.close()
 
 
-def test_a_session_back_from_a_pause_is_not_forever_due_at_once() -> None:
-    """Deadlines count from a continuous playback; after a pause they count from the resume."""
-    worker = GpuWorker(tiny_longlive("tae"))
+def record_deadlines(worker: GpuWorker) -> list[float | None]:
+    """The deadline of every request made to ``worker`` from now on, in order (the requests still run)."""
     deadlines: list[float | None] = []
     call = worker.call
 
-    def spy(fn, *args, deadline=None):
+    def recorded(fn, *args, deadline=None):
         deadlines.append(deadline)
         return call(fn, *args, deadline=deadline)
 
-    worker.call = spy  # type: ignore[method-assign]
+    worker.call = recorded  # type: ignore[method-assign]
+    return deadlines
+
+
+def test_a_session_back_from_a_pause_is_not_forever_due_at_once() -> None:
+    """Deadlines count from a continuous playback; after a pause they count from the resume."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    deadlines = record_deadlines(worker)
     try:
         session = WorkerSession(worker, worker.template.fork(), fps=10.0)  # block 0: 0.9 s, then 1.2 s each
         session.begin(0, session.encode_prompt("p"))
@@ -254,14 +260,7 @@ def test_the_worker_serves_the_earliest_deadline_first() -> None:
 
 def test_a_block_is_due_when_the_sessions_playback_would_run_out() -> None:
     worker = GpuWorker(tiny_longlive("tae"))
-    deadlines: list[float | None] = []
-    call = worker.call
-
-    def spy(fn, *args, deadline=None):
-        deadlines.append(deadline)
-        return call(fn, *args, deadline=deadline)
-
-    worker.call = spy  # type: ignore[method-assign]
+    deadlines = record_deadlines(worker)
     try:
         session = WorkerSession(worker, worker.template.fork(), fps=1.0)  # a slow playback: far deadlines
         session.begin(0, session.encode_prompt("p"))
