@@ -283,6 +283,8 @@ class Engine:
             return self._closed or self._drop_pending
 
     def _prepare(self, entry: ScheduledPrompt, run: int) -> None:
+        if not self._schedule.holds(entry):  # overwritten or removed while queued: never needed
+            return
         try:
             self._stream.cache.get(entry.prompt)
         except Exception as exc:  # the prompt is dropped, the stream goes on

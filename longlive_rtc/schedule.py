@@ -144,10 +144,12 @@ class PromptSchedule:
     def discard(self, entry: ScheduledPrompt) -> bool:
         """Delete ``entry`` if its timestamp still holds the same prompt (not one put there since)."""
         with self._lock:
-            current = self._entries.get(entry.timestamp)
-            if current is None or (current.prompt, current.transition) != (entry.prompt, entry.transition):
-                return False
-            return self._remove(entry.timestamp)
+            return self._holds(entry) and self._remove(entry.timestamp)
+
+    def holds(self, entry: ScheduledPrompt) -> bool:
+        """Whether ``entry``'s timestamp still holds its prompt (it was not removed or overwritten since)."""
+        with self._lock:
+            return self._holds(entry)
 
     def clear(self) -> None:
         """Remove every prompt and rewind to frame 0 (a reset)."""
@@ -213,6 +215,10 @@ class PromptSchedule:
             return len(self._entries)
 
     # --- internals, under the lock ---------------------------------------------------------------------
+
+    def _holds(self, entry: ScheduledPrompt) -> bool:
+        current = self._entries.get(entry.timestamp)
+        return current is not None and (current.prompt, current.transition) == (entry.prompt, entry.transition)
 
     def _latest_at(self, frame: int) -> ScheduledPrompt | None:
         stamps = self._by_frame.get(frame)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longlive_rtc.schedule import PromptSchedule, ScheduleFull, block_start_at_or_after
+from longlive_rtc.schedule import PromptSchedule, ScheduleFull, Transition, block_start_at_or_after
 
 
 def applied_frames(schedule: PromptSchedule, blocks: int) -> dict[int, str]:
@@ -134,6 +134,17 @@ def test_discard_removes_only_the_same_prompt() -> None:
     assert schedule.discard(entry) is False and len(schedule) == 1
     assert schedule.discard(schedule.put(3, "bad")) is True
     assert schedule.snapshot() == [] and schedule.take_due(3) is None
+
+
+def test_holds_only_the_entry_still_scheduled() -> None:
+    schedule = PromptSchedule()
+    entry = schedule.put(3, "a")
+    assert schedule.holds(entry)
+    replaced = schedule.put(3, "a", Transition("blend", 2))
+    assert schedule.holds(replaced) and not schedule.holds(entry), "overwritten with another transition"
+    kept = schedule.put(6, "b")
+    schedule.remove(6)
+    assert not schedule.holds(kept)
 
 
 class NaiveSchedule:

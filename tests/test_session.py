@@ -569,6 +569,28 @@ async def test_a_reset_stops_encoding_the_prompts_it_removed() -> None:
         session.close()
 
 
+async def test_a_prompt_overwritten_or_removed_before_its_encode_is_never_encoded() -> None:
+    """A controller rewriting one timestamp 20 times costs one encode, not 20 (the device is shared)."""
+    generator = SlowEncoding(0.2)
+    session = Session("over", generator, command_burst=500)
+    try:
+        client = Client(session)
+        client.ok("schedule_prompt", new_prompt="first", timestamp=300)
+        await asyncio.sleep(0.05)  # the worker is (most likely) inside first's encode meanwhile
+        for i in range(20):
+            client.ok("schedule_prompt", new_prompt=f"version {i}", timestamp=600)
+        client.ok("schedule_prompt", new_prompt="gone", timestamp=900)
+        client.ok("remove_prompt", timestamp=900)
+        for _ in range(300):
+            if "version 19" in generator.encoded:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert generator.encoded == ["first", "version 19"]
+    finally:
+        session.close()
+
+
 async def test_a_closing_session_gives_its_generator_back_only_once_its_engine_let_go(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
