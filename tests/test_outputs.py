@@ -161,6 +161,10 @@ def test_the_quota_stops_a_recording_and_leaves_a_valid_file(frames, tmp_path: P
     probe = ffprobe(recording.mp4)
     assert 0 < probe["nb_read_frames"] == info["frames"] < len(frames)
     assert [s.frame for s in stamps(recording.mp4)] == list(range(info["frames"]))
+    assert abs(info["seconds"] - float(probe["duration"])) < 0.01, "the seconds the file holds, not those muxed"
+    document = json.loads(recording.json.read_text())
+    assert document["video_frames"] == {"first": 0, "last": info["frames"] - 1}, "the last frame in the file"
+    assert document["recording"]["seconds"] == info["seconds"]
     again = encoder(bitrate=400_000)
     with pytest.raises(StoreFull) as refused:
         Recording(store, "sess-q", again, describe)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -88,7 +89,16 @@ class _ChargedFile(io.RawIOBase):
 class Mp4Writer:
     """Writes packets (the first one a keyframe) with their on-air timing, from pts 0."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: int, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        fps: int,
+        store: Store | None = None,
+        on_commit: Callable[[EncodedPacket], None] | None = None,
+    ) -> None:
+        """``on_commit`` is called with each packet once it is in a whole fragment on disk, in order."""
         self.path = Path(path)
         self._file = _ChargedFile(self.path, store)
         self._container = av.open(self._file, "w", format="mp4", options=MP4_OPTIONS)
@@ -100,7 +110,10 @@ class Mp4Writer:
         self.frames = 0  # packets handed to the muxer
         self.committed = 0  # frames in whole fragments on disk
         self.first: EncodedPacket | None = None
-        self.last: EncodedPacket | None = None
+        self.last: EncodedPacket | None = None  # the last packet muxed
+        self.last_committed: EncodedPacket | None = None  # the last packet in a whole fragment on disk
+        self._fragment: list[EncodedPacket] = []  # muxed since the last keyframe: not on disk as a whole yet
+        self._on_commit = on_commit
         self.failure: WriteFailed | None = None
         self._closed = False
 
@@ -110,10 +123,18 @@ class Mp4Writer:
 
     @property
     def duration(self) -> float:
-        """Seconds of video written (from the first frame to the end of the last)."""
-        if self.first is None or self.last is None:
+        """Seconds of video muxed (from the first frame to the end of the last)."""
+        return self._seconds_to(self.last)
+
+    @property
+    def committed_duration(self) -> float:
+        """Seconds of video in whole fragments on disk: what the file holds once closed."""
+        return self._seconds_to(self.last_committed)
+
+    def _seconds_to(self, last: EncodedPacket | None) -> float:
+        if self.first is None or last is None:
             return 0.0
-        return (self.last.pts + (self._step or 0) - self.first.pts) / TIME_BASE.denominator
+        return (last.pts + (self._step or 0) - self.first.pts) / TIME_BASE.denominator
 
     def write(self, packet: EncodedPacket) -> None:
         """Mux one packet; :class:`WriteFailed` once the file cannot grow (it stays valid)."""
@@ -140,11 +161,22 @@ class Mp4Writer:
             raise self.failure from None
         if packet.keyframe:  # the fragment before this keyframe is on disk now
             self.committed = self.frames
+            self._commit()
+        self._fragment.append(packet)
         self._file.good = self._file.size
         self._last_pts = pts
         self.frames += 1
         self.first = self.first or packet
         self.last = packet
+
+    def _commit(self) -> None:
+        """The open fragment is on disk whole."""
+        fragment, self._fragment = self._fragment, []
+        if fragment:
+            self.last_committed = fragment[-1]
+        if self._on_commit is not None:
+            for packet in fragment:
+                self._on_commit(packet)
 
     def _failed(self, exc: BaseException) -> None:
         failure = self._file.failure
@@ -162,6 +194,7 @@ class Mp4Writer:
             if self.failure is None:
                 self._container.close()
                 self.committed = self.frames
+                self._commit()
             else:
                 try:
                     self._container.close()

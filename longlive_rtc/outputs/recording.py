@@ -41,8 +41,8 @@ class Recording:
         self._store, self._encoder, self._describe = store, encoder, describe
         stem = store.new_stem(session_id, "rec")
         self.mp4, self.json = stem.with_suffix(".mp4"), stem.with_suffix(".json")
-        self._writer = Mp4Writer(self.mp4, encoder.width, encoder.height, encoder.fps, store)
-        self._shown = ShownFrames()
+        self._shown = ShownFrames()  # of the frames in the file: a fragment cut off by the quota is not
+        self._writer = Mp4Writer(self.mp4, encoder.width, encoder.height, encoder.fps, store, self._shown.see)
         self.started = time.time()
         self.stopped: float | None = None
         self.reason: str | None = None  # why it ended: stopped, quota, disk full, too slow, error, ...
@@ -98,7 +98,7 @@ class Recording:
             "name": self.name, "kind": "recording", "status": "finished" if self.done else "recording",
             "started": iso(self.started), "stopped": iso(self.stopped), "reason": self.reason,
             "message": self.message, "frames": writer.committed if self.done else writer.frames,
-            "seconds": round(writer.duration, 3), "bytes": writer.size,
+            "seconds": round(writer.committed_duration if self.done else writer.duration, 3), "bytes": writer.size,
         }  # fmt: skip
 
     # --- the recording's thread -------------------------------------------------------------------------
@@ -136,7 +136,6 @@ class Recording:
                     self.reason, self.message = exc.reason, str(exc)
                     log.warning("recording %s stopped: %s", self.name, exc)
                     return
-                self._shown.see(packet)
             if stop is not None:
                 self.reason = stop
                 if stop == "too slow":
