@@ -131,7 +131,7 @@ async def start_recording(request: web.Request) -> web.Response:
     _live_session, outputs = _live(request, control=True)
     _limit(request, "recordings started")
     try:
-        recording = outputs.start_recording()
+        recording = await outputs.start_recording()
     except OUTPUT_ERRORS as exc:
         return output_error(exc)
     info = _with_url(request, recording.info())
@@ -185,20 +185,24 @@ async def list_recordings(request: web.Request) -> web.Response:
     session_id = request.match_info["session"]
     request.app[ACCESS_KEY].session(request, session_id, control=True)
     outputs = request.app[OUTPUTS_KEY]
-    files = outputs.store.files(session_id)
-    if not files and session_id not in request.app[HUB_KEY].sessions:
+    entries, used = await asyncio.to_thread(_listing, request, outputs.store, session_id)  # the disk: off the loop
+    if not entries and session_id not in request.app[HUB_KEY].sessions:
         request.app[HUB_KEY].get(session_id)  # an unknown session with nothing on disk: 404
     live = outputs.sessions.get(session_id)
     recording = live.recording_now if live is not None else None
+    for entry in entries:
+        if recording is not None and entry["name"] == recording.mp4.name:
+            entry.update(_with_url(request, recording.info()))
+    return web.json_response({"recordings": entries, "storage": {"used": used, "quota": outputs.store.quota}})
+
+
+def _listing(request: web.Request, store: Store, session_id: str) -> tuple[list[dict[str, Any]], int]:
+    """A session's files' entries and the bytes used (on a worker thread)."""
     entries = []
-    for mp4 in files:
+    for mp4 in store.files(session_id):
         with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
-            entry = _entry(request, mp4)
-            if recording is not None and recording.mp4 == mp4:
-                entry.update(_with_url(request, recording.info()))
-            entries.append(entry)
-    storage = {"used": outputs.store.used, "quota": outputs.store.quota}
-    return web.json_response({"recordings": entries, "storage": storage})
+            entries.append(_entry(request, mp4))
+    return entries, store.used
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -222,7 +226,7 @@ async def delete_recording(request: web.Request) -> web.Response:
     recording = live.recording_now if live is not None else None
     if recording is not None and name in (recording.mp4.name, recording.json.name):
         return json_error(409, "this recording is in progress: stop it first")
-    if not outputs.store.delete(session_id, name):
+    if not await asyncio.to_thread(outputs.store.delete, session_id, name):
         return json_error(404, f"session {session_id!r} has no recording {name[:100]!r}")
     return web.Response(status=204)
 
@@ -305,7 +309,12 @@ def add_output_routes(app: web.Application, hub: Hub, config: OutputsConfig) -> 
     app.router.add_get("/sessions/{session}/stream.ts", stream_ts)
     add_whip_routes(app, hub, allow_private=config.whip_private)
 
+    async def measure_storage(_app: web.Application) -> None:
+        await asyncio.to_thread(lambda: outputs.store.used)  # the first measure walks every file: off the loop
+
     async def close_outputs(_app: web.Application) -> None:
         await outputs.close()
+
+    app.on_startup.append(measure_storage)
 
     app.on_shutdown.insert(0, close_outputs)  # before the hub closes: recordings end complete

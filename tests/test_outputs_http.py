@@ -220,6 +220,46 @@ def _ended(server: Server, session: str) -> bool:
     return recording is not None and recording.done
 
 
+async def test_a_recording_starting_on_a_slow_disk_leaves_the_stream_on_air_and_a_second_start_waits_its_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a recording's files takes the disk's time, not the event loop's (every stream's clock)."""
+    from longlive_rtc.outputs.store import Store
+
+    on_air: list[int] = []
+    real_stem = Store.new_stem
+
+    def slow_stem(store: Store, session_id: str, kind: str) -> Path:  # a disk taking 1.5 s to create a file
+        on_air.append(live(server, session).clock.frames_sent)
+        time.sleep(1.5)
+        on_air.append(live(server, session).clock.frames_sent)
+        return real_stem(store, session_id, kind)
+
+    monkeypatch.setattr(Store, "new_stem", slow_stem)
+    async with OutputServer(outputs_config(tmp_path)) as server:
+        created = await running_session(server)
+        session, controller = created["session"], created["tokens"]["controller"]
+        await frames_on_air(server, session, 5)
+        path = f"/sessions/{session}/recording"
+        first = asyncio.create_task(call(server, "POST", path, controller))
+        await wait_until(lambda: len(on_air) >= 1, 30, "the first start to reach the disk")
+        status, second = await call(server, "POST", path, controller)
+        assert status == 409 and "already starting" in second["error"]["message"], second
+        status, started = await first
+        assert status == 201 and started["status"] == "recording", started
+        assert on_air[1] - on_air[0] >= 3, f"frames went on air while the disk was busy: {on_air}"
+        status, listing = await call(server, "GET", f"/sessions/{session}/recordings", controller)
+        assert status == 200 and [e["name"] for e in listing["recordings"]] == [started["name"]], listing
+        assert listing["recordings"][0]["status"] == "recording"
+        await frames_on_air(server, session, 20)
+        status, stopped = await call(server, "DELETE", path, controller)
+        assert status == 200 and stopped["reason"] == "stopped" and stopped["frames"] > 0, stopped
+        status, _ = await call(server, "DELETE", f"/sessions/{session}/recordings/{started['name']}", controller)
+        assert status == 204
+        status, listing = await call(server, "GET", f"/sessions/{session}/recordings", controller)
+        assert listing["recordings"] == [] and listing["storage"]["used"] == 0, listing
+
+
 async def test_a_clip_is_the_last_seconds_asked_for(tmp_path: Path) -> None:
     async with OutputServer(outputs_config(tmp_path)) as server:
         created = await running_session(server)

@@ -61,6 +61,7 @@ class SessionOutputs:
         self.ring: ClipRing | None = None
         self.ts: TsFeed | None = None
         self.recording: Recording | None = None
+        self._starting = False  # a recording's files are being created
         self.closed = False
         if config.clip_seconds > 0:
             self._encoder()
@@ -111,13 +112,26 @@ class SessionOutputs:
         recording = self.recording
         return recording if recording is not None and not recording.done else None
 
-    def start_recording(self) -> Recording:
-        """A new recording (:class:`~.store.StoreFull` when there is no room, a conflict when one runs)."""
+    async def start_recording(self) -> Recording:
+        """A new recording (:class:`~.store.StoreFull` when there is no room, a conflict when one runs).
+
+        Its files are created on a worker thread: a slow disk never holds up the event loop's streams.
+        """
+        if self._starting:
+            raise OutputConflict(f"session {self.session_id} is already starting a recording")
         if self.recording_now is not None:
             raise OutputConflict(f"session {self.session_id} is already recording ({self.recording.name})")
         encoder = self._encoder()
-        self.recording = Recording(self.store, self.session_id, encoder, self._describe)
-        return self.recording
+        self._starting = True
+        try:
+            recording = await asyncio.to_thread(Recording, self.store, self.session_id, encoder, self._describe)
+        finally:
+            self._starting = False
+        self.recording = recording
+        if self.closed:  # the session ended while the files were being created
+            recording.stop("the session ended")
+            await asyncio.to_thread(recording.wait)
+        return recording
 
     async def stop_recording(self, reason: str = "stopped") -> dict[str, Any]:
         recording = self.recording_now
