@@ -26,7 +26,7 @@ import numpy as np
 
 from .cards import render_card
 from .frame_buffer import BufferedFrame, FrameBuffer
-from .generators.base import PLAYBACK_FPS, Generator
+from .generators.base import PLAYBACK_FPS, Generator, cancel_pending
 from .pacing import Pacer
 from .schedule import PromptSchedule, ScheduledPrompt
 from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEncodingError
@@ -191,6 +191,7 @@ class Engine:
             self._run += 1
             self._cond.notify_all()
         self.buffer.close()
+        cancel_pending(self.generator)  # its calls still waiting for a shared device never run
         self._thread.join(CLOSE_WAIT if timeout is None else timeout)
         return not self._thread.is_alive()
 

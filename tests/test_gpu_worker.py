@@ -183,9 +183,9 @@ def record_deadlines(worker: GpuWorker) -> list[float | None]:
     deadlines: list[float | None] = []
     call = worker.call
 
-    def recorded(fn, *args, deadline=None):
+    def recorded(fn, *args, deadline=None, owner=None):
         deadlines.append(deadline)
-        return call(fn, *args, deadline=deadline)
+        return call(fn, *args, deadline=deadline, owner=owner)
 
     worker.call = recorded  # type: ignore[method-assign]
     return deadlines
@@ -395,3 +395,81 @@ async def test_engines_on_one_worker_stream_undisturbed_by_each_other() -> None:
         b.close()
         worker.close()
     assert b_frames  # B streamed before its pause
+
+
+async def test_a_closing_session_drops_its_queued_gpu_work_and_the_others_stream_on() -> None:
+    """A session freed while its request waits behind another's block: that request never runs (only the
+    reset that clears its state does), and its generator serves the next session."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    gate, held = threading.Event(), threading.Event()
+    busy = threading.Thread(target=worker.call, args=(lambda: (held.set(), gate.wait(20)),))  # another's block
+    closing, other = worker.session(), worker.session()
+    began: list[int] = []
+    real_begin = closing.stream.begin
+    closing.stream.begin = lambda seed, prompt: (began.append(seed), real_begin(seed, prompt))  # type: ignore
+    a, b = Session("a", closing), Session("b", other)
+    for session in (a, b):
+        session.join(Role.CONTROLLER, EventLog())
+    try:
+        busy.start()
+        assert await asyncio.to_thread(held.wait, 10)
+        start(a, [(0, "dropped")], seed=4)
+        while not any(entry[4] is closing for entry in worker._queue):  # a's begin waits behind the block
+            await asyncio.sleep(0.01)
+        a.close()
+        gate.set()
+        await asyncio.wait_for(asyncio.to_thread(a.engine.wait_closed), 20)
+        start(b, [(0, "on")], seed=1)
+        frames: dict[int, np.ndarray] = {}
+        for _ in range(4000):
+            if len(frames) >= 9:
+                break
+            await pull(b, frames)
+        assert len(frames) >= 9, "the other session streams"
+        assert began == [], "the closed session's begin never ran"
+        closing.begin(2, closing.encode_prompt("reused"))  # the next session handed this generator
+        assert len(closing.next_block()) == 9 and began == [2]
+    finally:
+        gate.set()
+        a.close()
+        b.close()
+        busy.join(10)
+        worker.close()
+
+
+def test_a_dropped_request_of_a_pooled_session_does_not_fail_its_device() -> None:
+    from longlive_rtc.generators.base import CallCancelled, cancel_pending
+    from longlive_rtc.generators.devices import DevicePool
+
+    worker = GpuWorker(tiny_longlive("tae"))
+    pool = DevicePool(["cpu"], slots=2, opener=lambda _name: worker.session)
+    gate, held = threading.Event(), threading.Event()
+    busy = threading.Thread(target=worker.call, args=(lambda: (held.set(), gate.wait(20)),))
+    try:
+        placed = pool()
+        prompt = placed.encode_prompt("p")  # the tiny model's encoder runs on the CPU: not queued
+        busy.start()
+        assert held.wait(10)
+        errors: list[BaseException] = []
+
+        def begin() -> None:
+            try:
+                placed.begin(0, prompt)
+            except BaseException as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=begin)
+        caller.start()
+        while not worker._queue:
+            time.sleep(0.01)
+        cancel_pending(placed)  # what a closing engine does
+        caller.join(10)
+        assert len(errors) == 1 and isinstance(errors[0], CallCancelled), errors
+        assert [d["state"] for d in pool.report()] == ["ok"], "a dropped call is the session's, not the device's"
+        gate.set()
+        placed.begin(1, prompt)
+        assert len(placed.next_block()) == 9
+    finally:
+        gate.set()
+        busy.join(10)
+        worker.close()

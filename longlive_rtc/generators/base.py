@@ -58,7 +58,8 @@ class Generator(Protocol):
     (T = 9 for block 0, 12 after).
 
     A generator may also define ``mix_prompts(a, b, weight, curve)`` for embeddings that are not tensors
-    (see :func:`mix_prompts`).
+    (see :func:`mix_prompts`), and ``cancel_pending()`` when its calls wait their turn on a shared device
+    (see :func:`cancel_pending`).
     """
 
     geometry: Geometry
@@ -99,6 +100,18 @@ def check_prompt(generator: Generator, prompt: str) -> None:
     check = getattr(generator, "check_prompt", None)
     if check is not None:
         check(prompt)
+
+
+class CallCancelled(Exception):
+    """The session was closed while this generator call waited its turn on a shared device; nothing ran."""
+
+
+def cancel_pending(generator: Generator) -> None:
+    """Drop the calls of ``generator`` that still wait their turn (they raise :class:`CallCancelled`), for a
+    session that is closing; a generator with no queue has nothing to drop."""
+    cancel = getattr(generator, "cancel_pending", None)
+    if cancel is not None:
+        cancel()
 
 
 def mix_prompts(generator: Generator, a: PromptEmbedding, b: PromptEmbedding, weight: float, curve: str) -> Any:

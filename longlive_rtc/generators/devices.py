@@ -192,9 +192,10 @@ class DevicePool:
 
 
 def is_session_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is one session's, not its device's: its input (``ValueError``), or out of memory (torch's
-    ``OutOfMemoryError``: that session's cache or blocks did not fit; the device and its other sessions go on)."""
-    return isinstance(exc, ValueError | MemoryError) or any(
+    """Whether ``exc`` is one session's, not its device's: its input (``ValueError``), out of memory (torch's
+    ``OutOfMemoryError``: that session's cache or blocks did not fit; the device and its other sessions go on),
+    or a call dropped because the session closed (``CallCancelled``)."""
+    return isinstance(exc, ValueError | MemoryError | base.CallCancelled) or any(
         cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__
     )  # by name: this module does not import torch
 
@@ -213,10 +214,14 @@ class PlacedGenerator:
         return self.device.label
 
     def _call(self, method: str, *args: Any) -> Any:
+        return self._guarded(getattr(self.inner, method), *args)
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, failing the device on an error that is not the session's own."""
         if self.device.error is not None:
             raise DeviceFailed(f"device {self.device.label} failed: {self.device.error}")
         try:
-            return getattr(self.inner, method)(*args)
+            return fn(*args)
         except Exception as exc:
             if not is_session_error(exc):
                 self.pool.fail(self.device, exc)
@@ -245,16 +250,13 @@ class PlacedGenerator:
     def mix_prompts(self, a: Any, b: Any, weight: float, curve: str) -> Any:
         if self.device.error is not None:
             return _UNAVAILABLE
-        try:
-            return base.mix_prompts(self.inner, a, b, weight, curve)
-        except ValueError:
-            raise
-        except Exception as exc:
-            self.pool.fail(self.device, exc)
-            raise
+        return self._guarded(base.mix_prompts, self.inner, a, b, weight, curve)
 
     def next_block(self) -> np.ndarray:
         return self._call("next_block")
+
+    def cancel_pending(self) -> None:
+        base.cancel_pending(self.inner)
 
     def reset(self) -> None:
         if self.device.error is None:  # a failed device's state is dropped with it

@@ -44,7 +44,7 @@ class GpuWorker:
         """``template`` is a loaded (and warmed-up) generator; its weights, encoder and decoder are shared."""
         self.template = template
         self.device = template.device
-        self._queue: list[tuple[float, int, Future, Callable[[], Any]]] = []
+        self._queue: list[tuple[float, int, Future, Callable[[], Any], object]] = []  # ..., the owner
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
@@ -60,8 +60,9 @@ class GpuWorker:
         """A new session's generator: its own stream over the shared model."""
         return WorkerSession(self, self.template.fork(), fps)
 
-    def call(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
-        """Run ``fn(*args)`` on the worker thread and return its result (re-raising its exception)."""
+    def call(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None, owner: object = None) -> Any:
+        """Run ``fn(*args)`` on the worker thread and return its result (re-raising its exception); ``owner``
+        names the session it is for (see :meth:`cancel`)."""
         if threading.current_thread() is self._thread:
             return fn(*args)
         future: Future = Future()
@@ -69,9 +70,20 @@ class GpuWorker:
             if self._closed:
                 raise RuntimeError("the GPU worker is closed")
             due = time.monotonic() if deadline is None else deadline
-            heapq.heappush(self._queue, (due, next(self._order), future, lambda: fn(*args)))
+            heapq.heappush(self._queue, (due, next(self._order), future, lambda: fn(*args), owner))
             self._cond.notify()
         return future.result()
+
+    def cancel(self, owner: object) -> int:
+        """Drop ``owner``'s requests that have not started (they raise ``CallCancelled``); how many."""
+        with self._cond:
+            dropped = [entry for entry in self._queue if entry[4] is owner]
+            if dropped:
+                self._queue = [entry for entry in self._queue if entry[4] is not owner]
+                heapq.heapify(self._queue)
+        for _, _, future, _, _ in dropped:
+            future.set_exception(base.CallCancelled("the session closed before its turn on the GPU"))
+        return len(dropped)
 
     @property
     def closed(self) -> bool:
@@ -85,7 +97,7 @@ class GpuWorker:
             self._closed = True
             pending, self._queue = self._queue, []
             self._cond.notify()
-        for _, _, future, _ in pending:
+        for _, _, future, _, _ in pending:
             future.set_exception(RuntimeError("the GPU worker is closed"))
         self._thread.join(timeout)
 
@@ -99,7 +111,7 @@ class GpuWorker:
                     self._cond.wait()
                 if self._closed:
                     return
-                _, _, future, job = heapq.heappop(self._queue)
+                _, _, future, job, _ = heapq.heappop(self._queue)
             if not future.set_running_or_notify_cancel():
                 continue
             self.requests += 1
@@ -125,6 +137,15 @@ class WorkerSession:
         self._clock: float | None = None  # when this stream's playback would have shown frame 0
         self._frames = 0  # video frames delivered since begin
 
+    def _call(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
+        return self.worker.call(fn, *args, deadline=deadline, owner=self)
+
+    def cancel_pending(self) -> None:
+        """The session is closing: its requests still queued never run (see ``base.cancel_pending``)."""
+        dropped = self.worker.cancel(self)
+        if dropped:
+            log.debug("dropped %d queued GPU request(s) of a closing session", dropped)
+
     @property
     def pipeline(self):
         return self.stream.pipeline
@@ -139,23 +160,23 @@ class WorkerSession:
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         if self.stream.encodes_on_cpu and not self.worker.closed:  # seconds of CPU work: on the caller's
             return self.stream.encode_prompt(prompt)  # thread, while the device serves the other sessions
-        return self.worker.call(self.stream.encode_prompt, prompt)
+        return self._call(self.stream.encode_prompt, prompt)
 
     def begin(self, seed: int, prompt: torch.Tensor) -> None:
         self._clock, self._frames = None, 0
-        self.worker.call(self.stream.begin, seed, prompt)
+        self._call(self.stream.begin, seed, prompt)
 
     def switch_prompt(self, prompt: torch.Tensor) -> None:
-        self.worker.call(self.stream.switch_prompt, prompt)
+        self._call(self.stream.switch_prompt, prompt)
 
     def cut(self, prompt: torch.Tensor) -> None:
-        self.worker.call(self.stream.cut, prompt)
+        self._call(self.stream.cut, prompt)
 
     def set_prompt(self, prompt: torch.Tensor) -> None:
-        self.worker.call(self.stream.set_prompt, prompt)
+        self._call(self.stream.set_prompt, prompt)
 
     def mix_prompts(self, a: Any, b: Any, weight: float, curve: str) -> Any:
-        return self.worker.call(base.mix_prompts, self.stream, a, b, weight, curve)
+        return self._call(base.mix_prompts, self.stream, a, b, weight, curve)
 
     def next_block(self) -> np.ndarray:
         now = time.monotonic()
@@ -164,7 +185,7 @@ class WorkerSession:
             # a lag it already has does not outrank every other session's blocks for the rest of its stream
             self._clock = now - self._frames / self.fps
         due = now if self._clock is None else self._clock + self._frames / self.fps
-        launched = self.worker.call(self.stream.launch_block, deadline=due)
+        launched = self._call(self.stream.launch_block, deadline=due)
         frames = self.stream.collect(launched)
         if self._clock is None:
             self._clock = time.monotonic()
@@ -173,4 +194,4 @@ class WorkerSession:
 
     def reset(self) -> None:
         self._clock, self._frames = None, 0
-        self.worker.call(self.stream.reset)
+        self._call(self.stream.reset)
