@@ -281,10 +281,11 @@ async def stream_ts(request: web.Request) -> web.StreamResponse:
         while (data := await reader.next()) is not None:
             async with asyncio.timeout(outputs.config.ts_max_lag):  # a reader this far behind is dropped
                 await response.write(data)
-        if reader.closed and reader.closed.startswith("too slow") and request.transport is not None:
+        if reader.lagged and request.transport is not None:
             request.transport.abort()  # its backlog was dropped: no clean end to wait for
     except TimeoutError:
         log.info("an MPEG-TS reader of session %s did not keep up; dropped", outputs.session_id)
+        reader.drop(f"too slow: its connection took over {outputs.config.ts_max_lag:g} s to take the stream")
         if request.transport is not None:
             request.transport.abort()
     except (ConnectionResetError, ConnectionError):

@@ -302,7 +302,9 @@ async def test_live_ts_keeps_arriving_for_many_readers_and_a_reader_that_stops_r
         from signaling.outputs import OUTPUTS_KEY
 
         outputs = server.runner.app[OUTPUTS_KEY].sessions[session]
-        await wait_until(lambda: outputs.ts is None or outputs.ts.dropped >= 1, 60, "the stalled reader dropped")
+        await wait_until(lambda: outputs.mpegts_dropped >= 1, 60, "the stalled reader dropped")
+        status, report = await call(server, "GET", f"/sessions/{session}/recording", created["tokens"]["controller"])
+        assert status == 200 and report["mpegts_dropped"] == 1, report
         assert outputs.encoder is None or outputs.encoder.sinks <= 1
         stalled.close()
         assert live(server, session).running

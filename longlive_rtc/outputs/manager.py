@@ -61,6 +61,7 @@ class SessionOutputs:
         self.ring: ClipRing | None = None
         self.ts: TsFeed | None = None
         self.recording: Recording | None = None
+        self._ts_dropped = 0  # MPEG-TS readers dropped for lagging, by the feeds before the current one
         self._starting = False  # a recording's files are being created
         self.closed = False
         if config.clip_seconds > 0:
@@ -88,6 +89,7 @@ class SessionOutputs:
     def _drop_encoder(self) -> None:
         if self.ts is not None:
             self.ts.close()
+            self._ts_dropped += self.ts.dropped
         if self.encoder is not None:
             self._detach(self.encoder)
             self.encoder.close()
@@ -178,6 +180,11 @@ class SessionOutputs:
             self.ts.leave(reader)
         self._release_if_idle()
 
+    @property
+    def mpegts_dropped(self) -> int:
+        """MPEG-TS readers dropped for lagging since the session began."""
+        return self._ts_dropped + (self.ts.dropped if self.ts else 0)
+
     # --- the whole -----------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -187,6 +194,7 @@ class SessionOutputs:
             "clips": {"max_seconds": self.config.clip_seconds, "held_seconds": self.ring.held_seconds if self.ring
                       else 0.0},
             "mpegts_readers": len(self.ts.readers) if self.ts else 0,
+            "mpegts_dropped": self.mpegts_dropped,
             "encoder": self.encoder.stats() if self.encoder else None,
             "storage": {"used": self.store.used, "quota": self.store.quota},
         }  # fmt: skip

@@ -39,6 +39,7 @@ class TsReader:
         self.max_lag, self.max_bytes = max_lag, max_bytes
         self.sent_bytes = 0
         self.closed: str | None = None  # why it was closed
+        self.lagged = False  # closed for falling behind (its queue here, or its connection)
         self._chunks: deque[tuple[bytes, float]] = deque()
         self._bytes = 0
         self._started = False
@@ -52,8 +53,14 @@ class TsReader:
         self._bytes += len(chunk)
         lag = time.time() - self._chunks[0][1]
         if self._bytes > self.max_bytes or (len(self._chunks) > 1 and lag > self.max_lag):
-            self.close(f"too slow: {lag:.1f} s ({self._bytes} bytes) behind the live stream")
+            self.drop(f"too slow: {lag:.1f} s ({self._bytes} bytes) behind the live stream")
         self._ready.set()
+
+    def drop(self, reason: str) -> None:
+        """Close a reader that fell behind (``lagged``; the feed counts it)."""
+        if self.closed is None:
+            self.lagged = True
+        self.close(reason)
 
     def close(self, reason: str) -> None:
         if self.closed is None:
@@ -110,7 +117,7 @@ class TsFeed:
         self._encoder, self._loop = encoder, loop
         self.max_readers, self.max_lag, self.max_bytes = max_readers, max_lag, max_bytes
         self.readers: set[TsReader] = set()
-        self.dropped = 0  # readers dropped for lagging
+        self.dropped = 0  # readers dropped for lagging (their queue here, or their connection)
         self._muxer: tuple[av.container.OutputContainer, av.video.stream.VideoStream, _Chunks] | None = None
         self._attached = False
 
@@ -130,7 +137,9 @@ class TsFeed:
 
     def leave(self, reader: TsReader) -> None:
         reader.close("left")
-        self.readers.discard(reader)
+        if reader in self.readers:
+            self.readers.discard(reader)
+            self.dropped += reader.lagged  # its connection did not take the data in time
         if not self.readers and self._attached:
             self._attached = False
             self._encoder.remove(self)  # the muxer is closed on the next packet it would have had
@@ -146,7 +155,7 @@ class TsFeed:
         for reader in list(self.readers):
             reader.push(chunk, keyframe, wall)
             if reader.closed is not None:
-                self.dropped += 1
+                self.dropped += reader.lagged
                 log.info("an MPEG-TS reader was dropped: %s", reader.closed)
                 self.readers.discard(reader)
         if not self.readers and self._attached:
