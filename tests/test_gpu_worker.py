@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -414,7 +415,7 @@ async def test_a_closing_session_drops_its_queued_gpu_work_and_the_others_stream
         busy.start()
         assert await asyncio.to_thread(held.wait, 10)
         start(a, [(0, "dropped")], seed=4)
-        while not any(entry[4] is closing for entry in worker._queue):  # a's begin waits behind the block
+        while not any(request.owner is closing for request in worker._queue):  # a's begin waits behind the block
             await asyncio.sleep(0.01)
         a.close()
         gate.set()
@@ -472,4 +473,37 @@ def test_a_dropped_request_of_a_pooled_session_does_not_fail_its_device() -> Non
     finally:
         gate.set()
         busy.join(10)
+        worker.close()
+
+
+def test_a_hung_device_fails_its_waiting_and_later_requests_and_its_pooled_device() -> None:
+    """A request that never ends (a kernel that hangs) no longer hangs every session on the device."""
+    from longlive_rtc.generators.devices import DevicePool
+    from longlive_rtc.generators.gpu_worker import DeviceHung
+
+    worker = GpuWorker(tiny_longlive("tae"), stuck_after=0.3)
+    pool = DevicePool(["cpu"], slots=2, opener=lambda _name: worker.session)
+    release = threading.Event()
+    try:
+        assert worker.warm_up(report=lambda _line: time.sleep(0.2)) > 0, "the warm-up may take its time"
+        placed = pool()
+        prompt = placed.encode_prompt("p")
+
+        def hang() -> None:
+            with contextlib.suppress(DeviceHung):  # its caller gives up too
+                worker.call(release.wait, 30)
+
+        stuck = threading.Thread(target=hang)
+        stuck.start()
+        while worker.requests < 2:  # the warm-up, then the hung request
+            time.sleep(0.01)
+        began = time.monotonic()
+        with pytest.raises(DeviceHung, match="hung"):
+            placed.begin(0, prompt)  # waits behind the hung request, then gives up
+        assert time.monotonic() - began < 20
+        assert [d["state"] for d in pool.report()] == ["failed"] and "hung" in pool.report()[0]["error"]
+        with pytest.raises(DeviceHung):
+            worker.call(len, "refused at once")
+    finally:
+        release.set()
         worker.close()

@@ -11,6 +11,11 @@ next request; the session's own thread waits for its frames. So one session's de
 its side CUDA stream) overlap the next session's DiT forwards. Sessions never share mutable state, and
 each request runs the same kernels on the same shapes as a stream alone: the latents are identical.
 
+A request that runs for over ``stuck_after`` seconds (a block takes well under one; the warm-up is exempt)
+means the device hung: every waiting request, and every later one, fails with :class:`DeviceHung` (under
+``--devices`` the device is marked failed, its sessions report ``generator_failed``, new sessions go
+elsewhere) instead of waiting for ever.
+
 Warm the model up *on the worker* (:meth:`GpuWorker.warm_up`): PyTorch keeps cuDNN's tuned convolution plans
 per thread, so after a warm-up on another thread the first blocks of each shape here autotune again (with the
 Wan VAE, 1.3-1.5 s more for each of a stream's first two blocks on an H200: stalls at every start).
@@ -25,7 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,53 +42,102 @@ from .longlive import LongLiveGenerator, warm_up
 
 log = logging.getLogger(__name__)
 
+STUCK_AFTER = 120.0  # seconds one request may run before the device counts as hung
+_POLL = 1.0  # seconds between a waiting caller's checks that the device still moves
+
+
+class DeviceHung(RuntimeError):
+    """A request on the GPU worker ran for too long: the device is treated as hung from then on."""
+
+
+class _Request(NamedTuple):
+    """A queued request; ordered by ``due``, then ``order`` (unique: the rest is never compared)."""
+
+    due: float
+    order: int
+    future: Future
+    job: Callable[[], Any]
+    owner: object  # the session it is for
+    limited: bool  # subject to ``stuck_after``
+
 
 class GpuWorker:
     """Runs the requests of every session on one device, earliest deadline first (ties: first come)."""
 
-    def __init__(self, template: LongLiveGenerator) -> None:
+    def __init__(self, template: LongLiveGenerator, stuck_after: float = STUCK_AFTER) -> None:
         """``template`` is a loaded (and warmed-up) generator; its weights, encoder and decoder are shared."""
         self.template = template
         self.device = template.device
-        self._queue: list[tuple[float, int, Future, Callable[[], Any], object]] = []  # ..., the owner
+        self.stuck_after = stuck_after
+        self._queue: list[_Request] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
+        self.hung: str | None = None  # why the device counts as hung (then every request fails)
+        self._running: tuple[float, bool] | None = None  # when the current request began; may it hang
         self.requests = 0
         self._thread = threading.Thread(target=self._work, name="longlive-gpu", daemon=True)
         self._thread.start()
 
     def warm_up(self, report: Callable[[str], None] = log.info) -> float:
         """Run the template's warm-up (every compiled and autotuned shape) on this worker's thread; seconds."""
-        return self.call(lambda: warm_up(self.template, report=report))
+        return self.call(lambda: warm_up(self.template, report=report), limited=False)
 
     def session(self, fps: float = PLAYBACK_FPS) -> WorkerSession:
         """A new session's generator: its own stream over the shared model."""
         return WorkerSession(self, self.template.fork(), fps)
 
-    def call(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None, owner: object = None) -> Any:
+    def call(
+        self, fn: Callable[..., Any], *args: Any, deadline: float | None = None, owner: object = None,
+        limited: bool = True,
+    ) -> Any:  # fmt: skip
         """Run ``fn(*args)`` on the worker thread and return its result (re-raising its exception); ``owner``
-        names the session it is for (see :meth:`cancel`)."""
+        names the session it is for (see :meth:`cancel`); ``limited=False`` exempts it from ``stuck_after``."""
         if threading.current_thread() is self._thread:
             return fn(*args)
         future: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("the GPU worker is closed")
+            if self.hung is not None:
+                raise DeviceHung(self.hung)
             due = time.monotonic() if deadline is None else deadline
-            heapq.heappush(self._queue, (due, next(self._order), future, lambda: fn(*args), owner))
+            heapq.heappush(self._queue, _Request(due, next(self._order), future, lambda: fn(*args), owner, limited))
             self._cond.notify()
-        return future.result()
+        while True:
+            try:
+                return future.result(timeout=_POLL)
+            except FutureTimeout:
+                self._check_moving()
+
+    def _check_moving(self) -> None:
+        """Declare the device hung (failing every waiting request) when one request ran for too long."""
+        with self._cond:
+            if self.hung is None and self._running is not None:
+                began, limited = self._running
+                if limited and time.monotonic() - began > self.stuck_after:
+                    self.hung = f"the device hung: a request has run for over {self.stuck_after:g} s"
+                    pending, self._queue = self._queue, []
+                    log.error("GPU worker on %s: %s; its sessions fail", self.device, self.hung)
+                else:
+                    return
+            else:
+                pending = []
+            hung = self.hung
+        for request in pending:
+            request.future.set_exception(DeviceHung(hung))
+        if hung is not None:
+            raise DeviceHung(hung)
 
     def cancel(self, owner: object) -> int:
         """Drop ``owner``'s requests that have not started (they raise ``CallCancelled``); how many."""
         with self._cond:
-            dropped = [entry for entry in self._queue if entry[4] is owner]
+            dropped = [request for request in self._queue if request.owner is owner]
             if dropped:
-                self._queue = [entry for entry in self._queue if entry[4] is not owner]
+                self._queue = [request for request in self._queue if request.owner is not owner]
                 heapq.heapify(self._queue)
-        for _, _, future, _, _ in dropped:
-            future.set_exception(base.CallCancelled("the session closed before its turn on the GPU"))
+        for request in dropped:
+            request.future.set_exception(base.CallCancelled("the session closed before its turn on the GPU"))
         return len(dropped)
 
     @property
@@ -97,8 +152,8 @@ class GpuWorker:
             self._closed = True
             pending, self._queue = self._queue, []
             self._cond.notify()
-        for _, _, future, _, _ in pending:
-            future.set_exception(RuntimeError("the GPU worker is closed"))
+        for request in pending:
+            request.future.set_exception(RuntimeError("the GPU worker is closed"))
         self._thread.join(timeout)
 
     def _work(self) -> None:
@@ -111,17 +166,21 @@ class GpuWorker:
                     self._cond.wait()
                 if self._closed:
                     return
-                _, _, future, job, _ = heapq.heappop(self._queue)
-            if not future.set_running_or_notify_cancel():
-                continue
+                request = heapq.heappop(self._queue)
+                if not request.future.set_running_or_notify_cancel():
+                    continue
+                self._running = (time.monotonic(), request.limited)
             self.requests += 1
             try:
                 with torch.no_grad():
-                    result = job()
+                    result = request.job()
             except BaseException as exc:  # the session's thread re-raises it; the worker goes on
-                future.set_exception(exc)
+                request.future.set_exception(exc)
             else:
-                future.set_result(result)
+                request.future.set_result(result)
+            finally:
+                with self._cond:
+                    self._running = None
 
 
 class WorkerSession:
