@@ -507,3 +507,28 @@ def test_a_hung_device_fails_its_waiting_and_later_requests_and_its_pooled_devic
     finally:
         release.set()
         worker.close()
+
+
+def test_a_closing_sessions_queued_reset_still_runs() -> None:
+    """The reset that frees a closing session's state is never dropped (its engine's last call may race close)."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    gate, held = threading.Event(), threading.Event()
+    busy = threading.Thread(target=worker.call, args=(lambda: (held.set(), gate.wait(20)),))
+    try:
+        session = worker.session()
+        session.begin(0, session.encode_prompt("p"))
+        session.next_block()
+        busy.start()
+        assert held.wait(10)
+        resetting = threading.Thread(target=session.reset)
+        resetting.start()
+        while not worker._queue:
+            time.sleep(0.01)
+        session.cancel_pending()
+        gate.set()
+        resetting.join(10)
+        assert not resetting.is_alive() and session.pipeline.cache is None, "the reset ran"
+    finally:
+        gate.set()
+        busy.join(10)
+        worker.close()

@@ -200,7 +200,8 @@ class WorkerSession:
         return self.worker.call(fn, *args, deadline=deadline, owner=self)
 
     def cancel_pending(self) -> None:
-        """The session is closing: its requests still queued never run (see ``base.cancel_pending``)."""
+        """The session is closing: its requests still queued never run (see ``base.cancel_pending``), but for
+        a reset, which frees its state."""
         dropped = self.worker.cancel(self)
         if dropped:
             log.debug("dropped %d queued GPU request(s) of a closing session", dropped)
@@ -253,4 +254,4 @@ class WorkerSession:
 
     def reset(self) -> None:
         self._clock, self._frames = None, 0
-        self._call(self.stream.reset)
+        self.worker.call(self.stream.reset)  # no owner: never dropped, it frees the stream's device memory
