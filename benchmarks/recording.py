@@ -76,7 +76,7 @@ async def run(args, folder: Path) -> dict:
     await asyncio.sleep(args.warm)
     stalls_before, cpu0, started = live.session.engine.stalls, cpu_seconds(), time.monotonic()
     on_air = live.clock.frames_sent
-    recording = outputs.start_recording()
+    recording = await outputs.start_recording()
     await asyncio.sleep(args.seconds)
     on_air = live.clock.frames_sent - on_air  # ticks of the clock while recording (fewer if it fell behind)
     info = await outputs.stop_recording()

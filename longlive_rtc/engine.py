@@ -26,7 +26,7 @@ import numpy as np
 
 from .cards import render_card
 from .frame_buffer import BufferedFrame, FrameBuffer
-from .generators.base import PLAYBACK_FPS, Generator, cancel_pending
+from .generators.base import PLAYBACK_FPS, CallCancelled, Generator, cancel_pending
 from .pacing import Pacer
 from .schedule import PromptSchedule, ScheduledPrompt
 from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEncodingError
@@ -258,9 +258,9 @@ class Engine:
                     if self._preparing_cancelled():
                         break
                     self._prepare(entry, run)
-                if begin:
+                if begin and not self._is_closed():  # closed meanwhile: nothing more for a session that is gone
                     self._stream.begin(seed)
-                if generate:
+                if generate and not self._is_closed():
                     self._generate_block(run)
             except Exception as exc:  # a generator failure ends the run, never the server
                 with self._cond:
@@ -276,6 +276,10 @@ class Engine:
             self._stream.reset()
         except Exception:
             log.exception("generator reset failed while closing")
+
+    def _is_closed(self) -> bool:
+        with self._cond:
+            return self._closed
 
     def _preparing_cancelled(self) -> bool:
         """A close, stop or reset came while prompts were being encoded: the rest are not needed now (a
@@ -293,6 +297,8 @@ class Engine:
 
     def _prompt_failed(self, run: int, entry: ScheduledPrompt, cause: BaseException, ends_run: bool) -> None:
         """Remove an entry that cannot be encoded and report it (ending the run when it was block 0's)."""
+        if isinstance(cause, CallCancelled):  # the session is closing: the prompt itself is fine
+            return
         log.warning("the prompt at frame %d cannot be encoded", entry.timestamp, exc_info=cause)
         removed = self._schedule.discard(entry)
         with self._cond:

@@ -398,9 +398,14 @@ async def test_engines_on_one_worker_stream_undisturbed_by_each_other() -> None:
     assert b_frames  # B streamed before its pause
 
 
-async def test_a_closing_session_drops_its_queued_gpu_work_and_the_others_stream_on() -> None:
+async def test_a_closing_session_drops_its_queued_gpu_work_and_the_others_stream_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A session freed while its request waits behind another's block: that request never runs (only the
     reset that clears its state does), and its generator serves the next session."""
+    from longlive_rtc import engine
+
+    monkeypatch.setattr(engine, "CLOSE_WAIT", 0.05)  # close does not wait for the reset behind the block
     worker = GpuWorker(tiny_longlive("tae"))
     gate, held = threading.Event(), threading.Event()
     busy = threading.Thread(target=worker.call, args=(lambda: (held.set(), gate.wait(20)),))  # another's block

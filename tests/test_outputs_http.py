@@ -24,6 +24,7 @@ from longlive_rtc.outputs.manager import OutputsConfig
 from longlive_rtc.rtc.hub import HubConfig
 from signaling.app import create_app
 from signaling.auth import Auth
+from signaling.outputs import OUTPUTS_KEY
 
 from .outputs_support import GEOMETRY, ffprobe, needs_ffprobe, stamps
 from .rtc_client import Server, wait_until
@@ -213,7 +214,6 @@ async def test_bad_output_requests_get_json_errors_and_the_stream_plays_on(tmp_p
 
 
 def _ended(server: Server, session: str) -> bool:
-    from signaling.outputs import OUTPUTS_KEY
 
     app = server.runner.app
     recording = app[OUTPUTS_KEY].sessions[session].recording
@@ -260,6 +260,49 @@ async def test_a_recording_starting_on_a_slow_disk_leaves_the_stream_on_air_and_
         assert listing["recordings"] == [] and listing["storage"]["used"] == 0, listing
 
 
+async def test_the_last_stream_reader_leaving_while_a_recording_starts_keeps_the_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With clips off the encoder runs only while something needs it: a recording being created does."""
+    from longlive_rtc.outputs.store import Store
+
+    entered, leave = asyncio.Event(), asyncio.Event()
+    real_stem = Store.new_stem
+    loop = asyncio.get_running_loop()
+
+    def slow_stem(store: Store, session_id: str, kind: str) -> Path:
+        loop.call_soon_threadsafe(entered.set)
+        time.sleep(1.0)  # the reader leaves meanwhile
+        return real_stem(store, session_id, kind)
+
+    monkeypatch.setattr(Store, "new_stem", slow_stem)
+    async with OutputServer(outputs_config(tmp_path, clip_seconds=0)) as server:
+        created = await running_session(server)
+        session, controller = created["session"], created["tokens"]["controller"]
+
+        async def read_until_told() -> None:
+            url = f"{server.url}/sessions/{session}/stream.ts?token={controller}"
+            async with aiohttp.ClientSession() as http, http.get(url) as response:
+                assert response.status == 200
+                await response.content.readany()
+                await leave.wait()
+
+        reader = asyncio.create_task(read_until_told())
+        outputs = server.runner.app[OUTPUTS_KEY].sessions
+        await wait_until(lambda: session in outputs and outputs[session].ts and outputs[session].ts.readers, 30,
+                         "the reader connected")  # fmt: skip
+        starting = asyncio.create_task(call(server, "POST", f"/sessions/{session}/recording", controller))
+        await asyncio.wait_for(entered.wait(), 30)
+        leave.set()
+        await reader
+        await wait_until(lambda: not outputs[session].ts or not outputs[session].ts.readers, 30, "the reader gone")
+        status, started = await starting
+        assert status == 201, started
+        await frames_on_air(server, session, 30)
+        status, stopped = await call(server, "DELETE", f"/sessions/{session}/recording", controller)
+        assert status == 200 and stopped["reason"] == "stopped" and stopped["frames"] > 0, stopped
+
+
 async def test_a_clip_is_the_last_seconds_asked_for(tmp_path: Path) -> None:
     async with OutputServer(outputs_config(tmp_path)) as server:
         created = await running_session(server)
@@ -299,8 +342,6 @@ async def test_live_ts_keeps_arriving_for_many_readers_and_a_reader_that_stops_r
                         return
 
         await asyncio.wait_for(asyncio.gather(read(0), read(1)), 60)
-        from signaling.outputs import OUTPUTS_KEY
-
         outputs = server.runner.app[OUTPUTS_KEY].sessions[session]
         await wait_until(lambda: outputs.mpegts_dropped >= 1, 60, "the stalled reader dropped")
         status, report = await call(server, "GET", f"/sessions/{session}/recording", created["tokens"]["controller"])

@@ -591,6 +591,39 @@ async def test_a_prompt_overwritten_or_removed_before_its_encode_is_never_encode
         session.close()
 
 
+async def test_a_session_closed_while_its_prompt_encodes_starts_no_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing more reaches the generator of a session closed mid-encode (on a shared GPU, others' time)."""
+    from longlive_rtc import engine
+
+    monkeypatch.setattr(engine, "CLOSE_WAIT", 0.05)
+    inside, finish = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    class Watched(SyntheticGenerator):
+        def encode_prompt(self, prompt: str):
+            inside.set()
+            finish.wait(10)
+            return super().encode_prompt(prompt)
+
+        def begin(self, seed: int, prompt) -> None:
+            calls.append("begin")
+            super().begin(seed, prompt)
+
+        def next_block(self) -> np.ndarray:
+            calls.append("block")
+            return super().next_block()
+
+    session = Session("mid", Watched(SMALL))
+    client = Client(session)
+    client.ok("schedule_prompt", new_prompt="p", timestamp=0)
+    client.ok("start")
+    assert await asyncio.to_thread(inside.wait, 10)
+    session.close()
+    finish.set()
+    await asyncio.wait_for(asyncio.to_thread(session.engine.wait_closed), 10)
+    assert calls == [], calls
+
+
 async def test_a_closing_session_gives_its_generator_back_only_once_its_engine_let_go(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,10 +11,11 @@ next request; the session's own thread waits for its frames. So one session's de
 its side CUDA stream) overlap the next session's DiT forwards. Sessions never share mutable state, and
 each request runs the same kernels on the same shapes as a stream alone: the latents are identical.
 
-A request that runs for over ``stuck_after`` seconds (a block takes well under one; the warm-up is exempt)
-means the device hung: every waiting request, and every later one, fails with :class:`DeviceHung` (under
-``--devices`` the device is marked failed, its sessions report ``generator_failed``, new sessions go
-elsewhere) instead of waiting for ever.
+A request that runs on a CUDA device for over ``stuck_after`` seconds (a block takes well under one; the
+warm-up is exempt) means the device hung: every waiting request, and every later one, fails with
+:class:`DeviceHung` (under ``--devices`` the device is marked failed, its sessions report
+``generator_failed``, new sessions go elsewhere) instead of waiting for ever. A session waiting for a
+launched block's frames (``collect``, a CUDA event) is not covered.
 
 Warm the model up *on the worker* (:meth:`GpuWorker.warm_up`): PyTorch keeps cuDNN's tuned convolution plans
 per thread, so after a warm-up on another thread the first blocks of each shape here autotune again (with the
@@ -64,10 +65,14 @@ class _Request(NamedTuple):
 class GpuWorker:
     """Runs the requests of every session on one device, earliest deadline first (ties: first come)."""
 
-    def __init__(self, template: LongLiveGenerator, stuck_after: float = STUCK_AFTER) -> None:
-        """``template`` is a loaded (and warmed-up) generator; its weights, encoder and decoder are shared."""
+    def __init__(self, template: LongLiveGenerator, stuck_after: float | None = None) -> None:
+        """``template`` is a loaded (and warmed-up) generator; its weights, encoder and decoder are shared.
+        ``stuck_after``: seconds a request may run (default ``STUCK_AFTER`` on CUDA; no limit on a CPU, where
+        a full-size block can take minutes)."""
         self.template = template
         self.device = template.device
+        if stuck_after is None and self.device.type == "cuda":
+            stuck_after = STUCK_AFTER
         self.stuck_after = stuck_after
         self._queue: list[_Request] = []
         self._order = itertools.count()
@@ -115,7 +120,7 @@ class GpuWorker:
         with self._cond:
             if self.hung is None and self._running is not None:
                 began, limited = self._running
-                if limited and time.monotonic() - began > self.stuck_after:
+                if limited and self.stuck_after is not None and time.monotonic() - began > self.stuck_after:
                     self.hung = f"the device hung: a request has run for over {self.stuck_after:g} s"
                     pending, self._queue = self._queue, []
                     log.error("GPU worker on %s: %s; its sessions fail", self.device, self.hung)

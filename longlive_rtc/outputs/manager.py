@@ -99,7 +99,8 @@ class SessionOutputs:
         """Stop the encoder when nothing needs it (clips off, no recording, no reader)."""
         if self.encoder is None:
             return
-        busy = self.config.clip_seconds > 0 or self.recording_now is not None or (self.ts and self.ts.readers)
+        busy = (self.config.clip_seconds > 0 or self._starting or self.recording_now is not None
+                or (self.ts and self.ts.readers))  # fmt: skip
         if not busy and not self.encoder.sinks:  # WebRTC viewers' packets keep it too
             self._drop_encoder()
 
