@@ -214,7 +214,6 @@ async def test_bad_output_requests_get_json_errors_and_the_stream_plays_on(tmp_p
 
 
 def _ended(server: Server, session: str) -> bool:
-
     app = server.runner.app
     recording = app[OUTPUTS_KEY].sessions[session].recording
     return recording is not None and recording.done
