@@ -116,23 +116,27 @@ class GpuWorker:
                 self._check_moving()
 
     def _check_moving(self) -> None:
-        """Declare the device hung (failing every waiting request) when one request ran for too long."""
+        """Raise :class:`DeviceHung` once the device counts as hung; the first caller to see a request run for
+        too long declares it, failing every waiting request."""
+        pending: list[_Request] = []
         with self._cond:
-            if self.hung is None and self._running is not None:
-                began, limited = self._running
-                if limited and self.stuck_after is not None and time.monotonic() - began > self.stuck_after:
-                    self.hung = f"the device hung: a request has run for over {self.stuck_after:g} s"
-                    pending, self._queue = self._queue, []
-                    log.error("GPU worker on %s: %s; its sessions fail", self.device, self.hung)
-                else:
+            if self.hung is None:
+                if not self._overran():
                     return
-            else:
-                pending = []
+                self.hung = f"the device hung: a request has run for over {self.stuck_after:g} s"
+                pending, self._queue = self._queue, []
+                log.error("GPU worker on %s: %s; its sessions fail", self.device, self.hung)
             hung = self.hung
         for request in pending:
             request.future.set_exception(DeviceHung(hung))
-        if hung is not None:
-            raise DeviceHung(hung)
+        raise DeviceHung(hung)
+
+    def _overran(self) -> bool:
+        """Whether the running request is under the time limit and past it (with the lock held)."""
+        if self._running is None or self.stuck_after is None:
+            return False
+        began, limited = self._running
+        return limited and time.monotonic() - began > self.stuck_after
 
     def cancel(self, owner: object) -> int:
         """Drop ``owner``'s requests that have not started (they raise ``CallCancelled``); how many."""
