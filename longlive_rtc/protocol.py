@@ -178,8 +178,7 @@ class Event:
 
     @cached_property
     def _size(self) -> int:
-        text = self.to_json()
-        return len(text) if text.isascii() else len(text.encode("utf-8"))
+        return utf8_len(self.to_json())
 
     @cached_property
     def _fitted(self) -> dict[int, str]:
@@ -202,6 +201,11 @@ def encode_json(message: dict[str, Any], what: str = "message") -> str:
         log.warning("a %s event held a lone surrogate; replaced by U+FFFD", what)
         text = _SURROGATE.sub("\ufffd", text)
     return text
+
+
+def utf8_len(text: str) -> int:
+    """Bytes of `text` in UTF-8 (without encoding it when it is ASCII)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -230,7 +234,7 @@ def _fit(event: Event, limit: int) -> str:
     room = limit - cut(0).encoded_size
     for count, entry in enumerate(scheduled):
         text = encode_json(entry, "schedule entry")
-        room -= (len(text) if text.isascii() else len(text.encode("utf-8"))) + (1 if count else 0)  # "," between
+        room -= utf8_len(text) + (1 if count else 0)  # "," between
         if room < 0:
             whole = count == len(scheduled) - 1 and event.encoded_size <= limit  # fits only without the flag
             return event.to_json() if whole else cut(count).to_json()

@@ -109,17 +109,17 @@ class Access:
     def revoke(self, session_id: str) -> None:
         """A gone session's tokens stop working, so none recreates it (the session was deleted, not idle)."""
         if session_id not in self._hub.sessions and self.auth.enabled:
-            self._retired[session_id] = new_generation()
-            self._retired.move_to_end(session_id)
-            self._trim()
-            self._save()
+            self._retire(session_id, new_generation())
 
     def forget(self, session_id: str) -> None:
         """The session was freed: its generation retires (the oldest retired ones are dropped)."""
         self._issued.pop(session_id, None)
         generation = self._generations.pop(session_id, None)
-        if generation is None:
-            return
+        if generation is not None:
+            self._retire(session_id, generation)
+
+    def _retire(self, session_id: str, generation: str) -> None:
+        """Only tokens of `generation` may recreate the gone session `session_id` (stored at once)."""
         self._retired[session_id] = generation
         self._retired.move_to_end(session_id)
         self._trim()
