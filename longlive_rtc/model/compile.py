@@ -5,7 +5,8 @@ memory-bound kernels each, plus Python dispatch; in a steady block that costs ab
 matmuls. :func:`compile_dit` replaces, on the given model's blocks only, the pure methods around the
 KV-cache write and the attention kernel with ``torch.compile``d versions with fixed shapes (the same math;
 Inductor keeps intermediates in fp32 registers, so results move within bf16 rounding). :func:`compile_vae`
-does the same for the Wan VAE's norm + SiLU pairs. Other instances, and every model by default, stay eager.
+does the same for the Wan VAE's norm + SiLU pairs, each writing its causal conv's padded input. Other
+instances, and every model by default, stay eager.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ M = TypeVar("M", bound=nn.Module)
 #: and the slot-mode RoPE of the gathered keys.
 DIT_METHODS = ("attention_inputs", "attention_output", "rotate_keys")
 #: What :func:`compile_vae` compiles per RMSNorm of the Wan VAE decoder.
-VAE_METHODS = ("norm_silu",)
+VAE_METHODS = ("padded_norm_silu",)
 
 #: Compiled variants per function and device: query lengths 3/6/9/12 frames x cache-only or not x RoPE mode
 #: (Dynamo's guards include the device, so ``serve --devices`` compiles every variant once per GPU).
@@ -78,7 +79,8 @@ def compile_dit(model: CausalWanModel, **options: object) -> CausalWanModel:
 
 
 def compile_vae(decoder: WanVAEDecoder, **options: object) -> WanVAEDecoder:
-    """Compile every norm + SiLU pair of the Wan VAE `decoder` into one kernel each; returns it."""
+    """Compile every norm + SiLU pair of the Wan VAE `decoder`, with the concatenation of its conv's causal
+    history, into one kernel each; returns it."""
     raise_recompile_limit()
     for norm in decoder.modules():
         if isinstance(norm, VAERMSNorm):

@@ -73,14 +73,23 @@ class CausalConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor, cache: VAEStreamCache | None = None) -> torch.Tensor:
         layout = memory_format_of(x)
         if self.time_pad:
-            past = cache.tails.get(self) if cache is not None else None
-            if past is None:
-                past = x.new_zeros(*x.shape[:2], self.time_pad, *x.shape[3:])
-            x = torch.cat([past, x], dim=2).contiguous(memory_format=layout)
-            if cache is not None:
-                cache.tails[self] = x[:, :, -self.time_pad :].clone()
+            x = torch.cat([self.past(x, cache), x], dim=2).contiguous(memory_format=layout)
+        return self.convolve(x, cache)
+
+    def past(self, x: torch.Tensor, cache: VAEStreamCache | None) -> torch.Tensor:
+        """The `time_pad` input frames this conv saw before `x`: zeros at the start of a stream."""
+        past = cache.tails.get(self) if cache is not None else None
+        if past is None:
+            shape = (*x.shape[:2], self.time_pad, *x.shape[3:])
+            past = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)).zero_()
+        return past
+
+    def convolve(self, padded: torch.Tensor, cache: VAEStreamCache | None = None) -> torch.Tensor:
+        """Convolve input frames already preceded by `past(...)`, and remember their tail for the next call."""
+        if self.time_pad and cache is not None:
+            cache.tails[self] = padded[:, :, -self.time_pad :].clone()
         # keep the input's layout (cuDNN does; some CPU kernels return contiguous outputs)
-        return super().forward(x).contiguous(memory_format=layout)
+        return super().forward(padded).contiguous(memory_format=memory_format_of(padded))
 
 
 class RMSNorm(nn.Module):
@@ -94,13 +103,14 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=1) * self.scale * self.gamma
 
-    def with_silu(self, x: torch.Tensor) -> torch.Tensor:
-        """`SiLU(self(x))` in `x`'s memory layout."""
-        return self.norm_silu(x).contiguous(memory_format=memory_format_of(x))
+    def padded_norm_silu(self, past: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """`cat([past, SiLU(self(x))], time)` in `x`'s layout, the input of a causal conv: one kernel writes it
+        once `compile.compile_vae` compiled this (no separate copy for the concatenation)."""
+        return torch.cat([past, F.silu(self(x))], dim=2).contiguous(memory_format=memory_format_of(x))
 
-    def norm_silu(self, x: torch.Tensor) -> torch.Tensor:
-        """`SiLU(self(x))`: one fused kernel once `compile.compile_vae` compiled it."""
-        return F.silu(F.normalize(x, dim=1) * self.scale * self.gamma)
+    def silu_into(self, conv: CausalConv3d, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
+        """`conv(SiLU(self(x)), cache)` for a causal `conv`, the norm, SiLU and its padding in one pass."""
+        return conv.convolve(self.padded_norm_silu(conv.past(x, cache), x), cache)
 
 
 class ResidualBlock(nn.Module):
@@ -115,8 +125,8 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
         norm1, _, conv1, norm2, _, _, conv2 = self.residual  # (SiLU and Dropout(0) are folded in)
         h = self.shortcut(x)
-        x = conv1(norm1.with_silu(x), cache)
-        return conv2(norm2.with_silu(x), cache).add_(h)
+        x = norm1.silu_into(conv1, x, cache)
+        return norm2.silu_into(conv2, x, cache).add_(h)
 
 
 class AttentionBlock(nn.Module):
@@ -194,7 +204,7 @@ class Decoder3d(nn.Module):
         x = self.conv1(x, cache)
         for layer in (*self.middle, *self.upsamples):
             x = layer(x) if isinstance(layer, AttentionBlock) else layer(x, cache)
-        return self.head[2](self.head[0].with_silu(x), cache)
+        return self.head[0].silu_into(self.head[2], x, cache)
 
 
 class WanVAEDecoder(nn.Module):
@@ -215,7 +225,7 @@ class WanVAEDecoder(nn.Module):
     @torch.no_grad()
     def optimize(self, channels_last: bool = True) -> WanVAEDecoder:
         """Channels-last (NDHWC) activations and convolution weights, which cuDNN runs faster, with the same
-        results (`compile.compile_vae` compiles the norm + SiLU pairs)."""
+        results (`compile.compile_vae` compiles the norm + SiLU + causal padding triples)."""
         self.channels_last = channels_last
         for module in self.modules():
             if isinstance(module, nn.Conv3d | nn.Conv2d):
