@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from longlive_rtc.model.checkpoint import CheckpointError
 from longlive_rtc.model.decode import StreamingDecoder, frames_for_latents, to_uint8_frames
 from longlive_rtc.model.tae import TAEConfig, TAEDecoder, load_tae
-from longlive_rtc.model.vae import VAEConfig, WanVAEDecoder, load_wan_vae
+from longlive_rtc.model.vae import (
+    AttentionBlock,
+    CausalConv3d,
+    Resample,
+    ResidualBlock,
+    RMSNorm,
+    VAEConfig,
+    WanVAEDecoder,
+    load_wan_vae,
+)
 from longlive_rtc.model.weights import ModelConfigs, load_decoder
 
 H, W = 4, 6  # latent size; pixels are 8x
@@ -75,6 +85,61 @@ def test_vae_channels_last_layout_gives_the_same_frames(vae, frame_chunk):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     tails = fast_stream.state.tails.values()  # every conv's input history: the layout held all the way
     assert all(t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous() for t in tails)
+
+
+def reference_decode(vae: WanVAEDecoder, x: torch.Tensor) -> torch.Tensor:
+    """The decoder over a whole stream at once, written plainly: zeros before the first frame of every causal
+    conv, each conv with its bias, nearest upsampling; the time upsamplers skip the stream's first frame."""
+
+    def conv(c: CausalConv3d, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x.new_zeros(*x.shape[:2], c.time_pad, *x.shape[3:]), x], 2)
+        return F.conv3d(x, c.weight, c.bias, padding=c.padding)
+
+    def norm_silu(n: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(F.normalize(x, dim=1) * n.scale * n.gamma)
+
+    def layer(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(m, AttentionBlock):
+            return m(x)
+        if isinstance(m, ResidualBlock):
+            n1, _, c1, n2, _, _, c2 = m.residual
+            h = x if isinstance(m.shortcut, torch.nn.Identity) else conv(m.shortcut, x)
+            return conv(c2, norm_silu(n2, conv(c1, norm_silu(n1, x)))) + h
+        assert isinstance(m, Resample)
+        if m.time_conv is not None:
+            y = conv(m.time_conv, x[:, :, 1:])
+            b, c2, t, h, w = y.shape
+            y = y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c2 // 2, 2 * t, h, w)
+            x = torch.cat([x[:, :, :1], y], 2)
+        b, c, t, h, w = x.shape
+        frames = F.interpolate(x.transpose(1, 2).reshape(b * t, c, h, w), scale_factor=2.0, mode="nearest")
+        frames = F.conv2d(frames, m.resample[1].weight, m.resample[1].bias, padding=1)
+        return frames.reshape(b, t, -1, 2 * h, 2 * w).transpose(1, 2)
+
+    dec = vae.decoder
+    x = conv(dec.conv1, x)
+    for m in (*dec.middle, *dec.upsamples):
+        x = layer(m, x)
+    return conv(dec.head[2], norm_silu(dec.head[0], x))
+
+
+@pytest.mark.parametrize("optimised", [False, True])
+def test_streaming_decoder_equals_a_plain_whole_stream_reference(vae, optimised):
+    """Block by block (channels-last and compiled too), the decoder computes what the plain formulation does."""
+    import copy
+
+    from longlive_rtc.model.compile import compile_vae
+
+    model = compile_vae(copy.deepcopy(vae).optimize(), backend="aot_eager") if optimised else vae
+    x = torch.randn(1, 16, 7, H, W, generator=torch.Generator().manual_seed(6))  # after conv2: 1 + 3 + 3 latents
+    with torch.no_grad():
+        want = reference_decode(vae, x)
+        state = model.new_state()
+        layout = torch.channels_last_3d if optimised else torch.contiguous_format
+        got = torch.cat([model.decoder(x[:, :, a:b].contiguous(memory_format=layout), state)
+                         for a, b in ((0, 1), (1, 4), (4, 7))], 2)  # fmt: skip
+    assert want.shape == (1, 3, 25, 8 * H, 8 * W) and want.std() > 0.05
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))  # float32 sums in other orders
 
 
 def test_reset_starts_a_new_stream(vae):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from longlive_rtc.model import CausalWanModel, tiny
-from longlive_rtc.model.compile import DIT_METHODS, compile_dit, compile_vae, is_compiled
+from longlive_rtc.model.compile import DIT_METHODS, VAE_METHODS, compile_dit, compile_vae, is_compiled
 from longlive_rtc.model.decode import StreamingDecoder
 from longlive_rtc.model.random_init import randomize_
 from longlive_rtc.model.vae import VAEConfig, WanVAEDecoder
@@ -92,8 +92,8 @@ def test_a_copy_of_a_compiled_model_calls_its_own_weights() -> None:
 
 
 def test_a_wan_vae_compiled_from_outside_decodes_the_same_frames() -> None:
-    """Its norm + SiLU pairs compiled (``aot_eager``: the tiny decoder has many shapes to compile), the other
-    decoder untouched."""
+    """Its elementwise work between convolutions compiled (``aot_eager``: the tiny decoder has many shapes to
+    compile), the other decoder untouched."""
     torch.manual_seed(0)
     plain = WanVAEDecoder(VAEConfig.tiny()).eval()
     backend = CountingBackend("aot_eager")
@@ -105,5 +105,9 @@ def test_a_wan_vae_compiled_from_outside_decodes_the_same_frames() -> None:
         calls = backend.calls
         want = torch.cat([a.decode_float(z[:, :3]), a.decode_float(z[:, 3:])], 1)
     assert calls > 0 and backend.calls == calls
+    methods = [(m, name) for m in fast.modules() for name in VAE_METHODS.get(type(m), ())]
+    assert all(is_compiled(m, name) for m, name in methods)
+    assert {type(m) for m, _ in methods} == set(VAE_METHODS)  # norms, residual sums, upsamplers all met
+    assert not any(is_compiled(m, name) for m in plain.modules() for name in VAE_METHODS.get(type(m), ()))
     assert want.shape == (1, 21, 3, 32, 48) and want.std() > 0.01
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -5,8 +5,8 @@ memory-bound kernels each, plus Python dispatch; in a steady block that costs ab
 matmuls. :func:`compile_dit` replaces, on the given model's blocks only, the pure methods around the
 KV-cache write and the attention kernel with ``torch.compile``d versions with fixed shapes (the same math;
 Inductor keeps intermediates in fp32 registers, so results move within bf16 rounding). :func:`compile_vae`
-does the same for the Wan VAE's norm + SiLU pairs, each writing its causal conv's padded input. Other
-instances, and every model by default, stay eager.
+does the same for the elementwise work between the Wan VAE's convolutions (norms, SiLU, conv biases,
+causal padding, residual sums, upsampling). Other instances, and every model by default, stay eager.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from .dit import CausalWanAttentionBlock, CausalWanModel
+from .vae import Resample, ResidualBlock, WanVAEDecoder
 from .vae import RMSNorm as VAERMSNorm
-from .vae import WanVAEDecoder
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -28,8 +28,14 @@ M = TypeVar("M", bound=nn.Module)
 #: self-attention (which stay eager: the cache is indexed by Python ints, and SDPA picks cuDNN there),
 #: and the slot-mode RoPE of the gathered keys.
 DIT_METHODS = ("attention_inputs", "attention_output", "rotate_keys")
-#: What :func:`compile_vae` compiles per RMSNorm of the Wan VAE decoder.
-VAE_METHODS = ("padded_norm_silu",)
+#: What :func:`compile_vae` compiles in the Wan VAE decoder, per module of each type: the norm + SiLU (with
+#: the bias of the conv before and the padding of the conv after), the residual sum (with a conv's bias),
+#: the nearest-neighbour upsampling.
+VAE_METHODS: dict[type[nn.Module], tuple[str, ...]] = {
+    VAERMSNorm: ("padded_norm_silu",),
+    ResidualBlock: ("residual_sum",),
+    Resample: ("upsample",),
+}
 
 #: Compiled variants per function and device: query lengths 3/6/9/12 frames x cache-only or not x RoPE mode
 #: (Dynamo's guards include the device, so ``serve --devices`` compiles every variant once per GPU).
@@ -79,10 +85,12 @@ def compile_dit(model: CausalWanModel, **options: object) -> CausalWanModel:
 
 
 def compile_vae(decoder: WanVAEDecoder, **options: object) -> WanVAEDecoder:
-    """Compile every norm + SiLU pair of the Wan VAE `decoder`, with the concatenation of its conv's causal
-    history, into one kernel each; returns it."""
+    """Compile the elementwise work between the Wan VAE `decoder`'s convolutions (`VAE_METHODS`): each norm +
+    SiLU with the bias before it and the causal history after it, each residual sum with its conv's bias,
+    each upsampling, one kernel each; returns it."""
     raise_recompile_limit()
-    for norm in decoder.modules():
-        if isinstance(norm, VAERMSNorm):
-            compile_methods(norm, VAE_METHODS, **options)
+    for module in decoder.modules():
+        names = VAE_METHODS.get(type(module))
+        if names:
+            compile_methods(module, names, **options)
     return decoder

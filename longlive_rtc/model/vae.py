@@ -84,12 +84,19 @@ class CausalConv3d(nn.Conv3d):
             past = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)).zero_()
         return past
 
-    def convolve(self, padded: torch.Tensor, cache: VAEStreamCache | None = None) -> torch.Tensor:
-        """Convolve input frames already preceded by `past(...)`, and remember their tail for the next call."""
+    def convolve(
+        self, padded: torch.Tensor, cache: VAEStreamCache | None = None, add_bias: bool = True
+    ) -> torch.Tensor:
+        """Convolve input frames already preceded by `past(...)`, and remember their tail for the next call.
+
+        With `add_bias=False` the caller adds `self.bias` in a kernel it runs anyway (cuDNN adds a bias in a
+        pass of its own over the output: the same values, one more read and write of the whole tensor).
+        """
         if self.time_pad and cache is not None:
             cache.tails[self] = padded[:, :, -self.time_pad :].clone()
+        y = self._conv_forward(padded, self.weight, self.bias if add_bias else None)
         # keep the input's layout (cuDNN does; some CPU kernels return contiguous outputs)
-        return super().forward(padded).contiguous(memory_format=memory_format_of(padded))
+        return y.contiguous(memory_format=memory_format_of(padded))
 
 
 class RMSNorm(nn.Module):
@@ -103,14 +110,13 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=1) * self.scale * self.gamma
 
-    def padded_norm_silu(self, past: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """`cat([past, SiLU(self(x))], time)` in `x`'s layout, the input of a causal conv: one kernel writes it
-        once `compile.compile_vae` compiled this (no separate copy for the concatenation)."""
+    def padded_norm_silu(self, past: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`cat([past, SiLU(self(x + bias))], time)` in `x`'s layout, the input of a causal conv; `bias` is the
+        per-channel bias of the conv that made `x`, if it left it out. One kernel once `compile.compile_vae`
+        compiled this (no separate passes for the bias or the concatenation)."""
+        if bias is not None:
+            x = x + bias.view(-1, 1, 1, 1)
         return torch.cat([past, F.silu(self(x))], dim=2).contiguous(memory_format=memory_format_of(x))
-
-    def silu_into(self, conv: CausalConv3d, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
-        """`conv(SiLU(self(x)), cache)` for a causal `conv`, the norm, SiLU and its padding in one pass."""
-        return conv.convolve(self.padded_norm_silu(conv.past(x, cache), x), cache)
 
 
 class ResidualBlock(nn.Module):
@@ -125,8 +131,14 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
         norm1, _, conv1, norm2, _, _, conv2 = self.residual  # (SiLU and Dropout(0) are folded in)
         h = self.shortcut(x)
-        x = norm1.silu_into(conv1, x, cache)
-        return norm2.silu_into(conv2, x, cache).add_(h)
+        # each conv's bias is added by the kernel that reads its output next (norm2's, the residual sum)
+        y = conv1.convolve(norm1.padded_norm_silu(conv1.past(x, cache), x), cache, add_bias=False)
+        y = conv2.convolve(norm2.padded_norm_silu(conv2.past(y, cache), y, conv1.bias), cache, add_bias=False)
+        return self.residual_sum(y, conv2.bias, h)
+
+    def residual_sum(self, y: torch.Tensor, bias: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """`(y + bias) + h`: one kernel once `compile.compile_vae` compiled it."""
+        return (y + bias.view(-1, 1, 1, 1)) + h
 
 
 class AttentionBlock(nn.Module):
@@ -162,8 +174,13 @@ class Resample(nn.Module):
         if self.time_conv is not None:
             x = self._double_frames(x, cache)
         b, c, t, h, w = x.shape
-        frames = self.resample(x.transpose(1, 2).reshape(b * t, c, h, w))  # nearest 2x, then 3x3 conv
+        frames = self.resample[1](self.upsample(x.transpose(1, 2).reshape(b * t, c, h, w)))  # then a 3x3 conv
         return frames.reshape(b, t, -1, 2 * h, 2 * w).transpose(1, 2).contiguous(memory_format=memory_format_of(x))
+
+    def upsample(self, frames: torch.Tensor) -> torch.Tensor:
+        """Nearest-neighbour 2x of `frames [N, C, h, w]`: one gather kernel once `compile.compile_vae` compiled
+        it (torch's channels-last kernel for it runs at a fraction of the memory bandwidth)."""
+        return self.resample[0](frames)
 
     def _double_frames(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
         """Every frame becomes two (the time conv's channel halves), except the stream's first frame."""
@@ -204,7 +221,8 @@ class Decoder3d(nn.Module):
         x = self.conv1(x, cache)
         for layer in (*self.middle, *self.upsamples):
             x = layer(x) if isinstance(layer, AttentionBlock) else layer(x, cache)
-        return self.head[0].silu_into(self.head[2], x, cache)
+        norm, _, conv = self.head
+        return conv.convolve(norm.padded_norm_silu(conv.past(x, cache), x), cache)
 
 
 class WanVAEDecoder(nn.Module):
