@@ -330,11 +330,12 @@ def listen_problem(host: str, port: int) -> str | None:
 
 
 def device_pool(args: argparse.Namespace, config):
-    """``serve --devices``: a DevicePool (every device loaded now), ``config.max_sessions`` made the slots of all."""
+    """``serve --devices`` (and LongLive on its one ``--device``): a DevicePool (every device loaded now),
+    ``config.max_sessions`` made the slots of all."""
     from .generators.devices import DevicePool, parse_devices
 
     try:
-        names = parse_devices(args.devices)
+        names = parse_devices(args.devices or args.device)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     slots = int(args.max_sessions or default_max_sessions(args.generator))
@@ -358,21 +359,14 @@ def device_pool(args: argparse.Namespace, config):
     return pool
 
 
-def one_device_generators(args: argparse.Namespace, max_sessions: int):
-    """``serve`` without ``--devices``: the hub's generator factory and release. The first generator is built
-    now (fail fast, before listening); LongLive's sessions are streams on one GPU worker (weights loaded
-    once); a freed session hands its generator back for the next one."""
-    if args.generator == "longlive":
-        spare = []
-        make = longlive_worker(args).session
-    else:
-        spare = [build_generator(args)]
-
-        def make():
-            return build_generator(args)
+def one_device_generators(args: argparse.Namespace):
+    """``serve`` of a generator other than LongLive without ``--devices``: the hub's generator factory and
+    release. The first generator is built now (fail fast, before listening); a freed session hands its
+    generator back for the next one."""
+    spare = [build_generator(args)]
 
     def factory():
-        return spare.pop() if spare else make()
+        return spare.pop() if spare else build_generator(args)
 
     return factory, spare.append
 
@@ -421,11 +415,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    if args.devices:  # one worker per device, --max-sessions slots on each (generators/devices.py)
+    if args.devices or args.generator == "longlive":
+        # one GPU worker per device, --max-sessions slots on each (generators/devices.py); LongLive on its one
+        # --device too, so that /health and /metrics show a failed or hung GPU
         devices = device_pool(args, config)
         hub = Hub(devices, config, release=devices.release, report=devices.report)
     else:
-        factory, release = one_device_generators(args, config.max_sessions)
+        factory, release = one_device_generators(args)
         hub = Hub(factory, config, release=release)
     outputs = OutputsConfig(
         Path(args.recordings_dir),

@@ -216,7 +216,7 @@ def test_serve_without_devices_builds_one_generator_now_and_reuses_freed_ones() 
     from longlive_rtc.cli import one_device_generators
 
     args = build_parser().parse_args(["serve", "--width", "160", "--height", "96"])
-    factory, release = one_device_generators(args, max_sessions=2)
+    factory, release = one_device_generators(args)
     first, second = factory(), factory()  # the one built up front, then a new one
     assert first is not second and first.geometry.width == 160
     release(first)

@@ -14,7 +14,7 @@ import torch
 
 from longlive_rtc.bench import bench_sessions
 from longlive_rtc.generators.base import Generator
-from longlive_rtc.generators.gpu_worker import GpuWorker, WorkerSession
+from longlive_rtc.generators.gpu_worker import DeviceHung, GpuWorker, WorkerSession
 from longlive_rtc.generators.longlive import LongLiveGenerator
 from longlive_rtc.session import Role, Session
 
@@ -163,20 +163,33 @@ def test_the_warm_up_runs_on_the_workers_own_thread() -> None:
 def test_serve_streams_longlive_on_a_gpu_worker_warmed_up_there(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Without --devices, LongLive's sessions are streams on one GPU worker in a pool of its one --device: a
+    freed session's stream serves the next one, and the pool's report (/health) shows the worker hung."""
     from longlive_rtc import cli
+    from longlive_rtc.rtc.hub import HubConfig
 
     warm_flags: list[bool] = []  # the full-size model stands in for a tiny one; the rest is serve's own path
     monkeypatch.setattr(cli, "build_generator", lambda args, warm=True: warm_flags.append(warm) or tiny_longlive())
-    args = cli.build_parser().parse_args(["serve", "--generator", "longlive", "--random-weights"])
-    factory, release = cli.one_device_generators(args, max_sessions=1)
-    session = factory()
+    args = cli.build_parser().parse_args(["serve", "--generator", "longlive", "--random-weights", "--device", "cpu",
+                                          "--max-sessions", "2"])  # fmt: skip
+    config = HubConfig()
+    pool = cli.device_pool(args, config)
+    session = pool()
+    worker = session.inner.worker
     try:
-        assert isinstance(session, WorkerSession) and warm_flags == [False]  # not warmed up on this thread
+        assert isinstance(session.inner, WorkerSession) and warm_flags == [False]  # not warmed up here
         assert "warm-up done in" in capsys.readouterr().out
-        release(session)
-        assert factory() is session
+        assert config.max_sessions == 2 and pool.report()[0] | {"error": None} == {
+            "device": "cpu", "state": "ok", "slots": 2, "sessions": 1, "error": None}  # fmt: skip
+        pool.release(session)
+        assert pool() is session
+        prompt = session.encode_prompt("p")
+        worker.hung = "the device hung: a request has run for over 120 s"  # as GpuWorker._check_moving sets it
+        with pytest.raises(DeviceHung):
+            session.begin(0, prompt)
+        assert [d["state"] for d in pool.report()] == ["failed"] and "hung" in pool.report()[0]["error"]
     finally:
-        session.worker.close()
+        worker.close()
 
 
 def record_deadlines(worker: GpuWorker) -> list[float | None]:

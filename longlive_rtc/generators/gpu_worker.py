@@ -13,8 +13,9 @@ each request runs the same kernels on the same shapes as a stream alone: the lat
 
 A request that runs on a CUDA device for over ``stuck_after`` seconds (a block takes well under one; the
 warm-up is exempt) means the device hung: every waiting request, and every later one, fails with
-:class:`DeviceHung` (under ``--devices`` the device is marked failed, its sessions report
-``generator_failed``, new sessions go elsewhere) instead of waiting for ever. A session waiting for a
+:class:`DeviceHung` (``serve``'s device pool, of its ``--devices`` or its one ``--device``, marks the device
+failed: its sessions report ``generator_failed``, new sessions go elsewhere, ``/health`` shows it) instead
+of waiting for ever. A session waiting for a
 launched block's frames (``collect``, a CUDA event) is not covered.
 
 Warm the model up *on the worker* (:meth:`GpuWorker.warm_up`): PyTorch keeps cuDNN's tuned convolution plans
