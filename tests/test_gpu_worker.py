@@ -527,6 +527,33 @@ def test_a_hung_device_fails_its_waiting_and_later_requests_and_its_pooled_devic
         worker.close()
 
 
+class NeverDone:
+    """A CUDA event of a copy that never finishes (what a hung device leaves a collecting session with)."""
+
+    def query(self) -> bool:
+        return False
+
+    def synchronize(self) -> None:  # pragma: no cover - what the wait must never fall back to
+        raise AssertionError("blocked for ever")
+
+
+def test_a_blocks_frames_that_never_come_out_fail_their_session_and_the_device() -> None:
+    """The wait for a launched block's frames (its event) is under the hang rule too, not only requests."""
+    from longlive_rtc.generators.longlive import LaunchedBlock
+
+    worker = GpuWorker(tiny_longlive("tae"), stuck_after=0.2)
+    session = worker.session()
+    try:
+        began = time.monotonic()
+        with pytest.raises(DeviceHung, match="frames took over 0.2 s"):
+            worker.collect(session.stream, LaunchedBlock(None, 12, NeverDone()))  # type: ignore[arg-type]
+        assert 0.2 <= time.monotonic() - began < 20
+        with pytest.raises(DeviceHung, match="frames took"):  # every later request fails at once, same reason
+            session.begin(0, session.encode_prompt("p"))
+    finally:
+        worker.close()
+
+
 def test_a_closing_sessions_queued_reset_still_runs() -> None:
     """The reset that frees a closing session's state is never dropped (its engine's last call may race close)."""
     worker = GpuWorker(tiny_longlive("tae"))

@@ -12,11 +12,10 @@ its side CUDA stream) overlap the next session's DiT forwards. Sessions never sh
 each request runs the same kernels on the same shapes as a stream alone: the latents are identical.
 
 A request that runs on a CUDA device for over ``stuck_after`` seconds (a block takes well under one; the
-warm-up is exempt) means the device hung: every waiting request, and every later one, fails with
-:class:`DeviceHung` (``serve``'s device pool, of its ``--devices`` or its one ``--device``, marks the device
-failed: its sessions report ``generator_failed``, new sessions go elsewhere, ``/health`` shows it) instead
-of waiting for ever. A session waiting for a
-launched block's frames (``collect``, a CUDA event) is not covered.
+warm-up is exempt), or a launched block whose frames take that long to come out, means the device hung:
+every waiting request, and every later one, fails with :class:`DeviceHung` instead of waiting for ever
+(``serve``'s device pool, of its ``--devices`` or its one ``--device``, marks the device failed: its
+sessions report ``generator_failed``, new sessions go elsewhere, ``/health`` shows it).
 
 Warm the model up *on the worker* (:meth:`GpuWorker.warm_up`): PyTorch keeps cuDNN's tuned convolution plans
 per thread, so after a warm-up on another thread the first blocks of each shape here autotune again (with the
@@ -40,12 +39,13 @@ import torch
 
 from . import base
 from .base import PLAYBACK_FPS
-from .longlive import LongLiveGenerator, warm_up
+from .longlive import LaunchedBlock, LongLiveGenerator, warm_up
 
 log = logging.getLogger(__name__)
 
 STUCK_AFTER = 120.0  # seconds one request may run before the device counts as hung
 _POLL = 1.0  # seconds between a waiting caller's checks that the device still moves
+_EVENT_POLL = 0.001  # seconds between a collecting session's checks that its block's frames are out
 
 
 class DeviceHung(RuntimeError):
@@ -118,19 +118,36 @@ class GpuWorker:
 
     def _check_moving(self) -> None:
         """Raise :class:`DeviceHung` once the device counts as hung; the first caller to see a request run for
-        too long declares it, failing every waiting request."""
+        too long declares it."""
+        with self._cond:
+            if self.hung is None and not self._overran():
+                return
+        self._declare_hung(f"the device hung: a request has run for over {self.stuck_after:g} s")
+
+    def _declare_hung(self, reason: str) -> None:
+        """The device counts as hung from now on (the first reason given stays): every waiting request fails,
+        and so does the caller, with :class:`DeviceHung`."""
         pending: list[_Request] = []
         with self._cond:
             if self.hung is None:
-                if not self._overran():
-                    return
-                self.hung = f"the device hung: a request has run for over {self.stuck_after:g} s"
+                self.hung = reason
                 pending, self._queue = self._queue, []
-                log.error("GPU worker on %s: %s; its sessions fail", self.device, self.hung)
+                log.error("GPU worker on %s: %s; its sessions fail", self.device, reason)
             hung = self.hung
         for request in pending:
             request.future.set_exception(DeviceHung(hung))
         raise DeviceHung(hung)
+
+    def collect(self, stream: LongLiveGenerator, block: LaunchedBlock) -> np.ndarray:
+        """``stream.collect(block)`` on the caller's thread; waiting for the block's frames past ``stuck_after``
+        declares the device hung, as a request running that long does."""
+        if block.done is not None and self.stuck_after is not None:
+            began = time.monotonic()
+            while not block.done.query():
+                if self.hung is not None or time.monotonic() - began > self.stuck_after:
+                    self._declare_hung(f"the device hung: a block's frames took over {self.stuck_after:g} s")
+                time.sleep(_EVENT_POLL)
+        return stream.collect(block)
 
     def _overran(self) -> bool:
         """Whether the running request is under the time limit and past it (with the lock held)."""
@@ -256,7 +273,7 @@ class WorkerSession:
             self._clock = now - self._frames / self.fps
         due = now if self._clock is None else self._clock + self._frames / self.fps
         launched = self._call(self.stream.launch_block, deadline=due)
-        frames = self.stream.collect(launched)
+        frames = self.worker.collect(self.stream, launched)
         if self._clock is None:
             self._clock = time.monotonic()
         self._frames += len(frames)
