@@ -195,7 +195,7 @@ def random_longlive(
 
 def enable_compile(generator: LongLiveGenerator) -> None:
     """The speed path: compile the two halves of every DiT block around its cache write (fixed shapes,
-    names kept) and, for the Wan VAE, channels-last convolutions with compiled norm + SiLU pairs.
+    names kept) and, for the Wan VAE, channels-last convolutions with the work between them compiled.
 
     The Inductor cache lives in ``~/.cache/longlive-rtc/inductor`` so restarts skip most compile time.
     """

@@ -243,7 +243,7 @@ class WanVAEDecoder(nn.Module):
     @torch.no_grad()
     def optimize(self, channels_last: bool = True) -> WanVAEDecoder:
         """Channels-last (NDHWC) activations and convolution weights, which cuDNN runs faster, with the same
-        results (`compile.compile_vae` compiles the norm + SiLU + causal padding triples)."""
+        results (`compile.compile_vae` compiles the elementwise work between the convolutions)."""
         self.channels_last = channels_last
         for module in self.modules():
             if isinstance(module, nn.Conv3d | nn.Conv2d):
