@@ -171,6 +171,7 @@ def dismiss_notices(page: Page) -> None:
 
 def assert_advances(page: Page, frames: int = 30, timeout_ms: int = 30_000) -> dict:
     """The 832x480 video decodes ``frames`` more frames within a generous window (progress, not a rate)."""
+    wait_video(page, "s.framesDecoded !== undefined", timeout_ms)  # a new connection reports its video late
     before = video_stats(page)
     wait_video(page, f"s.framesDecoded >= {before['framesDecoded'] + frames}", timeout_ms)
     after = video_stats(page)
