@@ -32,6 +32,14 @@ def time_ms(fn: Callable[[], object], iters: int, device: torch.device) -> list[
     return [device_ms(fn, device) for _ in range(iters)]
 
 
+def median_ms(fn: Callable[[], object], iters: int = 10, warmup: int = 1) -> float:
+    """Median CUDA-event milliseconds of `fn` after `warmup` calls (cuDNN autotuning, compiles)."""
+    device = torch.device("cuda")
+    for _ in range(warmup):
+        fn()
+    return statistics.median(time_ms(fn, iters, device))
+
+
 def summary(times: list[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "n": len(times)}
 

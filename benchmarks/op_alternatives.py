@@ -10,7 +10,6 @@ upsampling against a plain copy of the same bytes. To decide which rewrite could
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,15 +20,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sibling benchmarks
 
-from benchmarks.io_bench import time_ms  # noqa: E402
+from benchmarks import io_bench  # noqa: E402
 
 DEVICE, DTYPE = torch.device("cuda"), torch.bfloat16
 
 
-def median_ms(fn: Callable[[], object], iters: int = 20) -> float:
-    for _ in range(3):  # warm-up, cuDNN autotuning
-        fn()
-    return statistics.median(time_ms(fn, iters, DEVICE))
+def median_ms(fn: Callable[[], object]) -> float:
+    return io_bench.median_ms(fn, iters=20, warmup=3)
 
 
 def randn(*shape: int, scale: float = 1.0, memory_format=torch.contiguous_format) -> torch.Tensor:

@@ -10,7 +10,6 @@ CUDA events and TFLOP/s, to decide whether a rewrite would pay.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -19,15 +18,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sibling benchmarks
 
-from benchmarks.io_bench import time_ms  # noqa: E402
+from benchmarks.io_bench import median_ms  # noqa: E402
 
 # (channels in, channels out, frames incl. the 2 causal ones, height, width): the decoder's stages
 SHAPES = [(384, 384, 5, 60, 104), (384, 384, 8, 120, 208), (192, 192, 14, 240, 416), (96, 96, 14, 480, 832)]
-
-
-def median_ms(fn, iters: int = 10) -> float:
-    fn()  # cuDNN autotune
-    return statistics.median(time_ms(fn, iters, torch.device("cuda")))
 
 
 def formulations(c_in: int, c_out: int, t: int, h: int, w: int) -> dict:
