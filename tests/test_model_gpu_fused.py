@@ -19,6 +19,27 @@ def stream(generator, prompts) -> list[torch.Tensor]:
     return out
 
 
+def test_ffn_with_gelu_in_the_gemm_epilogue_matches_the_plain_ffn() -> None:
+    """One full-size block's FFN: GELU(tanh) in the cuBLASLt epilogue against Linear, GELU, Linear (bf16)."""
+    from longlive_rtc.model.config import WanConfig
+    from longlive_rtc.model.dit import CausalWanAttentionBlock
+
+    torch.manual_seed(0)
+    block = CausalWanAttentionBlock(WanConfig()).to("cuda", torch.bfloat16)
+    for linear in (block.ffn[0], block.ffn[2]):
+        torch.nn.init.normal_(linear.weight, std=0.02)
+        torch.nn.init.normal_(linear.bias, std=0.02)
+    h = torch.randn(1, 4680, block.ffn[0].in_features, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        want = block.ffn(h).float()
+        block.gelu_in_gemm = True
+        got = block.feed_forward(h).float()
+    assert got.shape == want.shape and want.std() > 0.01
+    relative = (want - got).norm() / want.norm()
+    assert relative < 1e-2, float(relative)
+    assert not torch.equal(want, got)  # the fused path ran: one rounding fewer moves some values
+
+
 def test_compiled_pipeline_matches_the_plain_one_within_bf16_tolerance() -> None:
     from longlive_rtc.generators.longlive import enable_compile, random_longlive
 

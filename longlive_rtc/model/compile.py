@@ -76,10 +76,12 @@ def is_compiled(module: nn.Module, name: str) -> bool:
 
 
 def compile_dit(model: CausalWanModel, **options: object) -> CausalWanModel:
-    """Compile the pure halves of every block of `model` (fixed shapes, parameter names kept); returns it."""
+    """Compile the pure halves of every block of `model` (fixed shapes, parameter names kept), with each FFN's
+    GELU in its GEMM's epilogue on CUDA (`CausalWanAttentionBlock.feed_forward`); returns it."""
     raise_recompile_limit()
     for block in model.modules():
         if isinstance(block, CausalWanAttentionBlock):
+            block.gelu_in_gemm = True
             compile_methods(block, DIT_METHODS, **options)
     return model
 

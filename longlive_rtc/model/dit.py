@@ -126,6 +126,8 @@ class CausalWanAttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        #: Set by `compile.compile_dit`: on CUDA, the FFN's GELU runs in its first GEMM's epilogue.
+        self.gelu_in_gemm = False
 
     def forward(self, x: Tensor, e0: Tensor, step: StepContext, layer: int, kv_only: bool = False) -> Tensor | None:
         """`x [B, F*S, C]`, `e0 [B, F, 6, C]`. With `kv_only`, only write this layer's cache."""
@@ -159,7 +161,17 @@ class CausalWanAttentionBlock(nn.Module):
         _, _, gate_sa, shift_ffn, scale_ffn, gate_ffn = self.modulations(e0)
         x = x + gated(self.self_attn.o(attended.flatten(2)), gate_sa)
         x = x + self.cross_attn(self.norm3(x), context_kv)
-        return x + gated(self.ffn(modulate(self.norm2(x), shift_ffn, scale_ffn)), gate_ffn)
+        return x + gated(self.feed_forward(modulate(self.norm2(x), shift_ffn, scale_ffn)), gate_ffn)
+
+    def feed_forward(self, h: Tensor) -> Tensor:
+        """`self.ffn(h)`; with `gelu_in_gemm` on CUDA, the GELU(tanh) is the first GEMM's cuBLASLt epilogue,
+        applied to the fp32 accumulator before the one rounding to bf16 (within bf16 rounding of the plain
+        path, and one memory-bound pass less)."""
+        up, _, down = self.ffn
+        if not (self.gelu_in_gemm and h.is_cuda and type(up) is nn.Linear):
+            return self.ffn(h)
+        hidden = torch._addmm_activation(up.bias, h.flatten(0, -2), up.weight.t(), use_gelu=True)
+        return down(hidden.unflatten(0, h.shape[:-1]))
 
 
 class CausalHead(nn.Module):
