@@ -134,7 +134,9 @@ def test_streaming_decoder_equals_a_plain_whole_stream_reference(vae, optimised,
 
     if optimised:
         model = compile_vae(copy.deepcopy(vae).optimize(phase_upsampling=phases), backend="aot_eager")
-        assert all((m.phase_weights is not None) == phases for m in model.modules() if isinstance(m, Resample))
+        upsamplers = [m for m in model.modules() if isinstance(m, Resample)]
+        assert all((m.phase_weights is not None) == phases for m in upsamplers)
+        assert all(m.phase_weights[0].is_contiguous(memory_format=torch.channels_last) for m in upsamplers if phases)
     else:
         model = vae
     x = torch.randn(1, 16, 7, H, W, generator=torch.Generator().manual_seed(6))  # after conv2: 1 + 3 + 3 latents

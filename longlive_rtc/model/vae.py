@@ -291,6 +291,7 @@ class WanVAEDecoder(nn.Module):
                 module.weight.data = module.weight.data.contiguous(
                     memory_format=fmt if channels_last else torch.contiguous_format
                 )
+        for module in self.modules():  # after the layout: each phase's weights take their conv's
             if phase_upsampling and isinstance(module, Resample):
                 module.use_phases()
         return self
