@@ -87,36 +87,24 @@ def vae_head_and_upsample() -> None:
           f"a copy of those bytes {median_ms(lambda: copy.copy_(out)):.3f} ms")  # fmt: skip
 
 
-def phase_kernels(weight: torch.Tensor) -> list[list[torch.Tensor]]:
-    """The 2x2 kernels that, over the low-resolution frames padded by 1, give output phase (a, b) of a 3x3 conv
-    over their nearest 2x upsampling: rows/columns of the 3x3 taps that read the same source pixel, summed."""
-    fold = weight.new_tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]]).float()  # [phase, tap2, tap3]
-    w = weight.float()
-    return [[torch.einsum("ik,jl,ockl->ocij", fold[a], fold[b], w).to(weight.dtype) for b in (0, 1)] for a in (0, 1)]
-
-
 def upsampler() -> None:
-    """The last Wan VAE upsampler: 12 frames of 192 x 240x416 -> nearest 2x -> 3x3 conv to 96 at 480x832."""
-    frames = randn(12, 192, 240, 416, memory_format=torch.channels_last)
-    weight = randn(96, 192, 3, 3, scale=0.02, memory_format=torch.channels_last)
-    bias = randn(96, scale=0.02)
-    nearest = torch.compile(lambda x: F.interpolate(x, scale_factor=2.0, mode="nearest"), dynamic=False)
-    plain = lambda: F.conv2d(F.interpolate(frames, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)  # noqa: E731
-    compiled = lambda: F.conv2d(nearest(frames), weight, bias, padding=1)  # noqa: E731
-    kernels = phase_kernels(weight)
-    n, _, h, w = frames.shape
+    """The last Wan VAE upsampler (`Resample`): 12 frames of 192 x 240x416 -> nearest 2x -> 3x3 conv to 96 at
+    480x832, and the same module by phases (`Resample.use_phases`)."""
+    import copy
 
-    def phases() -> torch.Tensor:
-        padded = F.pad(frames, (1, 1, 1, 1))
-        out = torch.empty(n, h, 2, w, 2, 96, device=DEVICE, dtype=DTYPE).permute(0, 5, 1, 2, 3, 4)  # channels-last
-        for a in (0, 1):
-            for b in (0, 1):
-                out[:, :, :, a, :, b] = F.conv2d(padded[:, :, a : a + h + 1, b : b + w + 1], kernels[a][b], bias)
-        return out.view(n, 96, 2 * h, 2 * w)
+    from longlive_rtc.model.compile import VAE_METHODS, compile_methods
+    from longlive_rtc.model.vae import Resample, VAEStreamCache
 
-    diff = (plain() - phases()).float().abs()
+    nearest = Resample(192, temporal=False).to(DEVICE, DTYPE)
+    nearest.resample[1].weight.data = nearest.resample[1].weight.data.contiguous(memory_format=torch.channels_last)
+    compiled = compile_methods(copy.deepcopy(nearest), VAE_METHODS[Resample])  # as `--compile on` runs it
+    phases = copy.deepcopy(nearest)
+    phases.use_phases()
+    x = randn(1, 192, 12, 240, 416, memory_format=torch.channels_last_3d)
+    plain, compiled_nearest, by_phases = (lambda m=m: m(x, VAEStreamCache()) for m in (nearest, compiled, phases))
+    diff = (plain() - by_phases()).float().abs()
     print(f"VAE upsampler 192 -> 96 at 480x832: nearest + conv {median_ms(plain):.3f} ms, compiled nearest + conv "
-          f"{median_ms(compiled):.3f} ms, four 2x2 phase convs interleaved {median_ms(phases):.3f} ms "
+          f"{median_ms(compiled_nearest):.3f} ms, four 2x2 phase convs interleaved {median_ms(by_phases):.3f} ms "
           f"(max difference {diff.max():.3g}, mean {diff.mean():.3g})")  # fmt: skip
 
 

@@ -291,9 +291,10 @@ class WanVAEDecoder(nn.Module):
                 module.weight.data = module.weight.data.contiguous(
                     memory_format=fmt if channels_last else torch.contiguous_format
                 )
-        for module in self.modules():  # after the layout: each phase's weights take their conv's
-            if phase_upsampling and isinstance(module, Resample):
-                module.use_phases()
+        if phase_upsampling:  # after the layout: each phase's weights take their conv's
+            for module in self.modules():
+                if isinstance(module, Resample):
+                    module.use_phases()
         return self
 
     def forward(self, latents: torch.Tensor, state: VAEStreamCache, frame_chunk: int | None = None) -> torch.Tensor:
