@@ -6,7 +6,8 @@ Median ms of CUDA events (after warm-up) for: one DiT layer's FFN with GELU as i
 cuBLASLt epilogue of the first GEMM; the self-attention of a steady block through each SDPA backend; the
 Wan VAE's head conv (96 -> 3 channels at 480x832) with its output channels padded or not; its nearest 2x
 upsampling against a plain copy of the same bytes; an upsampler (nearest 2x, then a 3x3 conv) against its
-four-phase form (four 2x2 convs over the low-resolution frames, interleaved). To decide which rewrite could pay
+four-phase form (four 2x2 convs over the low-resolution frames, interleaved); a DiT block's compiled attention
+inputs with RoPE in float64 or float32. To decide which rewrite could pay
 before writing it.
 """
 
@@ -108,6 +109,32 @@ def upsampler() -> None:
           f"(max difference {diff.max():.3g}, mean {diff.mean():.3g})")  # fmt: skip
 
 
+def attention_inputs() -> None:
+    """One full-size DiT block's compiled `attention_inputs` (modulated LayerNorm, q/k/v, q/k RMSNorm, RoPE)
+    over a steady block's 4680 tokens, with RoPE in float64 (the official precision) or float32."""
+    from longlive_rtc.model.compile import compile_methods
+    from longlive_rtc.model.config import WanConfig
+    from longlive_rtc.model.dit import CausalWanAttentionBlock
+    from longlive_rtc.model.rope import RotaryEmbedding, rotation
+
+    cfg = WanConfig()
+    torch.manual_seed(0)
+    block = compile_methods(CausalWanAttentionBlock(cfg).to(DEVICE, DTYPE), ("attention_inputs",))
+    for linear in (block.self_attn.q, block.self_attn.k, block.self_attn.v):
+        torch.nn.init.normal_(linear.weight, std=0.02)
+    x, e0 = randn(1, 4680, cfg.dim), randn(1, 3, 6, cfg.dim, scale=0.1)
+    h, w = cfg.latent_height // cfg.patch_size[1], cfg.latent_width // cfg.patch_size[2]
+    timings, outputs = [], []
+    for dtype in (torch.float64, torch.float32):
+        turn = rotation(RotaryEmbedding(cfg.head_dim, cfg.rope_theta, dtype).freqs(range(9, 12), h, w, DEVICE))
+        call = lambda r=turn: block.attention_inputs(x, e0, r, True, True)  # noqa: E731
+        outputs.append(torch.cat([t.float().flatten() for t in call()]))
+        timings.append(f"RoPE in {str(dtype).removeprefix('torch.')} {median_ms(call):.3f} ms")
+    diff = (outputs[1] - outputs[0]).abs()
+    print(f"DiT attention inputs, compiled: {', '.join(timings)} (difference max {diff.max():.3g}, "
+          f"mean {diff.mean():.3g})")  # fmt: skip
+
+
 def main() -> None:
     torch.set_grad_enabled(False)
     torch.backends.cudnn.benchmark = True
@@ -116,6 +143,7 @@ def main() -> None:
     self_attention()
     vae_head_and_upsample()
     upsampler()
+    attention_inputs()
 
 
 if __name__ == "__main__":

@@ -83,6 +83,16 @@ def test_a_dit_compiled_from_outside_matches_the_plain_one_and_others_stay_plain
     assert not any(is_compiled(b, name) for b in other.blocks for name in DIT_METHODS)
 
 
+def test_compiling_applies_rope_in_float32_within_float32_tolerance_of_the_official_float64() -> None:
+    official = randomize_(CausalWanModel(tiny(num_layers=2)).float(), std=0.25, norm_std=0.25).eval()
+    assert official.rope.dtype == torch.float64
+    want = two_calls(official)
+    compile_dit(official, backend=BACKEND)
+    assert official.rope.dtype == torch.float32
+    for a, b in zip(two_calls(official), want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_a_copy_of_a_compiled_model_calls_its_own_weights() -> None:
     model = compile_dit(tiny_dit(), backend=BACKEND)
     clone = copy.deepcopy(model)

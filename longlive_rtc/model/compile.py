@@ -77,8 +77,10 @@ def is_compiled(module: nn.Module, name: str) -> bool:
 
 def compile_dit(model: CausalWanModel, **options: object) -> CausalWanModel:
     """Compile the pure halves of every block of `model` (fixed shapes, parameter names kept), with each FFN's
-    GELU in its GEMM's epilogue on CUDA (`CausalWanAttentionBlock.feed_forward`); returns it."""
+    GELU in its GEMM's epilogue on CUDA (`CausalWanAttentionBlock.feed_forward`) and RoPE applied in float32
+    (the official float64 differs only at rare bf16 rounding ties); returns it."""
     raise_recompile_limit()
+    model.rope.dtype = torch.float32
     for block in model.modules():
         if isinstance(block, CausalWanAttentionBlock):
             block.gelu_in_gemm = True
