@@ -5,10 +5,8 @@
 Median ms of CUDA events (after warm-up) for: one DiT layer's FFN with GELU as its own kernel or as the
 cuBLASLt epilogue of the first GEMM; the self-attention of a steady block through each SDPA backend; the
 Wan VAE's head conv (96 -> 3 channels at 480x832) with its output channels padded or not; its nearest 2x
-upsampling against a plain copy of the same bytes; an upsampler (nearest 2x, then a 3x3 conv) against its
-four-phase form (four 2x2 convs over the low-resolution frames, interleaved); a DiT block's compiled attention
-inputs with RoPE in float64 or float32. To decide which rewrite could pay
-before writing it.
+upsampling against a plain copy of the same bytes; a DiT block's compiled attention inputs with RoPE in
+float64 or float32. To decide which rewrite could pay before writing it.
 """
 
 from __future__ import annotations
@@ -88,27 +86,6 @@ def vae_head_and_upsample() -> None:
           f"a copy of those bytes {median_ms(lambda: copy.copy_(out)):.3f} ms")  # fmt: skip
 
 
-def upsampler() -> None:
-    """The last Wan VAE upsampler (`Resample`): 12 frames of 192 x 240x416 -> nearest 2x -> 3x3 conv to 96 at
-    480x832, and the same module by phases (`Resample.use_phases`)."""
-    import copy
-
-    from longlive_rtc.model.compile import VAE_METHODS, compile_methods
-    from longlive_rtc.model.vae import Resample, VAEStreamCache
-
-    nearest = Resample(192, temporal=False).to(DEVICE, DTYPE)
-    nearest.resample[1].weight.data = nearest.resample[1].weight.data.contiguous(memory_format=torch.channels_last)
-    compiled = compile_methods(copy.deepcopy(nearest), VAE_METHODS[Resample])  # as `--compile on` runs it
-    phases = copy.deepcopy(nearest)
-    phases.use_phases()
-    x = randn(1, 192, 12, 240, 416, memory_format=torch.channels_last_3d)
-    plain, compiled_nearest, by_phases = (lambda m=m: m(x, VAEStreamCache()) for m in (nearest, compiled, phases))
-    diff = (plain() - by_phases()).float().abs()
-    print(f"VAE upsampler 192 -> 96 at 480x832: nearest + conv {median_ms(plain):.3f} ms, compiled nearest + conv "
-          f"{median_ms(compiled_nearest):.3f} ms, four 2x2 phase convs interleaved {median_ms(by_phases):.3f} ms "
-          f"(max difference {diff.max():.3g}, mean {diff.mean():.3g})")  # fmt: skip
-
-
 def attention_inputs() -> None:
     """One full-size DiT block's compiled `attention_inputs` (modulated LayerNorm, q/k/v, q/k RMSNorm, RoPE)
     over a steady block's 4680 tokens, with RoPE in float64 (the official precision) or float32."""
@@ -142,7 +119,6 @@ def main() -> None:
     ffn()
     self_attention()
     vae_head_and_upsample()
-    upsampler()
     attention_inputs()
 
 

@@ -66,7 +66,6 @@ def layer_ms(stream: StreamingDecoder, latents: torch.Tensor, blocks: int, devic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plain", action="store_true", help="the plain decoder: contiguous layout, eager")
-    parser.add_argument("--phase-upsampling", action="store_true", help="upsamplers as four 2x2 convs each")
     parser.add_argument("--blocks", type=int, default=8, help="steady blocks timed")
     parser.add_argument("--rows", type=int, default=30, help="kernels in the profiler table")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny shapes: check the script, not the speed")
@@ -79,7 +78,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     vae = WanVAEDecoder(cfg).to(device, torch.bfloat16).eval()
     if not args.plain:
-        vae.optimize(channels_last=True, phase_upsampling=args.phase_upsampling)
+        vae.optimize(channels_last=True)
         if device.type == "cuda":
             compile_vae(vae)
     latents = torch.randn(1, 3, *latent, device=device, generator=torch.Generator(device).manual_seed(0))

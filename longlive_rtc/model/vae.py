@@ -169,51 +169,13 @@ class Resample(nn.Module):
             nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(dim, dim // 2, 3, padding=1)
         )
         self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
-        self.register_buffer("phase_weights", None, persistent=False)  # [4, out, in, 2, 2]: `use_phases`
 
     def forward(self, x: torch.Tensor, cache: VAEStreamCache) -> torch.Tensor:
         if self.time_conv is not None:
             x = self._double_frames(x, cache)
         b, c, t, h, w = x.shape
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
-        if self.phase_weights is None:
-            frames = self.resample[1](self.upsample(frames))  # then a 3x3 conv
-        else:
-            frames = self._upsample_by_phases(frames)
+        frames = self.resample[1](self.upsample(x.transpose(1, 2).reshape(b * t, c, h, w)))  # then a 3x3 conv
         return frames.reshape(b, t, -1, 2 * h, 2 * w).transpose(1, 2).contiguous(memory_format=memory_format_of(x))
-
-    @torch.no_grad()
-    def use_phases(self) -> None:
-        """Compute the upsampler as four 2x2 convolutions over the low-resolution frames, one per output pixel
-        phase, instead of a 3x3 conv over their nearest 2x upsampling: the same sums (the 3x3 taps that read
-        the same source pixel are added up front), 16 taps instead of 36 per source pixel, and no upsampled
-        copy of the input."""
-        conv = self.resample[1]
-        dtype = torch.promote_types(conv.weight.dtype, torch.float32)
-        fold = conv.weight.new_tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=dtype)  # [a, 2, 3]
-        weight = conv.weight.to(dtype)  # [out, in, 3, 3]; fold[a] adds a row's (column's) 3 taps onto phase a's 2
-        phases = [torch.einsum("ik,jl,ockl->oijc", fold[a], fold[b], weight) for a in (0, 1) for b in (0, 1)]
-        weights = torch.stack(phases).to(conv.weight.dtype).permute(0, 1, 4, 2, 3)  # each phase channels-last
-        if not conv.weight.is_contiguous(memory_format=torch.channels_last):
-            weights = weights.contiguous()
-        self.phase_weights = weights  # [4, out, in, 2, 2], phase (a, b) at 2a + b
-
-    def _upsample_by_phases(self, frames: torch.Tensor) -> torch.Tensor:
-        """`resample(frames [N, C, h, w])` by phases: output pixel (2i + a, 2j + b) is phase (a, b)'s 2x2 conv
-        at (i, j) of the frames padded by one (rows i-1..i for a = 0, i..i+1 for a = 1; columns alike)."""
-        n, _, h, w = frames.shape
-        bias = self.resample[1].bias
-        padded = F.pad(frames, (1, 1, 1, 1))
-        c_out = self.phase_weights.shape[1]
-        if frames.is_contiguous(memory_format=torch.channels_last):
-            out = frames.new_empty((n, h, 2, w, 2, c_out)).permute(0, 5, 1, 2, 3, 4)  # channels-last when merged
-        else:
-            out = frames.new_empty((n, c_out, h, 2, w, 2))
-        for a in (0, 1):
-            for b in (0, 1):
-                window = padded[:, :, a : a + h + 1, b : b + w + 1]
-                out[:, :, :, a, :, b] = F.conv2d(window, self.phase_weights[2 * a + b], bias)
-        return out.reshape(n, c_out, 2 * h, 2 * w)
 
     def upsample(self, frames: torch.Tensor) -> torch.Tensor:
         """Nearest-neighbour 2x of `frames [N, C, h, w]`: one gather kernel once `compile.compile_vae` compiled
@@ -279,11 +241,9 @@ class WanVAEDecoder(nn.Module):
         return VAEStreamCache()
 
     @torch.no_grad()
-    def optimize(self, channels_last: bool = True, phase_upsampling: bool = False) -> WanVAEDecoder:
+    def optimize(self, channels_last: bool = True) -> WanVAEDecoder:
         """Channels-last (NDHWC) activations and convolution weights, which cuDNN runs faster, with the same
-        results (`compile.compile_vae` compiles the elementwise work between the convolutions); with
-        `phase_upsampling`, the upsamplers as four 2x2 convs each (`Resample.use_phases`: the same sums,
-        rounded at other points)."""
+        results (`compile.compile_vae` compiles the elementwise work between the convolutions)."""
         self.channels_last = channels_last
         for module in self.modules():
             if isinstance(module, nn.Conv3d | nn.Conv2d):
@@ -291,10 +251,6 @@ class WanVAEDecoder(nn.Module):
                 module.weight.data = module.weight.data.contiguous(
                     memory_format=fmt if channels_last else torch.contiguous_format
                 )
-        if phase_upsampling:  # after the layout: each phase's weights take their conv's
-            for module in self.modules():
-                if isinstance(module, Resample):
-                    module.use_phases()
         return self
 
     def forward(self, latents: torch.Tensor, state: VAEStreamCache, frame_chunk: int | None = None) -> torch.Tensor:
