@@ -14,7 +14,7 @@ import torch
 
 from longlive_rtc.bench import bench_sessions
 from longlive_rtc.generators.base import Generator
-from longlive_rtc.generators.gpu_worker import DeviceHung, GpuWorker, WorkerSession
+from longlive_rtc.generators.gpu_worker import START_GRACE, DeviceHung, GpuWorker, WorkerSession
 from longlive_rtc.generators.longlive import LongLiveGenerator
 from longlive_rtc.session import Role, Session
 
@@ -279,15 +279,49 @@ def test_a_block_is_due_when_the_sessions_playback_would_run_out() -> None:
         session = WorkerSession(worker, worker.template.fork(), fps=1.0)  # a slow playback: far deadlines
         session.begin(0, session.encode_prompt("p"))
         deadlines.clear()
+        asked = time.monotonic()
         session.next_block()
         delivered = time.monotonic()
         session.next_block()
+        session.switch_prompt(session.encode_prompt("q"))
         session.next_block()
-        first, second, third = deadlines
-        assert first is not None and first <= delivered
+        first, second, switch, third = deadlines
+        assert first is not None and asked + START_GRACE <= first <= delivered + START_GRACE
         assert second is not None and third is not None
         assert delivered < second <= delivered + 9.0 and third - second == pytest.approx(12.0)
+        assert switch == third, "a prompt change is due with the block it is for"
     finally:
+        worker.close()
+
+
+def test_a_starting_stream_yields_to_the_block_a_playing_session_needs_first() -> None:
+    """A new stream's first block waits for a playing session's block due within ``START_GRACE``."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    gate, order = threading.Event(), []
+    playing, starting = (WorkerSession(worker, worker.template.fork(), fps=15.0) for _ in range(2))
+    for name, session in (("playing", playing), ("starting", starting)):
+        launch = session.stream.launch_block
+        session.stream.launch_block = lambda launch=launch, name=name: (order.append(name), launch())[1]
+    try:
+        playing.begin(0, playing.encode_prompt("p"))
+        playing.next_block()  # on air: its next block is due 9 frames (0.6 s) after this one came
+        starting.begin(1, starting.encode_prompt("q"))
+        order.clear()
+        blocker = threading.Thread(target=worker.call, args=(gate.wait,))
+        blocker.start()
+        while worker.requests < 4:  # begin, block, begin, and now the blocker
+            time.sleep(0.01)
+        threads = [threading.Thread(target=session.next_block) for session in (starting, playing)]
+        for thread in threads:
+            thread.start()
+            while len(worker._queue) < threads.index(thread) + 1:  # queued in this order
+                time.sleep(0.01)
+        gate.set()
+        for thread in [blocker, *threads]:
+            thread.join(30)
+        assert order == ["playing", "starting"]
+    finally:
+        gate.set()
         worker.close()
 
 

@@ -4,7 +4,9 @@ The weights, text encoder and decoder are loaded once; each session gets a thin 
 (a Generator) with its own stream state (KV cache, cross-attention cache, noise, decoder cache). The
 sessions' engines call it from their own threads; every call becomes a request to the worker, which runs
 them one at a time, the most urgent first: a block request is due when the session's playback would run
-out of frames (at the paced rate), every other request (prompt encode, begin, switch, reset) at once.
+out of frames (at the paced rate; a new stream's first block ``START_GRACE`` after it is asked for, so that
+it yields to a playing session's block due sooner), a prompt change with the block it is for, every other
+request (prompt encode, begin, reset) at once.
 
 The worker only *queues* a block on the device (``LongLiveGenerator.launch_block``) and goes on with the
 next request; the session's own thread waits for its frames. So one session's decode and host copy (on
@@ -43,6 +45,9 @@ from .longlive import LaunchedBlock, LongLiveGenerator, warm_up
 
 log = logging.getLogger(__name__)
 
+#: Seconds by which a stream's first block yields: a block that a playing session needs sooner runs first,
+#: so a stream that starts does not make one on air stall (its own first frame comes that much later at most).
+START_GRACE = 0.8
 STUCK_AFTER = 120.0  # seconds one request may run before the device counts as hung
 _POLL = 1.0  # seconds between a waiting caller's checks that the device still moves
 _EVENT_POLL = 0.001  # seconds between a collecting session's checks that its block's frames are out
@@ -253,17 +258,25 @@ class WorkerSession:
         self._clock, self._frames = None, 0
         self._call(self.stream.begin, seed, prompt)
 
+    # A prompt change is for the next block: it is due when that block is.
     def switch_prompt(self, prompt: torch.Tensor) -> None:
-        self._call(self.stream.switch_prompt, prompt)
+        self._call(self.stream.switch_prompt, prompt, deadline=self._due(time.monotonic()))
 
     def cut(self, prompt: torch.Tensor) -> None:
-        self._call(self.stream.cut, prompt)
+        self._call(self.stream.cut, prompt, deadline=self._due(time.monotonic()))
 
     def set_prompt(self, prompt: torch.Tensor) -> None:
-        self._call(self.stream.set_prompt, prompt)
+        self._call(self.stream.set_prompt, prompt, deadline=self._due(time.monotonic()))
 
     def mix_prompts(self, a: Any, b: Any, weight: float, curve: str) -> Any:
-        return self._call(base.mix_prompts, self.stream, a, b, weight, curve)
+        return self._call(base.mix_prompts, self.stream, a, b, weight, curve, deadline=self._due(time.monotonic()))
+
+    def _due(self, now: float) -> float:
+        """When this stream's next block is needed: when its playback would run out of frames (now, if it has
+        already); ``START_GRACE`` from now for a stream not yet playing."""
+        if self._clock is None:
+            return now + START_GRACE
+        return max(now, self._clock + self._frames / self.fps)
 
     def next_block(self) -> np.ndarray:
         now = time.monotonic()
@@ -271,8 +284,7 @@ class WorkerSession:
             # paused or fell behind: its playback is not where a continuous one would be; count from now, so
             # a lag it already has does not outrank every other session's blocks for the rest of its stream
             self._clock = now - self._frames / self.fps
-        due = now if self._clock is None else self._clock + self._frames / self.fps
-        launched = self._call(self.stream.launch_block, deadline=due)
+        launched = self._call(self.stream.launch_block, deadline=self._due(now))
         frames = self.worker.collect(self.stream, launched)
         if self._clock is None:
             self._clock = time.monotonic()
