@@ -103,7 +103,8 @@ def bench_sessions(
     session's generator (a :class:`DevicePool` spreads the sessions over its devices; its ``release`` gets
     them back at the end). Per session: FPS over blocks 1.. (wall clock), block intervals, and *deadline
     misses*: blocks delivered after a ``fps`` playback that started with block 0 would have run out of
-    frames. Medians over runs, in all, per session and per device."""
+    frames (each run also lists, per session, the late blocks and by how much the latest was late). Medians
+    over runs, in all, per session and per device."""
     switch_at = max(6, blocks // 2)
     make = (lambda: source.session(fps)) if isinstance(source, GpuWorker) else source
     handles = [make() for _ in range(sessions)]
@@ -158,7 +159,8 @@ def _sessions_run(results: list[dict], devices: list[str]) -> dict:
         "deadline_misses": sum(r["misses"] for r in results),
         "first_frame_s": max(r["first_frame_s"] for r in results),
         "per_session": [
-            {"device": label, "fps": r["fps"], "misses": r["misses"]} for label, r in zip(devices, results, strict=True)
+            {"device": label} | {k: r[k] for k in ("fps", "misses", "late_blocks", "latest_ms")}
+            for label, r in zip(devices, results, strict=True)
         ],
         "per_device": per_device,
     }  # fmt: skip
@@ -191,11 +193,14 @@ def _drive(handle, seed: int, switch_at: int, blocks: int, fps: float, barrier: 
         times.append(time.perf_counter())
     handle.reset()
     due = [times[0] + sum(frames[:k]) / fps for k in range(1, blocks)]
+    lateness = [t - d for t, d in zip(times[1:], due, strict=True)]  # block k + 1's, seconds (> 0: a miss)
     return {
         "first_frame_s": times[0] - started,
         "fps": sum(frames[1:]) / (times[-1] - times[0]),
         "intervals_s": [b - a for a, b in zip(times, times[1:], strict=False)],
-        "misses": sum(t > d for t, d in zip(times[1:], due, strict=True)),
+        "misses": sum(late > 0 for late in lateness),
+        "late_blocks": [k for k, late in enumerate(lateness, start=1) if late > 0],
+        "latest_ms": 1e3 * max([0.0, *lateness]),
     }
 
 

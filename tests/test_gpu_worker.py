@@ -335,6 +335,9 @@ def test_bench_sessions_counts_deadline_misses(fps: float, misses: int) -> None:
     assert result["sessions"] == 2 and result["deadline_misses"] == misses
     assert len(result["runs"][0]["fps_per_session"]) == 2 and result["min_session_fps"] > 0
     assert result["block_p95_ms"] >= result["block_p50_ms"] > 0
+    for session in result["runs"][0]["per_session"]:  # which blocks were late, and by how much at most
+        assert session["late_blocks"] == (list(range(1, 8)) if misses else [])
+        assert (session["latest_ms"] > 0) == bool(misses)
 
 
 @pytest.mark.gpu
