@@ -6,7 +6,8 @@ Median ms of CUDA events (after warm-up) for: one DiT layer's FFN with GELU as i
 cuBLASLt epilogue of the first GEMM; the self-attention of a steady block through each SDPA backend; the
 Wan VAE's head conv (96 -> 3 channels at 480x832) with its output channels padded or not; its nearest 2x
 upsampling against a plain copy of the same bytes; a DiT block's compiled attention inputs with RoPE in
-float64 or float32. To decide which rewrite could pay before writing it.
+float64 or float32; a 1536 x 1536 projection through cuBLAS, as a third of one q/k/v GEMM, and max-autotuned.
+To decide which rewrite could pay before writing it.
 """
 
 from __future__ import annotations
@@ -112,6 +113,26 @@ def attention_inputs() -> None:
           f"mean {diff.mean():.3g})")  # fmt: skip
 
 
+def projections() -> None:
+    """A 1536 x 1536 projection over a steady block's 4680 tokens (seven per layer: self-attention q, k, v, o,
+    cross-attention q, o): cuBLAS, q/k/v as one 4608-wide GEMM, and Inductor's max-autotune (its Triton tiles
+    against cuBLAS). 4680 rows in 192-row tiles by 1536 columns in 144-column ones are 275 tiles: 2.1 waves
+    on 132 SMs, so the last of three runs near empty."""
+    x = randn(4680, 1536)
+    weight, bias = randn(1536, 1536, scale=0.02), randn(1536, scale=0.02)
+    stacked, stacked_bias = randn(4608, 1536, scale=0.02), randn(4608, scale=0.02)
+    tuned = torch.compile(F.linear, dynamic=False, mode="max-autotune-no-cudagraphs")
+    flops = 2 * 4680 * 1536 * 1536
+    timings = {
+        "cuBLAS": median_ms(lambda: F.linear(x, weight, bias)),
+        "one third of a 4608-wide GEMM": median_ms(lambda: F.linear(x, stacked, stacked_bias)) / 3,
+        "max-autotune": median_ms(lambda: tuned(x, weight, bias)),
+    }
+    diff = (tuned(x, weight, bias) - F.linear(x, weight, bias)).float().abs().max()
+    print("projection 4680 x 1536 -> 1536: " + ", ".join(f"{name} {ms:.4f} ms ({flops / ms / 1e9:.0f} TFLOP/s)"
+          for name, ms in timings.items()) + f" (max-autotune's max difference {diff:.3g})")  # fmt: skip
+
+
 def main() -> None:
     torch.set_grad_enabled(False)
     torch.backends.cudnn.benchmark = True
@@ -120,6 +141,7 @@ def main() -> None:
     self_attention()
     vae_head_and_upsample()
     attention_inputs()
+    projections()
 
 
 if __name__ == "__main__":
