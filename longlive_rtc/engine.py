@@ -26,7 +26,7 @@ import numpy as np
 
 from .cards import render_card
 from .frame_buffer import BufferedFrame, FrameBuffer
-from .generators.base import PLAYBACK_FPS, CallCancelled, Generator, cancel_pending
+from .generators.base import PLAYBACK_FPS, CallCancelled, Generator, cancel_pending, skip_frames
 from .pacing import Pacer
 from .schedule import PromptSchedule, ScheduledPrompt
 from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEncodingError
@@ -354,6 +354,7 @@ class Engine:
                 skipped = len(self.buffer)
                 self.buffer.replace(_buffered(block, run, skipped))
                 self.frames_skipped += skipped
+            skip_frames(self.generator, skipped)  # on a shared GPU its next blocks are due that much sooner
         elif not self.buffer.put_block(_buffered(block, run), overflow=self._live_waiting):
             return
         self._emit(BlockDone(run, block.end_frame, block.end_video_frame))

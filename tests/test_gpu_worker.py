@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from longlive_rtc.bench import bench_sessions
+from longlive_rtc.generators import gpu_worker
 from longlive_rtc.generators.base import Generator
 from longlive_rtc.generators.gpu_worker import START_GRACE, DeviceHung, GpuWorker, WorkerSession
 from longlive_rtc.generators.longlive import LongLiveGenerator
@@ -210,10 +211,10 @@ def test_a_session_back_from_a_pause_is_not_forever_due_at_once() -> None:
     worker = GpuWorker(tiny_longlive("tae"))
     deadlines = record_deadlines(worker)
     try:
-        session = WorkerSession(worker, worker.template.fork(), fps=10.0)  # block 0: 0.9 s, then 1.2 s each
+        session = WorkerSession(worker, worker.template.fork(), fps=5.0)  # block 0: 1.8 s, then 2.4 s each
         session.begin(0, session.encode_prompt("p"))
         session.next_block()
-        time.sleep(3.0)  # paused: a continuous playback would have run out of frames 2.1 s ago
+        time.sleep(3.0)  # paused: a continuous playback would have run out of frames 1.2 s ago
         deadlines.clear()
         resumed = time.monotonic()
         session.next_block()  # due at once: its buffer ran dry
@@ -221,7 +222,7 @@ def test_a_session_back_from_a_pause_is_not_forever_due_at_once() -> None:
         session.next_block()
         second, third = deadlines
         assert second is not None and resumed <= second <= before_third
-        assert third is not None and third - second == pytest.approx(1.2, abs=0.01), "12 frames after the resume"
+        assert third is not None and third - second == pytest.approx(2.4, abs=0.01), "12 frames after the resume"
     finally:
         worker.close()
 
@@ -294,8 +295,27 @@ def test_a_block_is_due_when_the_sessions_playback_would_run_out() -> None:
         worker.close()
 
 
-def test_a_starting_stream_yields_to_the_block_a_playing_session_needs_first() -> None:
+def test_frames_never_shown_bring_the_next_blocks_deadline_forward() -> None:
+    """A live prompt's block replaced 5 queued frames: the frames after them air 5 frames sooner."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    deadlines = record_deadlines(worker)
+    try:
+        session = WorkerSession(worker, worker.template.fork(), fps=1.0)
+        session.begin(0, session.encode_prompt("p"))
+        session.next_block()
+        deadlines.clear()
+        session.next_block()
+        session.skip_frames(5)
+        session.next_block()
+        second, third = deadlines
+        assert third - second == pytest.approx(12.0 - 5.0)
+    finally:
+        worker.close()
+
+
+def test_a_starting_stream_yields_to_the_block_a_playing_session_needs_first(monkeypatch) -> None:
     """A new stream's first block waits for a playing session's block due within ``START_GRACE``."""
+    monkeypatch.setattr(gpu_worker, "START_GRACE", 30.0)  # far more than a loaded machine's thread delays
     worker = GpuWorker(tiny_longlive("tae"))
     gate, order = threading.Event(), []
     playing, starting = (WorkerSession(worker, worker.template.fork(), fps=15.0) for _ in range(2))

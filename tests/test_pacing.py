@@ -173,8 +173,18 @@ def test_block_ms_comes_from_the_flag_or_the_environment(monkeypatch: pytest.Mon
         build_parser().parse_args(["serve", "--block-ms", "-1"])
 
 
+class SkipCounting(SyntheticGenerator):
+    """Counts the frames the engine says will never be shown (``skip_frames``, as a shared GPU's session)."""
+
+    skipped = 0
+
+    def skip_frames(self, count: int) -> None:
+        self.skipped += count
+
+
 async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_once() -> None:
-    session = Session("asap", SyntheticGenerator(SMALL, block_ms=100))
+    generator = SkipCounting(SMALL, block_ms=100)
+    session = Session("asap", generator)
     session.engine.pacer.asap = True
     clock = OnAirClock(session.engine, on_shown=session.shown)
     shown: list[int | None] = []
@@ -202,6 +212,7 @@ async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_
         assert all(e.data["mode"] == "recache" and e.data["skipped"] > 0 for e in on_air), "each cut in"
         assert sum(e.data["skipped"] for e in log.of("on_air")) == session.engine.frames_skipped
         assert session.state_data()["frames_skipped"] == session.engine.frames_skipped
+        assert generator.skipped == session.engine.frames_skipped, "the generator heard of every skipped frame"
         frames = [f for f in shown if f is not None]
         assert frames == sorted(frames) and len(set(frames)) == len(frames), "in order, each frame once"
         for event in on_air:  # each live block cut in: the frame before it on screen is not its predecessor

@@ -58,8 +58,9 @@ class Generator(Protocol):
     (T = 9 for block 0, 12 after).
 
     A generator may also define ``mix_prompts(a, b, weight, curve)`` for embeddings that are not tensors
-    (see :func:`mix_prompts`), and ``cancel_pending()`` when its calls wait their turn on a shared device
-    (see :func:`cancel_pending`).
+    (see :func:`mix_prompts`), ``cancel_pending()`` when its calls wait their turn on a shared device
+    (see :func:`cancel_pending`), and ``skip_frames(count)`` when it schedules by its playback (see
+    :func:`skip_frames`).
     """
 
     geometry: Geometry
@@ -112,6 +113,14 @@ def cancel_pending(generator: Generator) -> None:
     cancel = getattr(generator, "cancel_pending", None)
     if cancel is not None:
         cancel()
+
+
+def skip_frames(generator: Generator, count: int) -> None:
+    """Tell ``generator`` that ``count`` frames it made will never be shown (a live prompt's block replaced
+    them); a generator that does not schedule by its playback has nothing to do."""
+    skip = getattr(generator, "skip_frames", None)
+    if skip is not None and count > 0:
+        skip(count)
 
 
 def mix_prompts(generator: Generator, a: PromptEmbedding, b: PromptEmbedding, weight: float, curve: str) -> Any:

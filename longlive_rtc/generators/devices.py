@@ -258,6 +258,9 @@ class PlacedGenerator:
     def cancel_pending(self) -> None:
         base.cancel_pending(self.inner)
 
+    def skip_frames(self, count: int) -> None:
+        base.skip_frames(self.inner, count)
+
     def reset(self) -> None:
         if self.device.error is None:  # a failed device's state is dropped with it
             self._call("reset")

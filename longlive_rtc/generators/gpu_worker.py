@@ -226,7 +226,7 @@ class WorkerSession:
         self.geometry = stream.geometry
         self.fps = fps
         self._clock: float | None = None  # when this stream's playback would have shown frame 0
-        self._frames = 0  # video frames delivered since begin
+        self._frames = 0  # video frames delivered since begin, less those never shown (`skip_frames`)
 
     def _call(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
         return self.worker.call(fn, *args, deadline=deadline, owner=self)
@@ -270,6 +270,11 @@ class WorkerSession:
 
     def mix_prompts(self, a: Any, b: Any, weight: float, curve: str) -> Any:
         return self._call(base.mix_prompts, self.stream, a, b, weight, curve, deadline=self._due(time.monotonic()))
+
+    def skip_frames(self, count: int) -> None:
+        """``count`` frames delivered will never be shown (a live prompt's block replaced them): the frames
+        after them take their time on air, so the next blocks are due that much sooner."""
+        self._frames -= count
 
     def _due(self, now: float) -> float:
         """When this stream's next block is needed: when its playback would run out of frames (now, if it has
