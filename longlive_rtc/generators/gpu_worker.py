@@ -258,18 +258,21 @@ class WorkerSession:
         self._clock, self._frames = None, 0
         self._call(self.stream.begin, seed, prompt)
 
-    # A prompt change is for the next block: it is due when that block is.
     def switch_prompt(self, prompt: torch.Tensor) -> None:
-        self._call(self.stream.switch_prompt, prompt, deadline=self._due(time.monotonic()))
+        self._for_next_block(self.stream.switch_prompt, prompt)
 
     def cut(self, prompt: torch.Tensor) -> None:
-        self._call(self.stream.cut, prompt, deadline=self._due(time.monotonic()))
+        self._for_next_block(self.stream.cut, prompt)
 
     def set_prompt(self, prompt: torch.Tensor) -> None:
-        self._call(self.stream.set_prompt, prompt, deadline=self._due(time.monotonic()))
+        self._for_next_block(self.stream.set_prompt, prompt)
 
     def mix_prompts(self, a: Any, b: Any, weight: float, curve: str) -> Any:
-        return self._call(base.mix_prompts, self.stream, a, b, weight, curve, deadline=self._due(time.monotonic()))
+        return self._for_next_block(base.mix_prompts, self.stream, a, b, weight, curve)
+
+    def _for_next_block(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A prompt change: it is for the next block, so it is due when that block is."""
+        return self._call(fn, *args, deadline=self._due(time.monotonic()))
 
     def skip_frames(self, count: int) -> None:
         """``count`` frames delivered will never be shown (a live prompt's block replaced them): the frames
@@ -277,19 +280,18 @@ class WorkerSession:
         self._frames -= count
 
     def _due(self, now: float) -> float:
-        """When this stream's next block is needed: when its playback would run out of frames (now, if it has
-        already); ``START_GRACE`` from now for a stream not yet playing."""
+        """When this stream's next block is needed: when its playback would run out of frames, ``START_GRACE``
+        from now for a stream not yet playing. A playback already out of frames (paused, or fell behind)
+        counts from now on, so a lag it has does not outrank every other session's blocks for the rest of
+        its stream."""
         if self._clock is None:
             return now + START_GRACE
-        return max(now, self._clock + self._frames / self.fps)
+        if self._clock + self._frames / self.fps < now:
+            self._clock = now - self._frames / self.fps
+        return self._clock + self._frames / self.fps
 
     def next_block(self) -> np.ndarray:
-        now = time.monotonic()
-        if self._clock is not None and self._clock + self._frames / self.fps < now:
-            # paused or fell behind: its playback is not where a continuous one would be; count from now, so
-            # a lag it already has does not outrank every other session's blocks for the rest of its stream
-            self._clock = now - self._frames / self.fps
-        launched = self._call(self.stream.launch_block, deadline=self._due(now))
+        launched = self._call(self.stream.launch_block, deadline=self._due(time.monotonic()))
         frames = self.worker.collect(self.stream, launched)
         if self._clock is None:
             self._clock = time.monotonic()
