@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from .generators.base import Generator
+from .generators.base import Generator, start_lead
 from .generators.devices import DevicePool, parse_devices
 from .generators.gpu_worker import PLAYBACK_FPS, GpuWorker
 from .generators.longlive import LongLiveGenerator, enable_compile, random_longlive, use_precision, warm_up
@@ -102,9 +102,10 @@ def bench_sessions(
     the same block as ``bench_generator``. ``source`` is one GPU worker, or what serve's hub calls for a
     session's generator (a :class:`DevicePool` spreads the sessions over its devices; its ``release`` gets
     them back at the end). Per session: FPS over blocks 1.. (wall clock), block intervals, and *deadline
-    misses*: blocks delivered after a ``fps`` playback that started with block 0 would have run out of
-    frames (each run also lists, per session, the late blocks and by how much the latest was late). Medians
-    over runs, in all, per session and per device."""
+    misses*: blocks delivered after a ``fps`` playback would have run out of frames, one that started with
+    block 0 once the engine's start lead (``base.start_lead``: on a shared device) was over (each run also
+    lists, per session, the late blocks, by how much the latest was late, and the lead). Medians over runs,
+    in all, per session and per device."""
     switch_at = max(6, blocks // 2)
     make = (lambda: source.session(fps)) if isinstance(source, GpuWorker) else source
     handles = [make() for _ in range(sessions)]
@@ -159,7 +160,7 @@ def _sessions_run(results: list[dict], devices: list[str]) -> dict:
         "deadline_misses": sum(r["misses"] for r in results),
         "first_frame_s": max(r["first_frame_s"] for r in results),
         "per_session": [
-            {"device": label} | {k: r[k] for k in ("fps", "misses", "late_blocks", "latest_ms")}
+            {"device": label} | {k: r[k] for k in ("fps", "misses", "late_blocks", "latest_ms", "start_lead_s")}
             for label, r in zip(devices, results, strict=True)
         ],
         "per_device": per_device,
@@ -185,17 +186,20 @@ def _drive(handle, seed: int, switch_at: int, blocks: int, fps: float, barrier: 
         barrier.abort()  # the other sessions fail too instead of waiting
         raise
     started = time.perf_counter()
-    times, frames = [], []
+    times, frames, lead = [], [], 0.0
     for b in range(blocks):
         if b == switch_at:
             handle.switch_prompt(prompts[1])
         frames.append(len(handle.next_block()))
         times.append(time.perf_counter())
+        if b == 0:  # as the engine holds a run's first frame: its playback starts that much later
+            lead = start_lead(handle)
     handle.reset()
-    due = [times[0] + sum(frames[:k]) / fps for k in range(1, blocks)]
+    due = [times[0] + lead + sum(frames[:k]) / fps for k in range(1, blocks)]
     lateness = [t - d for t, d in zip(times[1:], due, strict=True)]  # block k + 1's, seconds (> 0: a miss)
     return {
         "first_frame_s": times[0] - started,
+        "start_lead_s": lead,
         "fps": sum(frames[1:]) / (times[-1] - times[0]),
         "intervals_s": [b - a for a, b in zip(times, times[1:], strict=False)],
         "misses": sum(late > 0 for late in lateness),

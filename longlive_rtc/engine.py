@@ -26,7 +26,7 @@ import numpy as np
 
 from .cards import render_card
 from .frame_buffer import BufferedFrame, FrameBuffer
-from .generators.base import PLAYBACK_FPS, CallCancelled, Generator, cancel_pending, skip_frames
+from .generators.base import PLAYBACK_FPS, CallCancelled, Generator, cancel_pending, skip_frames, start_lead
 from .pacing import Pacer
 from .schedule import PromptSchedule, ScheduledPrompt
 from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEncodingError
@@ -130,6 +130,7 @@ class Engine:
         self._drop_pending = False
         self._closed = False
         self._playing = False  # a frame was shown since start/resume: underruns count as stalls now
+        self._airs_from: float | None = None  # a run's first frame waits until then (``base.start_lead``)
         self._to_prepare: deque[ScheduledPrompt] = deque()
         self._thread = threading.Thread(target=self._work, name="longlive-engine", daemon=True)
         self._thread.start()
@@ -142,7 +143,7 @@ class Engine:
             self._run += 1
             self._seed = seed
             self._running, self._paused = True, False
-            self._begin_pending, self._playing, self._last_shown = True, False, None
+            self._begin_pending, self._playing, self._last_shown, self._airs_from = True, False, None, None
             self._live.clear()
             self.buffer.clear()
             self._cond.notify_all()
@@ -215,6 +216,8 @@ class Engine:
         if paused:
             return PlayoutItem(Playout.PAUSED)
         with self._cond:
+            if not self._playing and self._airs_from is not None and time.monotonic() < self._airs_from:
+                return PlayoutItem(Playout.STALL)  # a run's first frame held back: not a stall yet
             frame = self.buffer.pop()
             while frame is not None and frame.run != self._run:  # queued by a run stopped meanwhile
                 frame = self.buffer.pop()
@@ -224,7 +227,7 @@ class Engine:
                     log.debug("stall %d: nothing buffered, the worker is %s", self.stalls,
                               "waiting for a live prompt's block" if self._live else "generating")  # fmt: skip
                 return PlayoutItem(Playout.STALL)
-            self._playing, self._last_shown = True, time.monotonic()
+            self._playing, self._last_shown, self._airs_from = True, time.monotonic(), None
             self._cond.notify_all()  # the worker's just-in-time start is counted from this frame
         return PlayoutItem(
             Playout.FRAME, frame.image, frame.index, frame.run, frame.applied, frame.block_start, frame.skipped
@@ -345,6 +348,10 @@ class Engine:
                   1e3 * self.pacer.margin)  # fmt: skip
         if run != self.current_run:
             return
+        if block.start_frame == 0:  # its first frame airs after the generator's lead (a shared device's)
+            lead = start_lead(self.generator)
+            with self._cond:
+                self._airs_from = time.monotonic() + lead
         if block.applied is not None:  # before its frames can go on air: on_air always follows prompt_applied
             self._emit(PromptApplied(run, block.applied, block.start_frame))
         if block.applied is not None and block.applied in live:  # at once, in place of the frames queued

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from longlive_rtc.bench import bench_sessions
-from longlive_rtc.generators import gpu_worker
+from longlive_rtc.generators import base, gpu_worker
 from longlive_rtc.generators.base import Generator
 from longlive_rtc.generators.gpu_worker import START_GRACE, DeviceHung, GpuWorker, WorkerSession
 from longlive_rtc.generators.longlive import LongLiveGenerator
@@ -309,6 +309,27 @@ def test_frames_never_shown_bring_the_next_blocks_deadline_forward() -> None:
         session.next_block()
         second, third = deadlines
         assert third - second == pytest.approx(12.0 - 5.0)
+    finally:
+        worker.close()
+
+
+def test_a_stream_sharing_the_device_holds_its_first_frame_for_the_other_streams_blocks() -> None:
+    """With another stream on the device, its next block runs before this one's second: the lead is one of
+    this stream's block times per other stream, and nothing alone."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    try:
+        first, second = (WorkerSession(worker, worker.template.fork()) for _ in range(2))
+        first.begin(0, first.encode_prompt("p"))
+        asked = time.monotonic()
+        first.next_block()
+        took = time.monotonic() - asked
+        assert base.start_lead(first) == 0.0, "alone on the device"
+        second.begin(1, second.encode_prompt("q"))
+        assert 0.0 < base.start_lead(first) <= took, "one other stream: one block time"
+        second.next_block()
+        assert base.start_lead(second) > 0.0
+        second.reset()
+        assert base.start_lead(first) == 0.0, "the other stream ended"
     finally:
         worker.close()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
+import numpy as np
 import pytest
 
 from longlive_rtc.generators import SyntheticGenerator
@@ -180,6 +182,43 @@ class SkipCounting(SyntheticGenerator):
 
     def skip_frames(self, count: int) -> None:
         self.skipped += count
+
+
+class SharedDevice(SyntheticGenerator):
+    """As a session on a shared GPU: its first frame should wait ``lead`` seconds (``start_lead``)."""
+
+    lead = 0.6
+    first_block_at: float | None = None
+
+    def start_lead(self) -> float:
+        return self.lead
+
+    def next_block(self) -> np.ndarray:
+        frames = super().next_block()
+        if self.first_block_at is None:
+            self.first_block_at = time.monotonic()
+        return frames
+
+
+async def test_a_runs_first_frame_waits_for_the_generators_lead_and_the_wait_is_no_stall() -> None:
+    generator = SharedDevice(SMALL, block_ms=50)
+    session = Session("lead", generator)
+    clock = OnAirClock(session.engine, on_shown=session.shown)
+    shown: dict[int, float] = {}
+    clock.add_sink(type("Sink", (), {"on_air": lambda self, f: shown.setdefault(f.video_frame, time.monotonic())})())
+    clock.start()
+    log = EventLog()
+    session.join(Role.CONTROLLER, log)
+    try:
+        command(session, "schedule_prompt", new_prompt="first", timestamp=0)
+        command(session, "start")
+        await log.wait_for(lambda e: e.type == "on_air" and e.data["video_frame"] == 0)
+        assert generator.first_block_at is not None
+        assert shown[0] - generator.first_block_at >= generator.lead, "held for the lead after its block"
+        assert session.engine.stalls == 0, "the hold before the first frame is not a stall"
+    finally:
+        clock.stop()
+        session.close()
 
 
 async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_once() -> None:

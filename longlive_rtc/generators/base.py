@@ -123,6 +123,14 @@ def skip_frames(generator: Generator, count: int) -> None:
         skip(count)
 
 
+def start_lead(generator: Generator) -> float:
+    """Seconds a playback should hold its first frame once its first block is ready: on a device shared with
+    other streams, their blocks run before this one's next, and its first block's frames alone would run out
+    (a stall at the start); 0 for a generator that has its device to itself."""
+    lead = getattr(generator, "start_lead", None)
+    return max(0.0, lead()) if lead is not None else 0.0
+
+
 def mix_prompts(generator: Generator, a: PromptEmbedding, b: PromptEmbedding, weight: float, curve: str) -> Any:
     """The embedding ``weight`` of the way from ``a`` to ``b``: the generator's ``mix_prompts`` when it has
     one, else :func:`~longlive_rtc.generators.blend.mix_embeddings` (tensors and arrays)."""

@@ -261,6 +261,9 @@ class PlacedGenerator:
     def skip_frames(self, count: int) -> None:
         base.skip_frames(self.inner, count)
 
+    def start_lead(self) -> float:
+        return base.start_lead(self.inner)
+
     def reset(self) -> None:
         if self.device.error is None:  # a failed device's state is dropped with it
             self._call("reset")

@@ -87,6 +87,7 @@ class GpuWorker:
         self.hung: str | None = None  # why the device counts as hung (then every request fails)
         self._running: tuple[float, bool] | None = None  # when the current request began; may it hang
         self.requests = 0
+        self._streaming: set[WorkerSession] = set()  # sessions between begin and reset
         self._thread = threading.Thread(target=self._work, name="longlive-gpu", daemon=True)
         self._thread.start()
 
@@ -97,6 +98,19 @@ class GpuWorker:
     def session(self, fps: float = PLAYBACK_FPS) -> WorkerSession:
         """A new session's generator: its own stream over the shared model."""
         return WorkerSession(self, self.template.fork(), fps)
+
+    def stream_began(self, session: WorkerSession) -> None:
+        with self._cond:
+            self._streaming.add(session)
+
+    def stream_ended(self, session: WorkerSession) -> None:
+        with self._cond:
+            self._streaming.discard(session)
+
+    def others_streaming(self, session: WorkerSession) -> int:
+        """How many other sessions stream on this device now (begun and not reset)."""
+        with self._cond:
+            return len(self._streaming - {session})
 
     def call(
         self, fn: Callable[..., Any], *args: Any, deadline: float | None = None, owner: object = None,
@@ -227,6 +241,7 @@ class WorkerSession:
         self.fps = fps
         self._clock: float | None = None  # when this stream's playback would have shown frame 0
         self._frames = 0  # video frames delivered since begin, less those never shown (`skip_frames`)
+        self._block_seconds: float | None = None  # device time of its last block (from its launch to its frames)
 
     def _call(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
         return self.worker.call(fn, *args, deadline=deadline, owner=self)
@@ -257,6 +272,7 @@ class WorkerSession:
     def begin(self, seed: int, prompt: torch.Tensor) -> None:
         self._clock, self._frames = None, 0
         self._call(self.stream.begin, seed, prompt)
+        self.worker.stream_began(self)
 
     def switch_prompt(self, prompt: torch.Tensor) -> None:
         self._for_next_block(self.stream.switch_prompt, prompt)
@@ -290,14 +306,36 @@ class WorkerSession:
             self._clock = now - self._frames / self.fps
         return self._clock + self._frames / self.fps
 
+    def start_lead(self) -> float:
+        """Its first frame waits one of its blocks' time for every other session streaming here: their next
+        blocks run before its second one (see ``base.start_lead``)."""
+        return self.worker.others_streaming(self) * (self._block_seconds or 0.0)
+
     def next_block(self) -> np.ndarray:
-        launched = self._call(self.stream.launch_block, deadline=self._due(time.monotonic()))
+        launched, started = self._call(self._launch, deadline=self._due(time.monotonic()))
         frames = self.worker.collect(self.stream, launched)
-        if self._clock is None:
-            self._clock = time.monotonic()
+        self._block_seconds = _seconds_since(started, launched)
+        if self._clock is None:  # its playback begins once the engine has held its first frame for the lead
+            self._clock = time.monotonic() + self.start_lead()
         self._frames += len(frames)
         return frames
 
+    def _launch(self) -> tuple[LaunchedBlock, torch.cuda.Event | float]:
+        """Queue the next block, marked where it starts: an event on the device's stream, else the wall time."""
+        started: torch.cuda.Event | float = time.monotonic()
+        if self.stream.device.type == "cuda":
+            started = torch.cuda.Event(enable_timing=True)
+            started.record()
+        return self.stream.launch_block(), started
+
     def reset(self) -> None:
+        self.worker.stream_ended(self)
         self._clock, self._frames = None, 0
         self.worker.call(self.stream.reset)  # no owner: never dropped, it frees the stream's device memory
+
+
+def _seconds_since(started: torch.cuda.Event | float, block: LaunchedBlock) -> float:
+    """A block's time from ``started`` to its frames out: device time between CUDA events, else wall time."""
+    if isinstance(started, torch.cuda.Event) and block.done is not None:
+        return started.elapsed_time(block.done) / 1e3
+    return time.monotonic() - started if isinstance(started, float) else 0.0

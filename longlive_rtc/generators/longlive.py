@@ -132,7 +132,7 @@ class LongLiveGenerator:
             frames = self.decoder.decode(latents)[0]
             count = frames.shape[0]
             self._host[:count].copy_(frames, non_blocking=True)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(enable_timing=True)  # a GPU worker times its sessions' blocks
             done.record(self._side)
         return LaunchedBlock(None, count, done)
 
