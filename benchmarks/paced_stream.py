@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
 
 from aiortc.codecs.vpx import Vp8Encoder
@@ -72,9 +73,15 @@ async def run_one(session: Session, args, started: float) -> dict:
     requested: dict[str, float] = {}
     shown: dict[str, float] = {}
     next_switch, number = started + args.switch_every, 1
+    next_report = started + args.report_every
     frames = encoded_bytes = 0
     try:
         while time.monotonic() - started < args.seconds:
+            if time.monotonic() >= next_report:  # progress on a long run: what it saw so far survives a cut
+                next_report += args.report_every
+                print(f"{session.id} {time.monotonic() - started:.0f} s: {frames} frames, "
+                      f"{session.engine.stalls} stalls, {len(requested)} switches, "
+                      f"{session.engine.frames_skipped} frames skipped", file=sys.stderr, flush=True)  # fmt: skip
             frame = await track.recv()
             payloads, _ = await loop.run_in_executor(None, encoder.encode, frame)
             frames += 1
@@ -141,9 +148,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--buffer-blocks", type=int, default=1)
     parser.add_argument("--live-switch", default="asap", choices=LIVE_SWITCHES, help="as serve's flag")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--report-every", type=float, default=60, help="seconds between progress lines (stderr)")
     args = parser.parse_args(argv)
     if args.sessions < 1:
         parser.error("--sessions must be >= 1")
+    if args.report_every <= 0:
+        parser.error("--report-every must be > 0")
     return args
 
 

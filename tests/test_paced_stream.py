@@ -16,10 +16,15 @@ def load_script():
     return module
 
 
-async def test_paced_stream_reports_each_session_of_a_shared_worker() -> None:
+async def test_paced_stream_reports_each_session_of_a_shared_worker(capsys) -> None:
     paced = load_script()
-    args = paced.parse_args(["--generator", "tiny", "--sessions", "2", "--seconds", "3", "--switch-every", "1"])
+    args = paced.parse_args(
+        ["--generator", "tiny", "--sessions", "2", "--seconds", "3", "--switch-every", "1", "--report-every", "1"]
+    )
     result = await paced.run(args)
+    progress = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("s0 ") and "stalls" in line for line in progress), "progress lines as it runs"
+    assert any(line.startswith("s1 ") for line in progress)
     assert result["sessions"] == 2 and [r["session"] for r in result["per_session"]] == ["s0", "s1"]
     assert result["stalls"] == [r["stalls"] for r in result["per_session"]]
     for report in result["per_session"]:  # progress over the window, not a rate
