@@ -10,6 +10,11 @@ they share one GPU worker (weights loaded once), as ``serve --max-sessions N`` d
     python benchmarks/paced_stream.py --sessions 2 --decoder wan --seconds 600           (two sessions, one GPU)
     python benchmarks/paced_stream.py --generator synthetic --seconds 20                 (CPU, checks the script)
     python benchmarks/paced_stream.py --generator tiny --sessions 2 --seconds 5          (CPU, the GPU-worker path)
+
+``--generator synthetic --shared-device --block-ms B --switch-ms S`` puts synthetic sessions on the real GPU
+worker (CPU): it runs their blocks one at a time, earliest deadline first, each taking B ms of its thread (a
+recache S ms more). That tests the engines' pacing and the worker's scheduling of sessions that share a
+device at a given load, not a model's speed.
 """
 
 from __future__ import annotations
@@ -21,21 +26,52 @@ import statistics
 import sys
 import time
 
+import numpy as np
 from aiortc.codecs.vpx import Vp8Encoder
 
-from longlive_rtc.generators.base import Generator
+from longlive_rtc.generators import SyntheticGenerator
+from longlive_rtc.generators.base import Generator, Geometry
 from longlive_rtc.protocol import Event
 from longlive_rtc.rtc.hub import LIVE_SWITCHES
 from longlive_rtc.rtc.track import OnAirClock
 from longlive_rtc.session import Role, Session
 
 
+class EmulatedStream(SyntheticGenerator):
+    """A synthetic stream in the shape a GPU worker drives (``fork``, ``launch_block``, ``collect``), for
+    ``--shared-device``: the worker runs the sessions' blocks one at a time, by deadline, each taking its
+    emulated time on the worker's thread."""
+
+    encodes_on_cpu = False
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    def fork(self) -> EmulatedStream:
+        return EmulatedStream(self.geometry, self.block_ms, self.switch_ms)
+
+    def launch_block(self):
+        from longlive_rtc.generators.longlive import LaunchedBlock
+
+        return LaunchedBlock(SyntheticGenerator.next_block(self))
+
+    def collect(self, block) -> np.ndarray:
+        return block.frames
+
+
 def build(args) -> tuple[list[Generator], object | None]:
     """One generator per session, and the GPU worker they share (None for the synthetic generator)."""
     if args.generator == "synthetic":
-        from longlive_rtc.generators import SyntheticGenerator
+        geometry = Geometry(*args.size)
+        if args.shared_device:  # the real GPU worker's scheduling, over emulated blocks
+            from longlive_rtc.generators.gpu_worker import GpuWorker
 
-        return [SyntheticGenerator() for _ in range(args.sessions)], None
+            worker = GpuWorker(EmulatedStream(geometry, args.block_ms, args.switch_ms))
+            return [worker.session() for _ in range(args.sessions)], worker
+        return [SyntheticGenerator(geometry, args.block_ms, args.switch_ms) for _ in range(args.sessions)], None
     import torch
 
     from longlive_rtc.generators.gpu_worker import GpuWorker
@@ -138,6 +174,17 @@ async def run(args) -> dict:
     }
 
 
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    try:
+        size = int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
+    if min(size) < 16 or size[0] % 16 or size[1] % 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides multiples of 16, at least 16")
+    return size
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generator", default="longlive", choices=["longlive", "synthetic", "tiny"])
@@ -148,6 +195,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--buffer-blocks", type=int, default=1)
     parser.add_argument("--live-switch", default="asap", choices=LIVE_SWITCHES, help="as serve's flag")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--block-ms", type=float, default=0.0, help="synthetic: each block's emulated time")
+    parser.add_argument("--switch-ms", type=float, default=0.0, help="synthetic: a recache's emulated time")
+    parser.add_argument("--shared-device", action="store_true",
+                        help="synthetic: the sessions' blocks take turns on one emulated device, as on one GPU")
+    parser.add_argument("--size", type=_size, default=(832, 480), help="synthetic: WIDTHxHEIGHT (default 832x480)")
     parser.add_argument("--report-every", type=float, default=60, help="seconds between progress lines (stderr)")
     args = parser.parse_args(argv)
     if args.sessions < 1:

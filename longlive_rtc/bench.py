@@ -125,8 +125,10 @@ def bench_sessions(
         release = getattr(source, "release", None)
         for handle in handles if release is not None else ():
             release(handle)
-    keys = [k for k in per_run[0] if k not in ("per_session", "per_device")]
+    keys = [k for k in per_run[0] if k not in ("per_session", "per_device", "fps_per_session")]
     med = {key: statistics.median(r[key] for r in per_run) for key in keys}
+    by_session = zip(*(r["fps_per_session"] for r in per_run), strict=True)
+    med["fps_per_session"] = [statistics.median(fps) for fps in by_session]
     med["sessions"] = sessions
     med["per_session"] = [
         {"device": label} | {k: statistics.median(r["per_session"][i][k] for r in per_run) for k in ("fps", "misses")}

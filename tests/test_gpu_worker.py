@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from longlive_rtc import bench
 from longlive_rtc.bench import bench_sessions
 from longlive_rtc.generators import base, gpu_worker
 from longlive_rtc.generators.base import Generator
@@ -367,7 +368,8 @@ def test_a_starting_stream_yields_to_the_block_a_playing_session_needs_first(mon
 
 
 @pytest.mark.parametrize("fps, misses", [(1e-3, 0), (1e9, 2 * 7)])
-def test_bench_sessions_counts_deadline_misses(fps: float, misses: int) -> None:
+def test_bench_sessions_counts_deadline_misses(fps: float, misses: int, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "start_lead", lambda generator: 0.0)  # playbacks from each first block
     worker = GpuWorker(tiny_longlive("tae"))
     try:
         result = bench_sessions(worker, sessions=2, blocks=8, runs=1, fps=fps)
@@ -379,6 +381,20 @@ def test_bench_sessions_counts_deadline_misses(fps: float, misses: int) -> None:
     for session in result["runs"][0]["per_session"]:  # which blocks were late, and by how much at most
         assert session["late_blocks"] == (list(range(1, 8)) if misses else [])
         assert (session["latest_ms"] > 0) == bool(misses)
+
+
+def test_bench_sessions_takes_medians_over_an_even_number_of_runs_and_reports_the_start_lead() -> None:
+    worker = GpuWorker(tiny_longlive("tae"))
+    try:
+        result = bench_sessions(worker, sessions=2, blocks=7, runs=2, fps=15.0)
+    finally:
+        worker.close()
+    runs = result["runs"]
+    assert len(result["fps_per_session"]) == 2 and len(runs) == 2
+    for i, fps in enumerate(result["fps_per_session"]):
+        assert fps == pytest.approx((runs[0]["fps_per_session"][i] + runs[1]["fps_per_session"][i]) / 2)
+    leads = [session["start_lead_s"] for run in runs for session in run["per_session"]]
+    assert all(lead > 0 for lead in leads), "two streams on the device: each first frame waits for the other"
 
 
 @pytest.mark.gpu
