@@ -285,13 +285,43 @@ def test_a_block_is_due_when_the_sessions_playback_would_run_out() -> None:
         session.next_block()
         delivered = time.monotonic()
         session.next_block()
-        session.switch_prompt(session.encode_prompt("q"))
+        session.switch_prompt(session.encode_prompt("q"))  # runs with the block (see the test below)
         session.next_block()
-        first, second, switch, third = deadlines
+        first, second, third = deadlines
         assert first is not None and asked + START_GRACE <= first <= delivered + START_GRACE
         assert second is not None and third is not None
         assert delivered < second <= delivered + 9.0 and third - second == pytest.approx(12.0)
-        assert switch == third, "a prompt change is due with the block it is for"
+    finally:
+        worker.close()
+
+
+def test_a_prompt_change_runs_in_the_same_turn_as_the_block_it_is_for() -> None:
+    """No other session's request runs between a switch's recache and its block (it would make it late)."""
+    worker = GpuWorker(tiny_longlive("tae"))
+    try:
+        session = WorkerSession(worker, worker.template.fork())
+        session.begin(0, session.encode_prompt("p"))
+        session.next_block()
+        turns: list[tuple[str, int]] = []
+        for name in ("switch_prompt", "cut", "set_prompt", "launch_block"):
+            method = getattr(session.stream, name)
+            setattr(session.stream, name, lambda *a, m=method, n=name: (turns.append((n, worker.requests)), m(*a))[1])
+        prompt = session.encode_prompt("q")
+        before = worker.requests
+        session.switch_prompt(prompt)
+        assert turns == [] and worker.requests == before, "nothing runs until the block is asked for"
+        session.next_block()
+        session.cut(prompt)
+        session.set_prompt(prompt)
+        session.next_block()
+        names = [name for name, _ in turns]
+        assert names == ["switch_prompt", "launch_block", "cut", "set_prompt", "launch_block"]
+        assert turns[0][1] == turns[1][1] and turns[2][1] == turns[3][1] == turns[4][1], "one request each"
+        session.switch_prompt(prompt)
+        session.reset()  # a change still pending is dropped with the stream
+        session.begin(1, prompt)
+        session.next_block()
+        assert [name for name, _ in turns[5:]] == ["launch_block"]
     finally:
         worker.close()
 

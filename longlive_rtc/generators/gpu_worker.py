@@ -5,8 +5,9 @@ The weights, text encoder and decoder are loaded once; each session gets a thin 
 sessions' engines call it from their own threads; every call becomes a request to the worker, which runs
 them one at a time, the most urgent first: a block request is due when the session's playback would run
 out of frames (at the paced rate; a new stream's first block ``START_GRACE`` after it is asked for, so that
-it yields to a playing session's block due sooner), a prompt change with the block it is for, every other
-request (prompt encode, begin, reset) at once.
+it yields to a playing session's block due sooner), every other request (prompt encode, begin, reset) at
+once. A prompt change (switch, cut, set) runs in the same turn as the block it is for, so that no other
+session's block comes between its recache and that block.
 
 The worker only *queues* a block on the device (``LongLiveGenerator.launch_block``) and goes on with the
 next request; the session's own thread waits for its frames. So one session's decode and host copy (on
@@ -26,6 +27,7 @@ Wan VAE, 1.3-1.5 s more for each of a stream's first two blocks on an H200: stal
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -242,6 +244,7 @@ class WorkerSession:
         self._clock: float | None = None  # when this stream's playback would have shown frame 0
         self._frames = 0  # video frames delivered since begin, less those never shown (`skip_frames`)
         self._block_seconds: float | None = None  # device time of its last block (from its launch to its frames)
+        self._changes: list[Callable[[], None]] = []  # prompt changes for its next block, run in that block's turn
 
     def _call(self, fn: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
         return self.worker.call(fn, *args, deadline=deadline, owner=self)
@@ -270,7 +273,7 @@ class WorkerSession:
         return self._call(self.stream.encode_prompt, prompt)
 
     def begin(self, seed: int, prompt: torch.Tensor) -> None:
-        self._clock, self._frames = None, 0
+        self._clock, self._frames, self._changes = None, 0, []
         self._call(self.stream.begin, seed, prompt)
         self.worker.stream_began(self)
 
@@ -284,11 +287,13 @@ class WorkerSession:
         self._for_next_block(self.stream.set_prompt, prompt)
 
     def mix_prompts(self, a: Any, b: Any, weight: float, curve: str) -> Any:
-        return self._for_next_block(base.mix_prompts, self.stream, a, b, weight, curve)
+        """The mixed embedding (computed on the device, due with the next block, which it conditions)."""
+        return self._call(base.mix_prompts, self.stream, a, b, weight, curve, deadline=self._due(time.monotonic()))
 
-    def _for_next_block(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A prompt change: it is for the next block, so it is due when that block is."""
-        return self._call(fn, *args, deadline=self._due(time.monotonic()))
+    def _for_next_block(self, fn: Callable[..., None], *args: Any) -> None:
+        """A prompt change: it runs on the worker in the turn of the block it is for (``next_block``), so no
+        other session's block comes between its recache and that block (which would make the block late)."""
+        self._changes.append(functools.partial(fn, *args))
 
     def skip_frames(self, count: int) -> None:
         """``count`` frames delivered will never be shown (a live prompt's block replaced them): the frames
@@ -312,7 +317,8 @@ class WorkerSession:
         return self.worker.others_streaming(self) * (self._block_seconds or 0.0)
 
     def next_block(self) -> np.ndarray:
-        launched, started = self._call(self._launch, deadline=self._due(time.monotonic()))
+        changes, self._changes = self._changes, []
+        launched, started = self._call(self._launch, changes, deadline=self._due(time.monotonic()))
         frames = self.worker.collect(self.stream, launched)
         self._block_seconds = _seconds_since(started, launched)
         if self._clock is None:  # its playback begins once the engine has held its first frame for the lead
@@ -320,8 +326,11 @@ class WorkerSession:
         self._frames += len(frames)
         return frames
 
-    def _launch(self) -> tuple[LaunchedBlock, torch.cuda.Event | float]:
-        """Queue the next block, marked where it starts: an event on the device's stream, else the wall time."""
+    def _launch(self, changes: list[Callable[[], None]]) -> tuple[LaunchedBlock, torch.cuda.Event | float]:
+        """Apply the prompt changes for the next block and queue it, marked where the block starts: an event
+        on the device's stream, else the wall time."""
+        for change in changes:
+            change()
         started: torch.cuda.Event | float = time.monotonic()
         if self.stream.device.type == "cuda":
             started = torch.cuda.Event(enable_timing=True)
@@ -330,7 +339,7 @@ class WorkerSession:
 
     def reset(self) -> None:
         self.worker.stream_ended(self)
-        self._clock, self._frames = None, 0
+        self._clock, self._frames, self._changes = None, 0, []
         self.worker.call(self.stream.reset)  # no owner: never dropped, it frees the stream's device memory
 
 
