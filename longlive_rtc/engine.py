@@ -26,7 +26,15 @@ import numpy as np
 
 from .cards import render_card
 from .frame_buffer import BufferedFrame, FrameBuffer
-from .generators.base import PLAYBACK_FPS, CallCancelled, Generator, cancel_pending, skip_frames, start_lead
+from .generators.base import (
+    PLAYBACK_FPS,
+    CallCancelled,
+    Generator,
+    cancel_pending,
+    shares_device,
+    skip_frames,
+    start_lead,
+)
 from .pacing import Pacer
 from .schedule import PromptSchedule, ScheduledPrompt
 from .stream import PROMPT_CACHE_SIZE, Block, BlockStream, PromptCache, PromptEncodingError
@@ -178,11 +186,18 @@ class Engine:
         """Encode ``entry``'s prompt ahead of its switch (on the worker, between blocks)."""
         with self._cond:
             self._to_prepare.append(entry)
-            if self.pacer.asap and self._running and entry.timestamp <= self._stream.next_frame:
+            if self._airs_asap(entry):
                 self._live.append(entry)  # a live prompt: its block starts at once
                 log.debug("live prompt for frame %d, %d frames buffered", entry.timestamp, len(self.buffer))
                 self.buffer.wake()  # even when the worker waits for room for a block it made before
             self._cond.notify_all()
+
+    def _airs_asap(self, entry: ScheduledPrompt) -> bool:
+        """Whether ``entry`` is a live prompt whose block starts at once, in place of the frames queued
+        (``pacer.asap``; under ``_cond``). Not on a device other streams share: the frames it skipped would
+        be device time they needed, and their blocks go first anyway, so it would gain little time on air."""
+        live = self.pacer.asap and self._running and entry.timestamp <= self._stream.next_frame
+        return live and not shares_device(self.generator)
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop the worker thread; whether it ended within ``timeout`` (default ``CLOSE_WAIT``; it may be

@@ -354,13 +354,14 @@ def test_a_stream_sharing_the_device_holds_its_first_frame_for_the_other_streams
         asked = time.monotonic()
         first.next_block()
         took = time.monotonic() - asked
-        assert base.start_lead(first) == 0.0, "alone on the device"
+        assert base.start_lead(first) == 0.0 and not base.shares_device(first), "alone on the device"
         second.begin(1, second.encode_prompt("q"))
         assert 0.0 < base.start_lead(first) <= took, "one other stream: one block time"
+        assert base.shares_device(first) and base.shares_device(second)
         second.next_block()
         assert base.start_lead(second) > 0.0
         second.reset()
-        assert base.start_lead(first) == 0.0, "the other stream ended"
+        assert base.start_lead(first) == 0.0 and not base.shares_device(first), "the other stream ended"
     finally:
         worker.close()
 

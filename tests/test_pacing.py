@@ -262,6 +262,37 @@ async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_
         session.close()
 
 
+class OnASharedDevice(SkipCounting):
+    """As a session on a GPU that other streams use at the same time."""
+
+    def shares_device(self) -> bool:
+        return True
+
+
+async def test_asap_on_a_shared_device_a_live_prompt_airs_at_its_block_and_skips_nothing() -> None:
+    generator = OnASharedDevice(SMALL, block_ms=100)
+    session = Session("shared", generator)
+    session.engine.pacer.asap = True
+    clock = OnAirClock(session.engine, on_shown=session.shown)
+    clock.start()
+    log = EventLog()
+    session.join(Role.CONTROLLER, log)
+    try:
+        command(session, "schedule_prompt", new_prompt="first", timestamp=0)
+        command(session, "start")
+        on_air = []
+        for number in range(2):
+            progress = await log.wait_for(lambda e: e.type == "progress", since=log.mark())
+            frame = progress.data["current_start_frame"]
+            command(session, "schedule_prompt", new_prompt=f"live {number}", timestamp=frame)
+            on_air.append(await log.wait_for(lambda e, t=frame: e.type == "on_air" and e.data["timestamp"] == t))
+        assert all(e.data["skipped"] == 0 for e in on_air), "the frames queued before it all aired"
+        assert session.engine.frames_skipped == 0 and generator.skipped == 0
+    finally:
+        clock.stop()
+        session.close()
+
+
 async def test_asap_a_live_prompt_does_not_wait_for_room_behind_a_block_made_before_it() -> None:
     """Nothing plays here, so the block after block 0 waits for room in the buffer for good; a live prompt
     scheduled meanwhile starts its block at once all the same (its block replaces the queue anyway)."""

@@ -123,6 +123,13 @@ def skip_frames(generator: Generator, count: int) -> None:
         skip(count)
 
 
+def shares_device(generator: Generator) -> bool:
+    """Whether other streams generate on ``generator``'s device now: frames it makes and never shows (a live
+    prompt's block replacing them) are then device time the other streams needed."""
+    shares = getattr(generator, "shares_device", None)
+    return bool(shares()) if shares is not None else False
+
+
 def start_lead(generator: Generator) -> float:
     """Seconds a playback should hold its first frame once its first block is ready: on a device shared with
     other streams, their blocks run before this one's next, and its first block's frames alone would run out

@@ -264,6 +264,9 @@ class PlacedGenerator:
     def start_lead(self) -> float:
         return base.start_lead(self.inner)
 
+    def shares_device(self) -> bool:
+        return base.shares_device(self.inner)
+
     def reset(self) -> None:
         if self.device.error is None:  # a failed device's state is dropped with it
             self._call("reset")

@@ -311,6 +311,9 @@ class WorkerSession:
             self._clock = now - self._frames / self.fps
         return self._clock + self._frames / self.fps
 
+    def shares_device(self) -> bool:
+        return self.worker.others_streaming(self) > 0
+
     def start_lead(self) -> float:
         """Its first frame waits one of its blocks' time for every other session streaming here: their next
         blocks run before its second one (see ``base.start_lead``)."""
