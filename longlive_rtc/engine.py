@@ -327,10 +327,12 @@ class Engine:
             self._emit(PromptFailed(run, entry, f"{type(cause).__name__}: {cause}", ended))
 
     def _start_in(self) -> float:
-        """Seconds until the next block should start (under ``_cond``)."""
+        """Seconds until the next block should start (under ``_cond``): just in time, and on a shared device
+        earlier by the other streams' blocks that may run before it (``base.start_lead``)."""
         if self._live:
             return 0.0
-        return self.pacer.start_in(time.monotonic(), len(self.buffer), self._last_shown, self.playout_period)
+        now, buffered, ahead = time.monotonic(), len(self.buffer), start_lead(self.generator)
+        return self.pacer.start_in(now, buffered, self._last_shown, self.playout_period, ahead)
 
     def _live_waiting(self) -> bool:
         """A live prompt waits for its block (read without ``_cond``: the buffer calls it under its own lock).

@@ -52,17 +52,21 @@ class Pacer:
         jitter = self.jitter_headroom * worst + period / 3 if worst > 0.0 else 0.0
         return min(self.max_margin, max(self.min_margin, jitter))
 
-    def start_in(self, now: float, buffered: int, last_shown: float | None, period: float) -> float:
+    def start_in(
+        self, now: float, buffered: int, last_shown: float | None, period: float, ahead: float = 0.0
+    ) -> float:
         """Seconds to wait before starting the next block (0: at once).
 
         ``buffered`` frames wait to go on air, one per ``period``; the last frame went on air at ``last_shown``
-        (None: playback has not begun, so there is nothing to wait for).
+        (None: playback has not begun, so there is nothing to wait for). ``ahead``: seconds of other streams'
+        blocks that may run on a shared device before this one (``base.start_lead``): it starts that much
+        earlier.
         """
         estimate = self.estimate()
         if not self.enabled or estimate is None or last_shown is None or buffered == 0:
             return 0.0
         needed = last_shown + (buffered + 1) * period  # the first tick that would find the buffer empty
-        return max(0.0, needed - estimate - self.margin - now)
+        return max(0.0, needed - estimate - self.margin - ahead - now)
 
     def slack(self, now: float, buffered: int, last_shown: float | None, period: float) -> float | None:
         """How long before it is needed a block finished at ``now`` is ready (negative: too late)."""

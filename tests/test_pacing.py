@@ -28,6 +28,9 @@ def test_the_next_block_starts_its_estimate_and_margin_before_the_buffer_runs_dr
     pacer.record(0.2, slack=None, period=PERIOD, switched=False, stalled=False)
     dry = 10.0 + 13 * PERIOD  # the first tick that would find the 12 frames gone
     assert pacer.start_in(now=10.0, buffered=12, last_shown=10.0, period=PERIOD) == pytest.approx(dry - 0.3 - 0.1 - 10)
+    shared = pacer.start_in(now=10.0, buffered=12, last_shown=10.0, period=PERIOD, ahead=0.25)
+    assert shared == pytest.approx(dry - 0.3 - 0.1 - 0.25 - 10), "on a shared device: earlier by the others' blocks"
+    assert pacer.start_in(now=10.0, buffered=12, last_shown=10.0, period=PERIOD, ahead=5.0) == 0.0
     assert pacer.start_in(now=10.0, buffered=0, last_shown=10.0, period=PERIOD) == 0.0, "empty: at once"
     assert pacer.start_in(now=10.0, buffered=12, last_shown=None, period=PERIOD) == 0.0, "not playing: at once"
     pacer.record(0.5, slack=None, period=PERIOD, switched=True, stalled=False)

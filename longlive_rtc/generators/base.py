@@ -131,9 +131,10 @@ def shares_device(generator: Generator) -> bool:
 
 
 def start_lead(generator: Generator) -> float:
-    """Seconds a playback should hold its first frame once its first block is ready: on a device shared with
-    other streams, their blocks run before this one's next, and its first block's frames alone would run out
-    (a stall at the start); 0 for a generator that has its device to itself."""
+    """Seconds a stream must keep ahead on a device shared with other streams: their blocks may run before its
+    next one. The engine holds a run's first frame that long (its first block's frames alone would run out: a
+    stall at the start) and starts each block that much earlier than alone. 0 for a generator that has its
+    device to itself."""
     lead = getattr(generator, "start_lead", None)
     return max(0.0, lead()) if lead is not None else 0.0
 
