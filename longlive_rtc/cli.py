@@ -581,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
         "asap",
         choices=["asap", "block-end"],
         help="a live prompt's block airs as soon as it is generated, skipping the rest of the block on air "
-        "(asap), or when that block ends (block-end: nothing skipped, up to a block later)",
+        "(asap; on a GPU other sessions share at the moment, block-end), or when that block ends (block-end: "
+        "nothing skipped, up to a block later)",
     )
     add_option(serve, "recordings-dir", "recordings", help="where recordings and clips go (docs/outputs.md)")
     add_option(
