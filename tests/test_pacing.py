@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -130,21 +131,45 @@ def command(session: Session, kind: str, **data) -> None:
     assert replies[0].type == "ack", replies[0]
 
 
-@pytest.mark.parametrize("late_binding", [True, False])
-async def test_a_live_prompt_sent_on_progress_applies_at_the_next_block_only_with_late_binding(
-    late_binding: bool,
-) -> None:
-    """100 ms blocks, 800 ms of playback each: just in time, the next block starts some 0.5 s after a
-    ``progress``, so a prompt sent then applies there; as early as the buffer allows, it has already begun."""
-    session = Session("pace", SyntheticGenerator(SMALL, block_ms=100))
-    session.engine.pacer.enabled = late_binding
+async def send_live_prompts(session: Session, log: EventLog, count: int) -> list:
+    """``count`` live prompts, each scheduled for the next block on a ``progress``; their ``on_air`` events."""
+    on_air = []
+    for number in range(count):
+        progress = await log.wait_for(lambda e: e.type == "progress", since=log.mark())
+        frame = progress.data["current_start_frame"]
+        command(session, "schedule_prompt", new_prompt=f"live {number}", timestamp=frame)
+        on_air.append(await log.wait_for(lambda e, t=frame: e.type == "on_air" and e.data["timestamp"] == t))
+    return on_air
+
+
+@contextlib.contextmanager
+def streaming(generator: SyntheticGenerator, asap: bool = False, late_binding: bool = True, sink=None):
+    """A session of ``generator`` started on a prompt at frame 0, on an on-air clock (with ``sink``); yields
+    the session and its controller's event log."""
+    session = Session("paced", generator)
+    session.engine.pacer.asap, session.engine.pacer.enabled = asap, late_binding
     clock = OnAirClock(session.engine, on_shown=session.shown)
+    if sink is not None:
+        clock.add_sink(sink)
     clock.start()
     log = EventLog()
     session.join(Role.CONTROLLER, log)
     try:
         command(session, "schedule_prompt", new_prompt="first", timestamp=0)
         command(session, "start")
+        yield session, log
+    finally:
+        clock.stop()
+        session.close()
+
+
+@pytest.mark.parametrize("late_binding", [True, False])
+async def test_a_live_prompt_sent_on_progress_applies_at_the_next_block_only_with_late_binding(
+    late_binding: bool,
+) -> None:
+    """100 ms blocks, 800 ms of playback each: just in time, the next block starts some 0.5 s after a
+    ``progress``, so a prompt sent then applies there; as early as the buffer allows, it has already begun."""
+    with streaming(SyntheticGenerator(SMALL, block_ms=100), late_binding=late_binding) as (session, log):
         applied_at = []
         for number in range(3):
             mark = log.mark()
@@ -159,9 +184,6 @@ async def test_a_live_prompt_sent_on_progress_applies_at_the_next_block_only_wit
             assert session.engine.stalls == 0
         else:
             assert any(delta >= 3 for delta in applied_at), "the next block had begun already"
-    finally:
-        clock.stop()
-        session.close()
 
 
 def test_block_ms_comes_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,23 +227,13 @@ class SharedDevice(SyntheticGenerator):
 
 async def test_a_runs_first_frame_waits_for_the_generators_lead_and_the_wait_is_no_stall() -> None:
     generator = SharedDevice(SMALL, block_ms=50)
-    session = Session("lead", generator)
-    clock = OnAirClock(session.engine, on_shown=session.shown)
     shown: dict[int, float] = {}
-    clock.add_sink(type("Sink", (), {"on_air": lambda self, f: shown.setdefault(f.video_frame, time.monotonic())})())
-    clock.start()
-    log = EventLog()
-    session.join(Role.CONTROLLER, log)
-    try:
-        command(session, "schedule_prompt", new_prompt="first", timestamp=0)
-        command(session, "start")
+    sink = type("Sink", (), {"on_air": lambda self, f: shown.setdefault(f.video_frame, time.monotonic())})()
+    with streaming(generator, sink=sink) as (session, log):
         await log.wait_for(lambda e: e.type == "on_air" and e.data["video_frame"] == 0)
         assert generator.first_block_at is not None
         assert shown[0] - generator.first_block_at >= generator.lead, "held for the lead after its block"
         assert session.engine.stalls == 0, "the hold before the first frame is not a stall"
-    finally:
-        clock.stop()
-        session.close()
 
 
 async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_once() -> None:
@@ -243,12 +255,7 @@ async def test_asap_a_live_prompts_block_replaces_the_frames_queued_and_airs_at_
         assert log.of("prompt_applied")[-1].data["mode"] == "cut"
         await log.wait_for(lambda e: e.type == "progress" and e.data["current_start_frame"] >= 15)
         assert session.engine.frames_skipped == 0, "a prompt scheduled ahead airs at its block, nothing skipped"
-        on_air = []
-        for number in range(3):
-            progress = await log.wait_for(lambda e: e.type == "progress", since=log.mark())
-            frame = progress.data["current_start_frame"]
-            command(session, "schedule_prompt", new_prompt=f"live {number}", timestamp=frame)
-            on_air.append(await log.wait_for(lambda e, t=frame: e.type == "on_air" and e.data["timestamp"] == t))
+        on_air = await send_live_prompts(session, log, 3)
         await asyncio.sleep(0.3)
         assert session.engine.frames_skipped > 0 and session.engine.stalls == 0
         assert all(e.data["mode"] == "recache" and e.data["skipped"] > 0 for e in on_air), "each cut in"
@@ -274,26 +281,10 @@ class OnASharedDevice(SkipCounting):
 
 async def test_asap_on_a_shared_device_a_live_prompt_airs_at_its_block_and_skips_nothing() -> None:
     generator = OnASharedDevice(SMALL, block_ms=100)
-    session = Session("shared", generator)
-    session.engine.pacer.asap = True
-    clock = OnAirClock(session.engine, on_shown=session.shown)
-    clock.start()
-    log = EventLog()
-    session.join(Role.CONTROLLER, log)
-    try:
-        command(session, "schedule_prompt", new_prompt="first", timestamp=0)
-        command(session, "start")
-        on_air = []
-        for number in range(2):
-            progress = await log.wait_for(lambda e: e.type == "progress", since=log.mark())
-            frame = progress.data["current_start_frame"]
-            command(session, "schedule_prompt", new_prompt=f"live {number}", timestamp=frame)
-            on_air.append(await log.wait_for(lambda e, t=frame: e.type == "on_air" and e.data["timestamp"] == t))
+    with streaming(generator, asap=True) as (session, log):
+        on_air = await send_live_prompts(session, log, 2)
         assert all(e.data["skipped"] == 0 for e in on_air), "the frames queued before it all aired"
         assert session.engine.frames_skipped == 0 and generator.skipped == 0
-    finally:
-        clock.stop()
-        session.close()
 
 
 async def test_asap_a_live_prompt_does_not_wait_for_room_behind_a_block_made_before_it() -> None:
