@@ -315,8 +315,8 @@ class WorkerSession:
         return self.worker.others_streaming(self) > 0
 
     def start_lead(self) -> float:
-        """Its first frame waits one of its blocks' time for every other session streaming here: their next
-        blocks run before its second one (see ``base.start_lead``)."""
+        """One of its blocks' time for every other session streaming here, whose next blocks may run before
+        its own: its first frame waits that long, and each block starts that much earlier (``base.start_lead``)."""
         return self.worker.others_streaming(self) * (self._block_seconds or 0.0)
 
     def next_block(self) -> np.ndarray:
