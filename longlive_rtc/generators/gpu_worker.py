@@ -321,24 +321,32 @@ class WorkerSession:
 
     def next_block(self) -> np.ndarray:
         changes, self._changes = self._changes, []
-        launched, started = self._call(self._launch, changes, deadline=self._due(time.monotonic()))
+        launched, block_seconds = self._call(self._launch, changes, deadline=self._due(time.monotonic()))
         frames = self.worker.collect(self.stream, launched)
-        self._block_seconds = _seconds_since(started, launched)
+        self._block_seconds = block_seconds()
         if self._clock is None:  # its playback begins once the engine has held its first frame for the lead
             self._clock = time.monotonic() + self.start_lead()
         self._frames += len(frames)
         return frames
 
-    def _launch(self, changes: list[Callable[[], None]]) -> tuple[LaunchedBlock, torch.cuda.Event | float]:
-        """Apply the prompt changes for the next block and queue it, marked where the block starts: an event
-        on the device's stream, else the wall time."""
+    def _launch(self, changes: list[Callable[[], None]]) -> tuple[LaunchedBlock, Callable[[], float]]:
+        """Apply the prompt changes for the next block and queue it; also how to read, once its frames are out,
+        the block's time on this device: between CUDA events (to its frames copied out, or with the decoder on
+        another device to its DiT's end), else in wall time."""
         for change in changes:
             change()
-        started: torch.cuda.Event | float = time.monotonic()
-        if self.stream.device.type == "cuda":
-            started = torch.cuda.Event(enable_timing=True)
-            started.record()
-        return self.stream.launch_block(), started
+        if self.stream.device.type != "cuda":
+            began = time.monotonic()
+            return self.stream.launch_block(), lambda: time.monotonic() - began
+        started = _recorded_event()
+        launched = self.stream.launch_block()
+        ended = launched.done if self.stream.handover is None and launched.done is not None else _recorded_event()
+
+        def seconds() -> float:
+            ended.synchronize()
+            return started.elapsed_time(ended) / 1e3
+
+        return launched, seconds
 
     def reset(self) -> None:
         self.worker.stream_ended(self)
@@ -346,8 +354,8 @@ class WorkerSession:
         self.worker.call(self.stream.reset)  # no owner: never dropped, it frees the stream's device memory
 
 
-def _seconds_since(started: torch.cuda.Event | float, block: LaunchedBlock) -> float:
-    """A block's time from ``started`` to its frames out: device time between CUDA events, else wall time."""
-    if isinstance(started, torch.cuda.Event) and block.done is not None:
-        return started.elapsed_time(block.done) / 1e3
-    return time.monotonic() - started if isinstance(started, float) else 0.0
+def _recorded_event() -> torch.cuda.Event:
+    """A timing event recorded on the current CUDA stream."""
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
