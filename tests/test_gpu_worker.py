@@ -344,9 +344,10 @@ def test_frames_never_shown_bring_the_next_blocks_deadline_forward() -> None:
         worker.close()
 
 
-def test_a_stream_sharing_the_device_holds_its_first_frame_for_the_other_streams_blocks() -> None:
+def test_a_stream_sharing_the_device_holds_its_first_frame_for_the_other_streams_blocks(monkeypatch) -> None:
     """With another stream on the device, its next block runs before this one's second: the lead is one of
     this stream's block times per other stream, and nothing alone."""
+    monkeypatch.setattr(gpu_worker, "IDLE_AFTER", 600.0)  # a loaded machine's pauses never make one idle here
     worker = GpuWorker(tiny_longlive("tae"))
     try:
         first, second = (WorkerSession(worker, worker.template.fork()) for _ in range(2))
@@ -362,6 +363,34 @@ def test_a_stream_sharing_the_device_holds_its_first_frame_for_the_other_streams
         assert base.start_lead(second) > 0.0
         second.reset()
         assert base.start_lead(first) == 0.0 and not base.shares_device(first), "the other stream ended"
+    finally:
+        worker.close()
+
+
+def test_a_stream_whose_block_failed_or_that_went_idle_no_longer_shares_the_device(monkeypatch) -> None:
+    """A failed block ends that stream on the device at once; a paused (or stopped) one ends ``IDLE_AFTER``
+    after its last block. Either way the other stream is alone again: no start lead, asap skipping allowed."""
+    monkeypatch.setattr(gpu_worker, "IDLE_AFTER", 600.0)
+    worker = GpuWorker(tiny_longlive("tae"))
+    try:
+        first, second = (WorkerSession(worker, worker.template.fork()) for _ in range(2))
+        for seed, session in enumerate((first, second)):
+            session.begin(seed, session.encode_prompt("p"))
+            session.next_block()
+        assert base.shares_device(first) and base.start_lead(first) > 0.0
+        second.switch_prompt(torch.zeros(2, 4, 8))  # a prompt of the wrong batch size: its block fails
+        with pytest.raises(ValueError, match="batch size"):
+            second.next_block()
+        assert not base.shares_device(first) and base.start_lead(first) == 0.0, "the failed stream still counts"
+        second.begin(5, second.encode_prompt("q"))
+        second.next_block()
+        assert base.shares_device(first), "a stream begun again counts again"
+        monkeypatch.setattr(gpu_worker, "IDLE_AFTER", 0.05)
+        time.sleep(0.1)  # neither asks for a block: both are idle
+        assert not base.shares_device(first) and not base.shares_device(second)
+        first.next_block()
+        assert base.shares_device(second), "the active one counts again"
+        assert not base.shares_device(first), "the idle one does not"
     finally:
         worker.close()
 

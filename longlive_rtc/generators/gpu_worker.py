@@ -53,6 +53,9 @@ START_GRACE = 0.8
 STUCK_AFTER = 120.0  # seconds one request may run before the device counts as hung
 _POLL = 1.0  # seconds between a waiting caller's checks that the device still moves
 _EVENT_POLL = 0.001  # seconds between a collecting session's checks that its block's frames are out
+#: Seconds after its last block (or its begin) that a session stops counting as streaming on its device: it is
+#: paused, or its run stopped or failed. Several blocks' play time (12 frames: 0.8 s at 15 FPS).
+IDLE_AFTER = 3.0
 
 
 class DeviceHung(RuntimeError):
@@ -89,7 +92,7 @@ class GpuWorker:
         self.hung: str | None = None  # why the device counts as hung (then every request fails)
         self._running: tuple[float, bool] | None = None  # when the current request began; may it hang
         self.requests = 0
-        self._streaming: set[WorkerSession] = set()  # sessions between begin and reset
+        self._streaming: dict[WorkerSession, float] = {}  # sessions between begin and reset: when last active
         self._thread = threading.Thread(target=self._work, name="longlive-gpu", daemon=True)
         self._thread.start()
 
@@ -101,18 +104,22 @@ class GpuWorker:
         """A new session's generator: its own stream over the shared model."""
         return WorkerSession(self, self.template.fork(), fps)
 
-    def stream_began(self, session: WorkerSession) -> None:
+    def stream_active(self, session: WorkerSession) -> None:
+        """``session`` streams: it began, or asks for (or got) a block, now."""
         with self._cond:
-            self._streaming.add(session)
+            self._streaming[session] = time.monotonic()
 
     def stream_ended(self, session: WorkerSession) -> None:
+        """``session`` stopped streaming (reset, or a block of its failed)."""
         with self._cond:
-            self._streaming.discard(session)
+            self._streaming.pop(session, None)
 
     def others_streaming(self, session: WorkerSession) -> int:
-        """How many other sessions stream on this device now (begun and not reset)."""
+        """How many other sessions stream on this device now: begun, not reset, no block of theirs failed since,
+        and active within ``IDLE_AFTER`` seconds (a paused or stopped one needs no device time)."""
+        now = time.monotonic()
         with self._cond:
-            return len(self._streaming - {session})
+            return sum(1 for s, active in self._streaming.items() if s is not session and now - active <= IDLE_AFTER)
 
     def call(
         self, fn: Callable[..., Any], *args: Any, deadline: float | None = None, owner: object = None,
@@ -275,7 +282,7 @@ class WorkerSession:
     def begin(self, seed: int, prompt: torch.Tensor) -> None:
         self._clock, self._frames, self._changes = None, 0, []
         self._call(self.stream.begin, seed, prompt)
-        self.worker.stream_began(self)
+        self.worker.stream_active(self)
 
     def switch_prompt(self, prompt: torch.Tensor) -> None:
         self._for_next_block(self.stream.switch_prompt, prompt)
@@ -320,10 +327,17 @@ class WorkerSession:
         return self.worker.others_streaming(self) * (self._block_seconds or 0.0)
 
     def next_block(self) -> np.ndarray:
+        """The next block's frames; a block that fails ends this stream on the device (``others_streaming``)."""
         changes, self._changes = self._changes, []
-        launched, block_seconds = self._call(self._launch, changes, deadline=self._due(time.monotonic()))
-        frames = self.worker.collect(self.stream, launched)
-        self._block_seconds = block_seconds()
+        self.worker.stream_active(self)
+        try:
+            launched, block_seconds = self._call(self._launch, changes, deadline=self._due(time.monotonic()))
+            frames = self.worker.collect(self.stream, launched)
+            self._block_seconds = block_seconds()
+        except BaseException:
+            self.worker.stream_ended(self)
+            raise
+        self.worker.stream_active(self)
         if self._clock is None:  # its playback begins once the engine has held its first frame for the lead
             self._clock = time.monotonic() + self.start_lead()
         self._frames += len(frames)
