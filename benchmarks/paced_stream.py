@@ -75,7 +75,7 @@ def build(args) -> tuple[list[Generator], object | None]:
     import torch
 
     from longlive_rtc.generators.gpu_worker import GpuWorker
-    from longlive_rtc.generators.longlive import enable_compile, random_longlive
+    from longlive_rtc.generators.longlive import enable_compile, enable_cuda_graphs, random_longlive
 
     if args.generator == "tiny":  # tiny random configs on the CPU: the same path, numbers meaningless
         template = random_longlive("cpu", args.decoder, torch.float32, tiny_model=True)
@@ -84,6 +84,8 @@ def build(args) -> tuple[list[Generator], object | None]:
         template = random_longlive("cuda", args.decoder)
         if args.compile:
             enable_compile(template)
+        if args.cuda_graphs:
+            enable_cuda_graphs(template)  # each session's stream captures its own (model/graphs.py)
     worker = GpuWorker(template)  # as serve does: shared weights, one stream each, warmed up on the worker
     print(f"warm-up {worker.warm_up(report=lambda line: None):.1f} s", flush=True)
     return [worker.session() for _ in range(args.sessions)], worker
@@ -195,6 +197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--buffer-blocks", type=int, default=1)
     parser.add_argument("--live-switch", default="asap", choices=LIVE_SWITCHES, help="as serve's flag")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay the DiT's forwards as CUDA graphs")
     parser.add_argument("--block-ms", type=float, default=0.0, help="synthetic: each block's emulated time")
     parser.add_argument("--switch-ms", type=float, default=0.0, help="synthetic: a recache's emulated time")
     parser.add_argument("--shared-device", action="store_true",

@@ -26,7 +26,14 @@ import torch
 from .generators.base import Generator, start_lead
 from .generators.devices import DevicePool, parse_devices
 from .generators.gpu_worker import PLAYBACK_FPS, GpuWorker
-from .generators.longlive import LongLiveGenerator, enable_compile, random_longlive, use_precision, warm_up
+from .generators.longlive import (
+    LongLiveGenerator,
+    enable_compile,
+    enable_cuda_graphs,
+    random_longlive,
+    use_precision,
+    warm_up,
+)
 from .timing import StageTimer, device_ms
 
 
@@ -85,6 +92,9 @@ def bench_generator(generator: LongLiveGenerator, blocks: int, runs: int) -> dic
     med["cache_pass_ms"] = statistics.median(stage_ms["cache"])
     med["recache_ms"] = statistics.median(stage_ms["recache"])
     med["runs"] = per_run
+    graphs = generator.pipeline.graphs
+    if graphs is not None:  # proof that the graphs ran: how many shapes were captured, how many calls replayed
+        med["cuda_graphs"] = {"enabled": graphs.enabled, "captures": graphs.captures, "replays": graphs.replays}
     generator.pipeline.step_hook = None
     return med
 
@@ -257,6 +267,11 @@ def open_generator(args, device: str, decoder: str) -> tuple[LongLiveGenerator, 
         raise SystemExit(f"error: {exc}") from None
     if args.compile == "on" and cuda:
         enable_compile(generator)
+    if args.cuda_graphs == "on":
+        try:
+            enable_cuda_graphs(generator)
+        except ValueError as exc:
+            raise SystemExit(f"error: --cuda-graphs on: {exc}") from None
     seconds = warm_up(generator, report=lambda line: print(f"  {device}: {line}", flush=True))
     return generator, seconds
 
@@ -268,7 +283,7 @@ def run_bench(args) -> dict:
     results = {
         "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
         "devices": names, "decoder_device": args.decoder_device, "precision": args.precision,
-        "compile": args.compile, "configs": {},
+        "compile": args.compile, "cuda_graphs": args.cuda_graphs, "configs": {},
     }  # fmt: skip
     for decoder in args.decoders:
         _empty_caches(names)

@@ -20,6 +20,7 @@ ENV_PREFIX = "LONGLIVE_RTC_"
 #: ``--precision`` of the DiT's linears (model/fp8.py's PRECISIONS; the CLI imports no torch to parse flags).
 PRECISION_CHOICES = ["bf16", "fp8"]
 PRECISION_HELP = "DiT linears: bf16 (exact) or fp8 (approximate, barely faster; see docs/model.md)"
+CUDA_GRAPHS_HELP = "replay the DiT's forwards as CUDA graphs (the same kernels; not yet measured: docs/performance.md)"
 DESCRIPTION = "Stream LongLive real-time video diffusion over WebRTC, directed by prompts on a frame timeline."
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Libraries whose INFO lines are per request or per ICE check: WARNING unless ``--log-level debug``.
@@ -119,6 +120,7 @@ def add_generator_options(parser: argparse.ArgumentParser) -> None:
         "--random-weights", action="store_true", help="full-size model with random weights (benchmarks, no files)"
     )
     add_option(parser, "compile", "auto", choices=["auto", "on", "off"], help="torch.compile the DiT")
+    add_option(parser, "cuda-graphs", "off", choices=["on", "off"], help=CUDA_GRAPHS_HELP)
     add_option(parser, "precision", "bf16", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     add_option(parser, "block-ms", 0, type=bounded(float, 0), help="synthetic: least ms per block (TAE ~310, VAE ~420)")
     add_option(parser, "switch-ms", 0, type=bounded(float, 0), help="synthetic: ms a recache adds (LongLive ~100)")
@@ -144,6 +146,7 @@ def build_longlive_generator(args: argparse.Namespace, geometry, warm: bool = Tr
         from .generators.longlive import (
             LongLiveGenerator,
             enable_compile,
+            enable_cuda_graphs,
             random_longlive,
             use_precision,
             warm_up,
@@ -181,6 +184,11 @@ def build_longlive_generator(args: argparse.Namespace, geometry, warm: bool = Tr
         log.warning(
             "--precision fp8 uncompiled: each activation is quantized by separate kernels (compiled, they fuse)"
         )
+    if args.cuda_graphs == "on":
+        try:
+            enable_cuda_graphs(generator)
+        except ValueError as exc:
+            raise SystemExit(f"error: --cuda-graphs on: {exc}") from None
     if warm:
         warm_up_reporting(args.decoder, lambda: warm_up(generator, report=print_indented))
     return generator
@@ -638,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tiny", action="store_true", help="tiny random configs (CPU devices allowed): checks the bench itself"
     )
     add_option(bench, "compile", "on", choices=["on", "off"], help="torch.compile the DiT blocks")
+    add_option(bench, "cuda-graphs", "off", choices=["on", "off"], help=CUDA_GRAPHS_HELP)
     add_option(bench, "precision", "bf16", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     bench.add_argument("--no-t5", dest="with_t5", action="store_false", help="leave the umT5 encoder out")
     bench.add_argument("--json", help="also write the results to this JSON file")

@@ -38,6 +38,11 @@ def test_bench_refuses_the_full_size_model_on_the_cpu() -> None:
         main(["bench", "--devices", "cpu", "--runs", "1"])
 
 
+def test_bench_refuses_cuda_graphs_off_cuda_with_a_clear_error() -> None:
+    with pytest.raises(SystemExit, match="--cuda-graphs on: CUDA graphs need a CUDA device"):
+        main(["bench", "--tiny", "--devices", "cpu", "--cuda-graphs", "on", "--decoders", "tae", "--runs", "1"])
+
+
 def test_step_hook_times_every_model_call_and_changes_nothing() -> None:
     def stream(timed: bool) -> tuple[list[torch.Tensor], StageTimer]:
         generator = tiny_longlive("tae")

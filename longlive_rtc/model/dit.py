@@ -11,6 +11,7 @@ Plain eager torch; `compile.compile_dit` compiles the block's pure halves from o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -200,6 +201,14 @@ class CrossAttnCache:
         return self.kv[layer]
 
 
+class Rotations(NamedTuple):
+    """RoPE `(cos, sin)` of a call's queries (and, in absolute mode, its new keys), and in slot mode of the
+    gathered keys (None in absolute mode: stored keys are rotated already)."""
+
+    query: tuple[Tensor, Tensor]
+    keys: tuple[Tensor, Tensor] | None
+
+
 @dataclass
 class StepContext:
     """What every block needs for one forward call."""
@@ -312,6 +321,20 @@ class CausalWanModel(nn.Module):
         k = None if key_pos is None else self.rope.freqs(key_pos, h, w, self.device)
         return q, k
 
+    def grid_of(self, x: Tensor) -> tuple[int, int, int]:
+        """Token grid (frames, h, w) of latents `x [B, C, F, H, W]`."""
+        pt, ph, pw = self.config.patch_size
+        return x.shape[2] // pt, x.shape[3] // ph, x.shape[4] // pw
+
+    def plan_call(
+        self, x: Tensor, cache: KVCache, start_frame: int, sink_recache: bool = False
+    ) -> tuple[CachePlan, Rotations]:
+        """The host half of a call (see `forward`): its cache plan and its RoPE rotations."""
+        frames, h, w = self.grid_of(x)
+        plan = cache.plan(start_frame, frames, sink_recache=sink_recache)
+        q_freqs, k_freqs = self.rope_for(cache, plan, h, w)
+        return plan, Rotations(rotation(q_freqs), None if k_freqs is None else rotation(k_freqs))
+
     @torch.no_grad()
     def forward(
         self,
@@ -339,19 +362,34 @@ class CausalWanModel(nn.Module):
         Returns:
             The flow (velocity) prediction `[B, C, F, H, W]`, or None without `compute_output`.
         """
+        plan, rotations = self.plan_call(x, cache, start_frame, sink_recache)
+        flow = self.run_planned(x, t, context, cache, plan, rotations, compute_output)
+        cache.commit(plan)
+        return flow
+
+    @torch.no_grad()
+    def run_planned(
+        self,
+        x: Tensor,
+        t: Tensor,
+        context: CrossAttnCache,
+        cache: KVCache,
+        plan: CachePlan,
+        rotations: Rotations,
+        compute_output: bool = True,
+    ) -> Tensor | None:
+        """The device half of a call (`forward` less the plan, the rotations and the commit): tensor work only,
+        on fixed shapes for a given plan, reading the host only for the plan's integers (what
+        `graphs.ForwardGraphs` captures)."""
         tokens, grid = self.patchify(x.to(self.dtype))
-        frames, h, w = grid
         e, e0 = self.time_embed(t, tokens.dtype)
-        plan = cache.plan(start_frame, frames, sink_recache=sink_recache)
-        q_freqs, k_freqs = self.rope_for(cache, plan, h, w)
-        step = StepContext(cache, plan, context, rotation(q_freqs), None if k_freqs is None else rotation(k_freqs))
+        step = StepContext(cache, plan, context, rotations.query, rotations.keys)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             kv_only = not compute_output and i == last
             out = block(tokens, e0, step, i, kv_only=kv_only)
             if out is not None:
                 tokens = out
-        cache.commit(plan)
         if not compute_output:
             return None
         return self.unpatchify(self.head(tokens, e.unsqueeze(2)), grid)

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from .dit import CausalWanModel, CrossAttnCache
+from .graphs import ForwardGraphs
 from .kv_cache import ABSOLUTE, KVCache
 from .noise import NoiseSource, SeededNoise
 from .sampler import DENOISING_STEPS, DenoisingSampler
@@ -82,6 +83,8 @@ class StreamingPipeline:
         self._t_steps: list[Tensor] = []
         self._t_clean: Tensor | None = None
         self.step_hook: StepHook | None = None
+        #: Replays the model's calls as CUDA graphs once captured (`graphs.ForwardGraphs`); None: eager calls.
+        self.graphs: ForwardGraphs | None = None
 
     def fork(self) -> StreamingPipeline:
         """A new, unstarted stream over the same model and settings (its own cache, context and noise)."""
@@ -93,6 +96,7 @@ class StreamingPipeline:
             beyond_rope_limit=self.beyond_rope_limit,
         )
         other.sampler = self.sampler  # the same steps and shift (stateless); wrappers on this instance stay here
+        other.graphs = None if self.graphs is None else self.graphs.fork()  # its own graphs (its own cache)
         return other
 
     @property
@@ -131,6 +135,8 @@ class StreamingPipeline:
         self._history, self._t_steps = [], []
         self._cache_pass_due = False
         self.current_start_frame = 0
+        if self.graphs is not None:
+            self.graphs.clear()  # they write the freed cache
 
     def _require_started(self) -> KVCache:
         if self.cache is None or self.context is None:
@@ -143,11 +149,12 @@ class StreamingPipeline:
         `kind` ("denoise", "cache" or "recache") only labels the call, for ``step_hook``.
         """
         cache = self._require_started()
+        forward = self.model if self.graphs is None else self.graphs
         if self.step_hook is None:
-            flow = self.model(x.transpose(1, 2), t, self.context, cache, start, **kw)
+            flow = forward(x.transpose(1, 2), t, self.context, cache, start, **kw)
         else:
             with self.step_hook(kind, x):
-                flow = self.model(x.transpose(1, 2), t, self.context, cache, start, **kw)
+                flow = forward(x.transpose(1, 2), t, self.context, cache, start, **kw)
         return None if flow is None else flow.transpose(1, 2)
 
     @torch.no_grad()
