@@ -20,7 +20,7 @@ from longlive_rtc.model.random_init import randomize_
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def rerun(fn, pool):
+def rerun(fn, pool, device):
     """A capture that records nothing: its replay runs the call again on the graph's static inputs."""
     return fn
 
@@ -89,7 +89,7 @@ def test_a_capture_that_fails_turns_graphs_off_and_the_stream_goes_on_eagerly(ca
     model = tiny_model()
     want = stream(StreamingPipeline(model), model)
 
-    def refuse(fn, pool):
+    def refuse(fn, pool, device):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     pipeline = StreamingPipeline(model)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -42,30 +43,43 @@ log = logging.getLogger(__name__)
 #: (a stream's first blocks, before its window is full) is not worth a graph.
 CAPTURE_AFTER = 2
 
-#: ``capture(fn, pool)`` records ``fn()`` and returns what replays it (see :func:`cuda_capture`).
-Capture = Callable[[Callable[[], None], Any], Callable[[], None]]
+#: ``capture(fn, pool, device)`` records ``fn()`` and returns what replays it (see :func:`cuda_capture`).
+Capture = Callable[[Callable[[], None], Any, torch.device], Callable[[], None]]
 
 
-def cuda_capture(fn: Callable[[], None], pool: Any) -> Callable[[], None]:
-    """Record ``fn()`` as a CUDA graph in memory pool ``pool`` (nothing runs yet); returns its replay.
+@functools.cache
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """One capture stream per device: the libraries' per-stream workspaces (cuBLAS) are made once for it."""
+    return torch.cuda.Stream(device)
 
-    The capture runs on a stream of its own and is thread-local, so other threads' CUDA calls (a decode
-    stream's event waits, host copies) go on meanwhile. The replay launches on the current stream.
+
+def cuda_capture(fn: Callable[[], None], pool: Any, device: torch.device) -> Callable[[], None]:
+    """Record ``fn()``, whose work is on ``device``, as a CUDA graph in memory pool ``pool`` (nothing runs yet);
+    returns its replay, which launches on ``device``'s current stream.
+
+    The capture runs on a stream of its own (one per device) and is thread-local, so other threads' CUDA calls
+    (a decode stream's event waits, host copies) go on meanwhile.
     """
     graph = torch.cuda.CUDAGraph()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        graph.capture_begin(pool=pool, capture_error_mode="thread_local")
-        try:
-            fn()
-        except BaseException:
-            with contextlib.suppress(RuntimeError):  # the capture is invalid anyway: report the first error
-                graph.capture_end()
-            raise
-        graph.capture_end()
-    torch.cuda.current_stream().wait_stream(stream)
-    return graph.replay
+    with torch.cuda.device(device):  # the work's device: its current stream is the one captured
+        stream = _capture_stream(device)
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+            try:
+                fn()
+            except BaseException:
+                with contextlib.suppress(RuntimeError):  # the capture is invalid anyway: report the first error
+                    graph.capture_end()
+                raise
+            graph.capture_end()
+        torch.cuda.current_stream().wait_stream(stream)
+
+    def replay() -> None:
+        with torch.cuda.device(device):
+            graph.replay()
+
+    return replay
 
 
 @dataclasses.dataclass
@@ -98,7 +112,10 @@ class ForwardGraphs:
     def __init__(self, model: CausalWanModel, *, capture: Capture = cuda_capture, pool: Any = None) -> None:
         self.model = model
         self.capture = capture
-        self.pool = pool if pool is not None or capture is not cuda_capture else torch.cuda.graph_pool_handle()
+        if pool is None and capture is cuda_capture:
+            with torch.cuda.device(model.device):
+                pool = torch.cuda.graph_pool_handle()
+        self.pool = pool
         self.enabled = True
         self.captures = self.replays = 0
         self._graphs: dict[tuple, _Graph] = {}
@@ -205,7 +222,7 @@ class ForwardGraphs:
             graph.out = self.model.run_planned(graph.x, graph.t, static_context, cache, plan, static, compute_output)
 
         try:
-            graph.replay = self.capture(call, self.pool)
+            graph.replay = self.capture(call, self.pool, self.model.device)
         except Exception as exc:  # an operation CUDA cannot capture: this stream goes on eagerly
             log.warning("CUDA graphs off for this stream: capturing a DiT call failed: %s: %s", type(exc).__name__, exc)
             self.enabled = False
