@@ -121,3 +121,10 @@ def test_a_wan_vae_compiled_from_outside_decodes_the_same_frames() -> None:
     assert not any(is_compiled(m, name) for m in plain.modules() for name in VAE_METHODS.get(type(m), ()))
     assert want.shape == (1, 21, 3, 32, 48) and want.std() > 0.01
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_compile_dit_says_in_the_config_that_rope_now_runs_in_float32() -> None:
+    model = randomize_(CausalWanModel(tiny(num_layers=1)).float(), std=0.25).eval()
+    assert model.config.rope_dtype == "float64" and model.rope.dtype == torch.float64
+    compile_dit(model, backend="aot_eager")  # wraps the methods; nothing compiles before a call
+    assert model.config.rope_dtype == "float32" and model.rope.dtype == torch.float32

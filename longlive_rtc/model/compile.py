@@ -81,6 +81,7 @@ def compile_dit(model: CausalWanModel, **options: object) -> CausalWanModel:
     (the official float64 differs only at rare bf16 rounding ties); returns it."""
     raise_recompile_limit()
     model.rope.dtype = torch.float32
+    model.config = model.config.with_(rope_dtype="float32")  # what the model now runs, for whoever reads it
     for block in model.modules():
         if isinstance(block, CausalWanAttentionBlock):
             block.gelu_in_gemm = True
