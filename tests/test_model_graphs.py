@@ -74,13 +74,25 @@ def test_replayed_calls_equal_the_eager_ones_through_switches_cuts_slot_position
     assert graphs.enabled
 
 
-def test_a_shape_is_captured_on_its_call_after_capture_after_eager_ones() -> None:
+def test_a_shape_is_captured_on_its_call_after_capture_after_eager_ones_with_the_same_layouts(monkeypatch) -> None:
+    """The replays' inputs have the eager calls' strides, so compiled code meets the layouts it was made for."""
     model = tiny_model()
+    layouts = []
+    run_planned = model.run_planned
+
+    def recorded(x, t, context, cache, plan, freqs, compute_output=True):
+        context_layouts = [k.stride() for k, _ in context.kv]
+        layouts.append((x.is_contiguous(), x.stride(), t.stride(), freqs.query.stride(), context_layouts))
+        return run_planned(x, t, context, cache, plan, freqs, compute_output)
+
+    monkeypatch.setattr(model, "run_planned", recorded)
     pipeline = StreamingPipeline(model)
     graphs = pipeline.graphs = ForwardGraphs(model, capture=rerun)
     pipeline.begin(0, prompt(model, 0))
     pipeline.next_block()  # block 0: 4 calls of one shape (each writes slots 0-2: the take's first frames)
     assert graphs.captures == 1 and graphs.replays == 4 - CAPTURE_AFTER
+    assert len(layouts) == 4 and all(layout == layouts[0] for layout in layouts), layouts
+    assert not layouts[0][0], "the DiT's input is a transposed view: a contiguous copy would have other strides"
     pipeline.end()
     assert graphs.captures == 1 and not graphs._graphs, "end() drops the graphs of the freed cache"
 

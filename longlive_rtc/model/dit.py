@@ -201,12 +201,12 @@ class CrossAttnCache:
         return self.kv[layer]
 
 
-class Rotations(NamedTuple):
-    """RoPE `(cos, sin)` of a call's queries (and, in absolute mode, its new keys), and in slot mode of the
-    gathered keys (None in absolute mode: stored keys are rotated already)."""
+class RopeFreqs(NamedTuple):
+    """A call's complex RoPE rotations `[L, 1, head_dim/2]`: of its queries (and, in absolute mode, its new
+    keys), and in slot mode of the gathered keys (None in absolute mode: stored keys are rotated already)."""
 
-    query: tuple[Tensor, Tensor]
-    keys: tuple[Tensor, Tensor] | None
+    query: Tensor
+    keys: Tensor | None
 
 
 @dataclass
@@ -314,12 +314,12 @@ class CausalWanModel(nn.Module):
         x = torch.einsum("bfhwpqrc->bcfphqwr", x)
         return x.reshape(x.shape[0], c, f * pt, h * ph, w * pw)
 
-    def rope_for(self, cache: KVCache, plan: CachePlan, h: int, w: int) -> tuple[Tensor, Tensor | None]:
+    def rope_for(self, cache: KVCache, plan: CachePlan, h: int, w: int) -> RopeFreqs:
         """Complex rotations for the call's queries/new keys and, in slot mode, for the gathered keys."""
         q = self.rope.freqs(cache.query_positions(plan), h, w, self.device)
         key_pos = cache.key_positions(plan)
         k = None if key_pos is None else self.rope.freqs(key_pos, h, w, self.device)
-        return q, k
+        return RopeFreqs(q, k)
 
     def grid_of(self, x: Tensor) -> tuple[int, int, int]:
         """Token grid (frames, h, w) of latents `x [B, C, F, H, W]`."""
@@ -328,12 +328,11 @@ class CausalWanModel(nn.Module):
 
     def plan_call(
         self, x: Tensor, cache: KVCache, start_frame: int, sink_recache: bool = False
-    ) -> tuple[CachePlan, Rotations]:
+    ) -> tuple[CachePlan, RopeFreqs]:
         """The host half of a call (see `forward`): its cache plan and its RoPE rotations."""
         frames, h, w = self.grid_of(x)
         plan = cache.plan(start_frame, frames, sink_recache=sink_recache)
-        q_freqs, k_freqs = self.rope_for(cache, plan, h, w)
-        return plan, Rotations(rotation(q_freqs), None if k_freqs is None else rotation(k_freqs))
+        return plan, self.rope_for(cache, plan, h, w)
 
     @torch.no_grad()
     def forward(
@@ -362,8 +361,8 @@ class CausalWanModel(nn.Module):
         Returns:
             The flow (velocity) prediction `[B, C, F, H, W]`, or None without `compute_output`.
         """
-        plan, rotations = self.plan_call(x, cache, start_frame, sink_recache)
-        flow = self.run_planned(x, t, context, cache, plan, rotations, compute_output)
+        plan, freqs = self.plan_call(x, cache, start_frame, sink_recache)
+        flow = self.run_planned(x, t, context, cache, plan, freqs, compute_output)
         cache.commit(plan)
         return flow
 
@@ -375,15 +374,16 @@ class CausalWanModel(nn.Module):
         context: CrossAttnCache,
         cache: KVCache,
         plan: CachePlan,
-        rotations: Rotations,
+        freqs: RopeFreqs,
         compute_output: bool = True,
     ) -> Tensor | None:
-        """The device half of a call (`forward` less the plan, the rotations and the commit): tensor work only,
+        """The device half of a call (`forward` less the plan, the RoPE rotations and the commit): tensor work only,
         on fixed shapes for a given plan, reading the host only for the plan's integers (what
         `graphs.ForwardGraphs` captures)."""
         tokens, grid = self.patchify(x.to(self.dtype))
         e, e0 = self.time_embed(t, tokens.dtype)
-        step = StepContext(cache, plan, context, rotations.query, rotations.keys)
+        keys = None if freqs.keys is None else rotation(freqs.keys)
+        step = StepContext(cache, plan, context, rotation(freqs.query), keys)  # (cos, sin): views, no kernels
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             kv_only = not compute_output and i == last

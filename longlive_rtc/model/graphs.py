@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .dit import CausalWanModel, CrossAttnCache, Rotations
+from .dit import CausalWanModel, CrossAttnCache, RopeFreqs
 from .kv_cache import CachePlan, KVCache
 
 log = logging.getLogger(__name__)
@@ -82,24 +82,31 @@ def cuda_capture(fn: Callable[[], None], pool: Any, device: torch.device) -> Cal
     return replay
 
 
+def _static(value: Tensor) -> Tensor:
+    """A static input: a copy of ``value`` with its strides, outside the graphs' pool. The compiled halves then
+    meet the layouts their guards were made for (a recompile could not run inside a capture)."""
+    return torch.empty_strided(value.size(), value.stride(), dtype=value.dtype, device=value.device).copy_(value)
+
+
 @dataclasses.dataclass
 class _Graph:
-    """One captured call shape: its static inputs, its replay, and its output after a replay."""
+    """One captured call shape: its static inputs, its replay, and its output after a replay.
+
+    The static inputs are copies of the captured call's with its strides (:func:`_static`).
+    """
 
     x: Tensor
     t: Tensor
-    query: tuple[Tensor, Tensor]
-    keys: tuple[Tensor, Tensor] | None
+    freqs: RopeFreqs
     replay: Callable[[], None] = lambda: None
     out: Tensor | None = None
 
-    def load(self, x: Tensor, t: Tensor, rotations: Rotations) -> None:
+    def load(self, x: Tensor, t: Tensor, freqs: RopeFreqs) -> None:
         """Copy this call's inputs into the static ones (stream-ordered, before the replay). The gathered keys'
         rotations (slot mode) are those of the plan's slots, the same for every call of the shape."""
         self.x.copy_(x)
         self.t.copy_(t)
-        for static, value in zip(self.query, rotations.query, strict=True):
-            static.copy_(value)
+        self.freqs.query.copy_(freqs.query)
 
 
 class ForwardGraphs:
@@ -149,19 +156,19 @@ class ForwardGraphs:
         model = self.model
         if not self.enabled:
             return model(x, t, context, cache, start_frame, sink_recache=sink_recache, compute_output=compute_output)
-        plan, rotations = model.plan_call(x, cache, start_frame, sink_recache)
+        plan, freqs = model.plan_call(x, cache, start_frame, sink_recache)
         self._check_cache(cache)
         key = self._key(x, t, plan, cache.rope_mode, compute_output)
         graph = self._graphs.get(key)
         if graph is None:
             self._seen[key] += 1
             if self._seen[key] > CAPTURE_AFTER:
-                graph = self._capture(key, x, t, context, cache, plan, rotations, compute_output)
+                graph = self._capture(key, x, t, context, cache, plan, freqs, compute_output)
         if graph is None:
-            flow = model.run_planned(x, t, context, cache, plan, rotations, compute_output)
+            flow = model.run_planned(x, t, context, cache, plan, freqs, compute_output)
         else:
             self._load_context(context)
-            graph.load(x, t, rotations)
+            graph.load(x, t, freqs)
             graph.replay()
             self.replays += 1
             flow = None if graph.out is None else graph.out.clone()  # the pool is reused by the next replay
@@ -202,24 +209,21 @@ class ForwardGraphs:
         context: CrossAttnCache,
         cache: KVCache,
         plan: CachePlan,
-        rotations: Rotations,
+        freqs: RopeFreqs,
         compute_output: bool,
     ) -> _Graph | None:
         """Capture this call shape (its inputs static from now on); None, graphs off, if it cannot be."""
         if self._context is None:  # static cross-attention K/V, outside the graphs' pool
-            self._context = CrossAttnCache([(k.clone(), v.clone()) for k, v in context.kv])
+            self._context = CrossAttnCache([(_static(k), _static(v)) for k, v in context.kv])
             self._context_source = context
-        graph = _Graph(
-            x=x.clone(),
-            t=t.clone(),
-            query=tuple(r.clone() for r in rotations.query),  # type: ignore[arg-type]
-            keys=None if rotations.keys is None else tuple(r.clone() for r in rotations.keys),  # type: ignore[arg-type]
-        )
-        static = Rotations(graph.query, graph.keys)
+        keys = None if freqs.keys is None else _static(freqs.keys)
+        graph = _Graph(x=_static(x), t=_static(t), freqs=RopeFreqs(_static(freqs.query), keys))
         static_context = self._context
 
         def call() -> None:  # the plan's slots are the shape's; its start frame is read by the host only
-            graph.out = self.model.run_planned(graph.x, graph.t, static_context, cache, plan, static, compute_output)
+            graph.out = self.model.run_planned(
+                graph.x, graph.t, static_context, cache, plan, graph.freqs, compute_output
+            )
 
         try:
             graph.replay = self.capture(call, self.pool, self.model.device)
