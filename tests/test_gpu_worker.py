@@ -18,9 +18,10 @@ from longlive_rtc.generators import base, gpu_worker
 from longlive_rtc.generators.base import Generator
 from longlive_rtc.generators.gpu_worker import START_GRACE, DeviceHung, GpuWorker, WorkerSession
 from longlive_rtc.generators.longlive import LongLiveGenerator
+from longlive_rtc.model.graphs import ForwardGraphs
 from longlive_rtc.session import Role, Session
 
-from .support import EventLog
+from .support import EventLog, rerun
 from .test_longlive_generator import tiny_longlive
 
 #: (seed, prompts by block: a switch where the prompt changes, None = reset then begin again)
@@ -69,9 +70,15 @@ def alone(name: str) -> tuple[list[np.ndarray], list[torch.Tensor]]:
     return play(generator, *PLANS[name]), latents
 
 
-def test_sessions_interleaved_give_exactly_what_each_gives_alone() -> None:
+@pytest.mark.parametrize("graphs", [False, True], ids=["eager", "graphs"])
+def test_sessions_interleaved_give_exactly_what_each_gives_alone(graphs: bool) -> None:
+    """Also with each session's DiT calls replayed (its own graphs, forked from the template's: CPU replays run
+    the call again on the static inputs, see test_model_graphs.py)."""
     want = {name: alone(name) for name in PLANS}
-    worker = GpuWorker(tiny_longlive("tae"))
+    template = tiny_longlive("tae")
+    if graphs:
+        template.pipeline.graphs = ForwardGraphs(template.pipeline.model, capture=rerun)
+    worker = GpuWorker(template)
     try:
         handles = {name: worker.session() for name in PLANS}
         assert all(isinstance(h, Generator) for h in handles.values())
@@ -100,6 +107,9 @@ def test_sessions_interleaved_give_exactly_what_each_gives_alone() -> None:
             assert len(latents[name]) == len(x0)
             assert all(torch.equal(g, w) for g, w in zip(latents[name], x0, strict=True)), name
         assert not torch.equal(latents["a"][0], latents["b"][0])  # the two streams really differ
+        if graphs:
+            assert all(h.pipeline.graphs.replays > 0 for h in handles.values())
+            assert len({id(h.pipeline.graphs) for h in handles.values()}) == 2
     finally:
         worker.close()
 

@@ -17,12 +17,9 @@ from longlive_rtc.model import CausalWanModel, StreamingPipeline, tiny
 from longlive_rtc.model.graphs import CAPTURE_AFTER, ForwardGraphs
 from longlive_rtc.model.random_init import randomize_
 
+from .support import rerun
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def rerun(fn, pool, device):
-    """A capture that records nothing: its replay runs the call again on the graph's static inputs."""
-    return fn
 
 
 def tiny_model() -> CausalWanModel:
