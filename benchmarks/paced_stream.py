@@ -91,8 +91,11 @@ def build(args) -> tuple[list[Generator], object | None]:
     return [worker.session() for _ in range(args.sessions)], worker
 
 
-async def run_one(session: Session, args, started: float) -> dict:
-    """Stream one session until ``args.seconds`` after ``started``, switching every ``args.switch_every`` s."""
+async def run_one(session: Session, args, started: float, joins_at: float = 0.0, pauses: bool = False) -> dict:
+    """Stream one session from ``joins_at`` seconds after ``started`` until ``args.seconds`` after it, switching
+    every ``args.switch_every`` s; with ``pauses``, paused for ``args.pause_for`` s every ``args.pause_every`` s."""
+    await asyncio.sleep(max(0.0, started + joins_at - time.monotonic()))
+    joined = time.monotonic()
     events: list[tuple[float, Event]] = []
     session.join(Role.CONTROLLER, lambda e: events.append((time.monotonic(), e)))
 
@@ -110,9 +113,11 @@ async def run_one(session: Session, args, started: float) -> dict:
     loop = asyncio.get_running_loop()
     requested: dict[str, float] = {}
     shown: dict[str, float] = {}
-    next_switch, number = started + args.switch_every, 1
+    next_switch, number = joined + args.switch_every, 1
     next_report = started + args.report_every
     frames = encoded_bytes = 0
+    next_pause = joined + args.pause_every if pauses else float("inf")
+    resume_at, paused_times = float("inf"), 0
     try:
         while time.monotonic() - started < args.seconds:
             if time.monotonic() >= next_report:  # progress on a long run: what it saw so far survives a cut
@@ -124,6 +129,12 @@ async def run_one(session: Session, args, started: float) -> dict:
             payloads, _ = await loop.run_in_executor(None, encoder.encode, frame)
             frames += 1
             encoded_bytes += sum(len(p) for p in payloads)
+            if time.monotonic() >= next_pause:
+                command("pause")
+                next_pause, resume_at, paused_times = float("inf"), time.monotonic() + args.pause_for, paused_times + 1
+            elif time.monotonic() >= resume_at:
+                command("resume")
+                next_pause, resume_at = time.monotonic() + args.pause_every, float("inf")
             if time.monotonic() >= next_switch:
                 prompt = f"{session.id} prompt {number}"
                 command("schedule_prompt", new_prompt=prompt, timestamp=session.current_start_frame)
@@ -133,12 +144,14 @@ async def run_one(session: Session, args, started: float) -> dict:
                     shown[event.data["prompt"]] = at
     finally:
         clock.stop()
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - joined
     delays = [shown[p] - requested[p] for p in requested if p in shown]
     engine = session.engine
     return {
         "session": session.id,
+        "joined_at_s": round(joined - started, 1),
         "seconds": round(elapsed, 1),
+        "pauses": paused_times,
         "frames_sent": frames,
         "fps": round(frames / elapsed, 3),
         "stalls": engine.stalls,
@@ -160,7 +173,11 @@ async def run(args) -> dict:
         session.engine.pacer.asap = args.live_switch == "asap"
     try:
         started = time.monotonic()
-        per_session = await asyncio.gather(*(run_one(s, args, started) for s in sessions))
+        last = len(sessions) - 1
+        per_session = await asyncio.gather(*(
+            run_one(s, args, started, i * args.stagger, pauses=args.pause_every > 0 and i == last)
+            for i, s in enumerate(sessions)
+        ))  # fmt: skip
     finally:
         for session in sessions:
             session.close()
@@ -182,8 +199,8 @@ def _size(text: str) -> tuple[int, int]:
         size = int(width), int(height)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
-    if min(size) < 16 or size[0] % 16 or size[1] % 16:
-        raise argparse.ArgumentTypeError(f"{text!r}: both sides multiples of 16, at least 16")
+    if size[0] < 16 or size[1] < 64 or size[0] % 16 or size[1] % 16:  # the synthetic card's least height: 64
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides multiples of 16, at least 16 wide and 64 high")
     return size
 
 
@@ -204,11 +221,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="synthetic: the sessions' blocks take turns on one emulated device, as on one GPU")
     parser.add_argument("--size", type=_size, default=(832, 480), help="synthetic: WIDTHxHEIGHT (default 832x480)")
     parser.add_argument("--report-every", type=float, default=60, help="seconds between progress lines (stderr)")
+    parser.add_argument("--stagger", type=float, default=0.0, help="session i joins i x this many seconds late")
+    parser.add_argument("--pause-every", type=float, default=0.0,
+                        help="the last session pauses this many seconds after it joined or resumed (0: never)")
+    parser.add_argument("--pause-for", type=float, default=5.0, help="seconds each of those pauses lasts")
     args = parser.parse_args(argv)
     if args.sessions < 1:
         parser.error("--sessions must be >= 1")
     if args.report_every <= 0:
         parser.error("--report-every must be > 0")
+    if args.stagger < 0 or args.pause_every < 0 or args.pause_for <= 0:
+        parser.error("--stagger and --pause-every must be >= 0, --pause-for > 0")
+    if args.stagger * (args.sessions - 1) >= args.seconds:
+        parser.error("the last session would join after --seconds")
     return args
 
 

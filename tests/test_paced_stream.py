@@ -30,3 +30,15 @@ async def test_paced_stream_reports_each_session_of_a_shared_worker(capsys) -> N
     for report in result["per_session"]:  # progress over the window, not a rate
         assert report["frames_sent"] > 0 and report["blocks_generated"] >= 2
         assert report["switches_requested"] >= 1 and isinstance(report["stalls"], int)
+
+
+async def test_paced_stream_staggers_joins_and_pauses_the_last_session() -> None:
+    paced = load_script()
+    args = paced.parse_args(
+        ["--generator", "synthetic", "--size", "256x144", "--sessions", "2", "--seconds", "4", "--stagger", "1",
+         "--pause-every", "1", "--pause-for", "0.3", "--switch-every", "10"]
+    )  # fmt: skip
+    first, last = (await paced.run(args))["per_session"]
+    assert first["joined_at_s"] < 0.5 <= 1.0 <= last["joined_at_s"]
+    assert first["pauses"] == 0 and last["pauses"] >= 1
+    assert last["frames_sent"] > 0 and last["seconds"] < first["seconds"]

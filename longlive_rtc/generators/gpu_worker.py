@@ -53,8 +53,8 @@ START_GRACE = 0.8
 STUCK_AFTER = 120.0  # seconds one request may run before the device counts as hung
 _POLL = 1.0  # seconds between a waiting caller's checks that the device still moves
 _EVENT_POLL = 0.001  # seconds between a collecting session's checks that its block's frames are out
-#: Seconds after its last block (or its begin) that a session stops counting as streaming on its device: it is
-#: paused, or its run stopped or failed. Several blocks' play time (12 frames: 0.8 s at 15 FPS).
+#: Seconds after its last block (or its begin) that a session stops counting as active on its device: it is
+#: paused, or its run stopped. Several blocks' play time (12 frames: 0.8 s at 15 FPS).
 IDLE_AFTER = 3.0
 
 
@@ -115,8 +115,13 @@ class GpuWorker:
             self._streaming.pop(session, None)
 
     def others_streaming(self, session: WorkerSession) -> int:
-        """How many other sessions stream on this device now: begun, not reset, no block of theirs failed since,
-        and active within ``IDLE_AFTER`` seconds (a paused or stopped one needs no device time)."""
+        """How many other sessions stream on this device: begun, not reset, and no block of theirs failed since.
+        A paused one counts: it may ask for a block at any moment."""
+        with self._cond:
+            return len(self._streaming.keys() - {session})
+
+    def others_active(self, session: WorkerSession) -> int:
+        """How many of those asked for a block within ``IDLE_AFTER`` seconds: a paused one needs no device time now."""
         now = time.monotonic()
         with self._cond:
             return sum(1 for s, active in self._streaming.items() if s is not session and now - active <= IDLE_AFTER)
@@ -319,15 +324,19 @@ class WorkerSession:
         return self._clock + self._frames / self.fps
 
     def shares_device(self) -> bool:
-        return self.worker.others_streaming(self) > 0
+        """Whether another session on this device uses it now (``others_active``): a live prompt then skips no
+        frames, which would be device time that session needs."""
+        return self.worker.others_active(self) > 0
 
     def start_lead(self) -> float:
-        """One of its blocks' time for every other session streaming here, whose next blocks may run before
-        its own: its first frame waits that long, and each block starts that much earlier (``base.start_lead``)."""
+        """One of its blocks' time for every other session streaming here (paused ones too: they may resume),
+        whose next blocks may run before its own: its first frame waits that long, and each block starts that
+        much earlier (``base.start_lead``)."""
         return self.worker.others_streaming(self) * (self._block_seconds or 0.0)
 
     def next_block(self) -> np.ndarray:
-        """The next block's frames; a block that fails ends this stream on the device (``others_streaming``)."""
+        """The next block's frames; a block that fails ends this stream on the device (``others_streaming``) until
+        it begins again."""
         changes, self._changes = self._changes, []
         self.worker.stream_active(self)
         try:
