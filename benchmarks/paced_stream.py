@@ -91,9 +91,10 @@ def build(args) -> tuple[list[Generator], object | None]:
     return [worker.session() for _ in range(args.sessions)], worker
 
 
-async def run_one(session: Session, args, started: float, joins_at: float = 0.0, pauses: bool = False) -> dict:
+async def run_one(session: Session, args, started: float, joins_at: float = 0.0, is_last: bool = False) -> dict:
     """Stream one session from ``joins_at`` seconds after ``started`` until ``args.seconds`` after it, switching
-    every ``args.switch_every`` s; with ``pauses``, paused for ``args.pause_for`` s every ``args.pause_every`` s."""
+    every ``args.switch_every`` s; with ``is_last`` (the last session), paused for ``args.pause_for`` s every
+    ``args.pause_every`` s, and stopped and started again every ``args.restart_every`` s (0: never)."""
     await asyncio.sleep(max(0.0, started + joins_at - time.monotonic()))
     joined = time.monotonic()
     events: list[tuple[float, Event]] = []
@@ -116,8 +117,9 @@ async def run_one(session: Session, args, started: float, joins_at: float = 0.0,
     next_switch, number = joined + args.switch_every, 1
     next_report = started + args.report_every
     frames = encoded_bytes = 0
-    next_pause = joined + args.pause_every if pauses else float("inf")
+    next_pause = joined + args.pause_every if is_last and args.pause_every else float("inf")
     resume_at, paused_times = float("inf"), 0
+    next_restart, restarts = (joined + args.restart_every if is_last and args.restart_every else float("inf")), 0
     try:
         while time.monotonic() - started < args.seconds:
             if time.monotonic() >= next_report:  # progress on a long run: what it saw so far survives a cut
@@ -129,6 +131,10 @@ async def run_one(session: Session, args, started: float, joins_at: float = 0.0,
             payloads, _ = await loop.run_in_executor(None, encoder.encode, frame)
             frames += 1
             encoded_bytes += sum(len(p) for p in payloads)
+            if time.monotonic() >= next_restart:  # a new run: it begins again, and joins the device again
+                command("stop")
+                command("start")
+                next_restart, restarts = time.monotonic() + args.restart_every, restarts + 1
             if time.monotonic() >= next_pause:
                 command("pause")
                 next_pause, resume_at, paused_times = float("inf"), time.monotonic() + args.pause_for, paused_times + 1
@@ -152,6 +158,7 @@ async def run_one(session: Session, args, started: float, joins_at: float = 0.0,
         "joined_at_s": round(joined - started, 1),
         "seconds": round(elapsed, 1),
         "pauses": paused_times,
+        "restarts": restarts,
         "frames_sent": frames,
         "fps": round(frames / elapsed, 3),
         "stalls": engine.stalls,
@@ -175,7 +182,7 @@ async def run(args) -> dict:
         started = time.monotonic()
         last = len(sessions) - 1
         per_session = await asyncio.gather(*(
-            run_one(s, args, started, i * args.stagger, pauses=args.pause_every > 0 and i == last)
+            run_one(s, args, started, i * args.stagger, is_last=i == last)
             for i, s in enumerate(sessions)
         ))  # fmt: skip
     finally:
@@ -225,13 +232,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pause-every", type=float, default=0.0,
                         help="the last session pauses this many seconds after it joined or resumed (0: never)")
     parser.add_argument("--pause-for", type=float, default=5.0, help="seconds each of those pauses lasts")
+    parser.add_argument("--restart-every", type=float, default=0.0,
+                        help="the last session stops and starts again (a new run) this often, in seconds (0: never)")
     args = parser.parse_args(argv)
     if args.sessions < 1:
         parser.error("--sessions must be >= 1")
     if args.report_every <= 0:
         parser.error("--report-every must be > 0")
-    if args.stagger < 0 or args.pause_every < 0 or args.pause_for <= 0:
-        parser.error("--stagger and --pause-every must be >= 0, --pause-for > 0")
+    if min(args.stagger, args.pause_every, args.restart_every) < 0 or args.pause_for <= 0:
+        parser.error("--stagger, --pause-every and --restart-every must be >= 0, --pause-for > 0")
     if args.stagger * (args.sessions - 1) >= args.seconds:
         parser.error("the last session would join after --seconds")
     return args
