@@ -390,12 +390,17 @@ def _resident_t5():
 
 
 def table_row(decoder: str, r: dict) -> str:
+    graphs = r.get("cuda_graphs")
+    replayed = ""
+    if graphs is not None:  # whether the graphs ran at all: a failed capture turns them off
+        state = "on" if graphs["enabled"] else "OFF (a capture failed)"
+        replayed = f" | CUDA graphs {state}: {graphs['captures']} captured, {graphs['replays']} calls replayed"
     return (
         f"{decoder:>4} | DiT fwd {r['dit_forward_ms']:6.1f} ms | cache {r['cache_pass_ms']:6.1f} ms | "
         f"decode {r['decode_ms']:6.1f} ms | block {r['block_ms']:6.1f} ms | {r['fps']:5.1f} FPS | "
         f"first frame {r['time_to_first_frame_s']:.3f} s | switch +{r['switch_ms']:5.1f} ms "
         f"(recache {r['recache_ms']:5.1f}) | "
-        f"peak {r['peak_gib']:.1f} GiB"
+        f"peak {r['peak_gib']:.1f} GiB{replayed}"
     )
 
 

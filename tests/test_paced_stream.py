@@ -39,6 +39,6 @@ async def test_paced_stream_staggers_joins_and_pauses_the_last_session() -> None
          "--pause-every", "1", "--pause-for", "0.3", "--switch-every", "10"]
     )  # fmt: skip
     first, last = (await paced.run(args))["per_session"]
-    assert first["joined_at_s"] < 0.5 <= 1.0 <= last["joined_at_s"]
+    assert first["joined_at_s"] < last["joined_at_s"] and last["joined_at_s"] >= 1.0
     assert first["pauses"] == 0 and last["pauses"] >= 1
     assert last["frames_sent"] > 0 and last["seconds"] < first["seconds"]
