@@ -36,7 +36,7 @@ def main() -> None:
     for _ in range(5):
         generator.next_block()
     wall = []
-    for _ in range(5):  # steady blocks, as the stream runs them (the decode overlaps the next block's DiT)
+    for _ in range(5):  # steady blocks, each from an idle GPU to its frames out (DiT, then decode)
         torch.cuda.synchronize()
         began = time.perf_counter()
         generator.next_block()
