@@ -90,8 +90,14 @@ def test_a_shape_is_captured_on_its_call_after_capture_after_eager_ones_with_the
     assert graphs.captures == 1 and graphs.replays == 4 - CAPTURE_AFTER
     assert len(layouts) == 4 and all(layout == layouts[0] for layout in layouts), layouts
     assert not layouts[0][0], "the DiT's input is a transposed view: a contiguous copy would have other strides"
+    pipeline.begin(1, prompt(model, 1))  # a new stream in the same cache buffers: the graphs go on
+    pipeline.next_block()
+    assert graphs.captures == 1 and graphs.replays == 4 - CAPTURE_AFTER + 4
     pipeline.end()
-    assert graphs.captures == 1 and not graphs._graphs, "end() drops the graphs of the freed cache"
+    assert graphs._graphs and graphs._context_source is None, "end() keeps the graphs, not the prompt"
+    pipeline.begin(2, prompt(model, 2))  # here the old buffers are still referenced (by the CPU "graph"): new ones
+    pipeline.next_block()
+    assert graphs.captures == 2 and graphs.replays == 2 * (4 - CAPTURE_AFTER) + 4, "new buffers: captured anew"
 
 
 def test_a_capture_that_fails_turns_graphs_off_and_the_stream_goes_on_eagerly(caplog) -> None:

@@ -135,6 +135,12 @@ class ForwardGraphs:
         """Graphs for another stream over the same model: none captured yet, the same memory pool."""
         return ForwardGraphs(self.model, capture=self.capture, pool=self.pool)
 
+    def release_prompt(self) -> None:
+        """The stream ended: let its prompt's cross-attention K/V go (the static copy stays). The graphs stay too:
+        a new cache that gets the freed one's memory, as the allocator's same-size blocks most likely do, uses
+        them as they are, and one elsewhere drops them (the first call's `_check_cache`)."""
+        self._context_source = None
+
     def clear(self) -> None:
         """Drop every graph and static input (they are captured again as the calls come)."""
         self._graphs.clear()

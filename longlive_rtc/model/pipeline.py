@@ -135,8 +135,8 @@ class StreamingPipeline:
         self._history, self._t_steps = [], []
         self._cache_pass_due = False
         self.current_start_frame = 0
-        if self.graphs is not None:
-            self.graphs.clear()  # they write the freed cache
+        if self.graphs is not None:  # kept: the next stream's cache most likely gets the same memory (else dropped)
+            self.graphs.release_prompt()
 
     def _require_started(self) -> KVCache:
         if self.cache is None or self.context is None:
