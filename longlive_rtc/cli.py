@@ -156,6 +156,8 @@ def build_longlive_generator(args: argparse.Namespace, geometry, warm: bool = Tr
         raise SystemExit(f"the longlive generator is not available in this build: {exc}") from None
     if not torch.cuda.is_available() and str(args.device).startswith("cuda"):
         raise SystemExit("error: the longlive generator needs a CUDA GPU (or use --generator synthetic)")
+    if args.cuda_graphs == "on" and not str(args.device).startswith("cuda"):  # before minutes of loading
+        raise SystemExit(f"error: --cuda-graphs on needs a CUDA --device, not {args.device}")
     torch.backends.cudnn.benchmark = True  # the Wan VAE's 3D convolutions: autotuned once, during warm-up
     if args.random_weights:
         log.warning("longlive with RANDOM weights: the video is noise; for benchmarks only")

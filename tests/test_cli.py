@@ -221,3 +221,11 @@ def test_serve_without_devices_builds_one_generator_now_and_reuses_freed_ones() 
     assert first is not second and first.geometry.width == 160
     release(first)
     assert factory() is first  # a freed session's generator serves the next session
+
+
+def test_cuda_graphs_off_cuda_are_refused_before_any_weights_load() -> None:
+    from longlive_rtc.cli import build_generator
+
+    args = build_parser().parse_args(["serve", "--generator", "longlive", "--device", "cpu", "--cuda-graphs", "on"])
+    with pytest.raises(SystemExit, match="--cuda-graphs on needs a CUDA --device, not cpu"):
+        build_generator(args, warm=False)
